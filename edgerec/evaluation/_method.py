@@ -1,0 +1,38 @@
+"""The interface every method in the evaluation protocol implements: ours and the peers alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from ..data._types import Catalogue, Sequences
+
+__all__ = ["FittedModel", "Method"]
+
+
+class FittedModel(Protocol):
+    """A model fitted on training sequences, able to score every item for some users."""
+
+    def score(self, users: np.ndarray, histories: Sequences) -> np.ndarray:
+        """Scores ``[len(users), n_items]``, higher is better.
+
+        ``users`` are user indices; ``histories`` holds every user's fitting sequence (the same
+        one the model was fitted on), for methods that compute the user from the history.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named method with a hyper-parameter grid, tuned on the validation item only.
+
+    ``fit(train, catalogue, seed, **hparams)`` returns a ``FittedModel``.
+    """
+
+    name: str
+    fit: Callable[..., FittedModel]
+    grid: tuple[dict[str, Any], ...] = field(default=({},))
+    # Deterministic methods give the same result for every seed; the protocol fits them once.
+    seeded: bool = True

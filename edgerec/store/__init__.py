@@ -1,0 +1,13 @@
+"""The on-device interaction store: one SQLite file (WAL), adapted from sqlite-utils.
+
+``InteractionStore`` logs and reads interactions; ``Retention`` bounds what it keeps.
+``Migration`` and ``MIGRATIONS`` are the schema steps (see ``_schema`` to add one).
+"""
+
+from __future__ import annotations
+
+from ._retention import Retention
+from ._schema import MIGRATIONS, Migration
+from ._store import InteractionStore
+
+__all__ = ["MIGRATIONS", "InteractionStore", "Migration", "Retention"]

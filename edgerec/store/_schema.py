@@ -1,0 +1,151 @@
+"""The store's schema: one ordered list of migrations, and the version recorded in the file.
+
+The database keeps its schema version in the key/value table ``edgerec_meta`` (key
+``schema_version``; 0 when the table is absent, i.e. a new file). On open, every migration
+newer than that version runs, in order, inside one ``BEGIN IMMEDIATE`` transaction, and the
+version is bumped in the same transaction: a crash mid-upgrade leaves the old schema intact.
+A file whose version is newer than the newest migration known here was written by a newer
+edgerec and is refused (``SchemaVersionError``) rather than guessed at.
+
+Adding a table (the privacy ledger, say) is one function and one line::
+
+    def _v2_privacy_ledger(db: Database) -> None:
+        db["privacy_ledger"].create({...}, pk="id")
+
+    MIGRATIONS = (..., Migration(2, "privacy ledger", _v2_privacy_ledger))
+
+A migration receives the sqlite-utils ``Database`` of a connection that is already inside the
+transaction (sqlite-utils nests its own writes as savepoints), must not COMMIT itself, and must
+never be edited once released: devices in the field have already applied it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable, NamedTuple, Sequence
+
+from sqlite_utils import Database
+
+from .._exceptions import ConfigError, SchemaVersionError
+
+__all__ = [
+    "EVENT_ID_INDEX",
+    "INSERT_SQL",
+    "META_TABLE",
+    "MIGRATIONS",
+    "Migration",
+    "PROFILE_INDEX",
+    "TABLE",
+    "check_migrations",
+    "migrate",
+    "read_version",
+]
+
+META_TABLE = "edgerec_meta"
+TABLE = "interactions"
+PROFILE_INDEX = "interactions_by_user_time"
+EVENT_ID_INDEX = "interactions_event_id"
+_VERSION_KEY = "schema_version"
+
+# The hot-path insert. ON CONFLICT names the partial unique index on event_id, so a retried
+# event is skipped (rowcount 0) while rows without an event_id never conflict. Unlike
+# INSERT OR IGNORE it does not also swallow NOT NULL or CHECK violations.
+INSERT_SQL = (
+    f"INSERT INTO {TABLE} (user, item, event, value, ts, event_id) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (event_id) WHERE event_id IS NOT NULL DO NOTHING"
+)
+
+
+class Migration(NamedTuple):
+    """One schema step: ``apply(db)`` brings a database at ``version - 1`` to ``version``."""
+
+    version: int
+    description: str
+    apply: Callable[[Database], None]
+
+
+def _v1_interactions(db: Database) -> None:
+    """The interaction table, the covering index of ``profile()`` and the event-id index."""
+    db[TABLE].create(
+        {"id": int, "user": str, "item": str, "event": str, "value": float, "ts": float, "event_id": str},
+        pk="id",
+        not_null={"user", "item", "event", "value", "ts"},
+    )
+    # profile() asks "this user's events, newest first" and reads item, event, value: with
+    # (user, ts, id) leading, the rows come out of the index already in order, and with the
+    # remaining columns in it SQLite never touches the table (COVERING INDEX in the plan).
+    # history(), count(user) and forget(user) use the same index.
+    db[TABLE].create_index(["user", "ts", "id", "event", "item", "value"], index_name=PROFILE_INDEX)
+    # Partial: most events carry no event_id and then cost nothing here. sqlite-utils'
+    # create_index cannot express WHERE, hence the plain statement.
+    db.execute(f"CREATE UNIQUE INDEX {EVENT_ID_INDEX} ON {TABLE} (event_id) WHERE event_id IS NOT NULL")
+    # No index on ts alone: it would tax every log() to speed up prune(), which runs rarely and
+    # scans a device-sized table in milliseconds.
+
+
+# Ordered, contiguous from 1. Append only.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "interactions table, covering profile index, unique event_id", _v1_interactions),
+)
+
+
+def check_migrations(migrations: Sequence[Migration]) -> int:
+    """Check the list is numbered 1, 2, ... n and return n (the version it produces)."""
+    for expected, migration in enumerate(migrations, start=1):
+        if not isinstance(migration, Migration) or migration.version != expected:
+            raise ConfigError(f"migration #{expected} must be Migration(version={expected}, ...), got {migration!r}")
+    return len(migrations)
+
+
+def read_version(conn: sqlite3.Connection) -> int:
+    """The schema version recorded in the file (0 for a file edgerec has never set up)."""
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (META_TABLE,)
+    ).fetchone()
+    if has_meta is None:
+        return 0
+    row = conn.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", (_VERSION_KEY,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _refuse_newer(found: int, latest: int) -> None:
+    if found > latest:
+        raise SchemaVersionError(
+            f"the database has schema version {found} but this edgerec knows versions up to {latest}; "
+            "it was written by a newer edgerec, upgrade edgerec to open it"
+        )
+
+
+def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database up to the newest version in ``migrations`` and return that version.
+
+    Raises ``SchemaVersionError`` if the file is newer. sqlite3 errors propagate (the caller
+    translates them); the transaction is rolled back, so the file keeps its previous version.
+    """
+    latest = check_migrations(migrations)
+    conn = db.conn
+    # Cheap check first, without the write lock: on almost every open there is nothing to do,
+    # and several processes opening the same file should not queue behind each other.
+    found = read_version(conn)
+    _refuse_newer(found, latest)
+    if found == latest:
+        return found
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Re-read under the write lock: another process may have migrated in the meantime.
+        found = read_version(conn)
+        _refuse_newer(found, latest)
+        db.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        for migration in migrations[found:]:
+            migration.apply(db)
+        db.execute(
+            f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_VERSION_KEY, str(latest)),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return latest

@@ -13,23 +13,41 @@ from ._exceptions import (
     ScoringError,
     StoreError,
 )
+from .bundle import Bundle, Manifest, load_bundle, write_bundle
+from .client import EdgeRec, Recommendation, open
+from .data import Catalogue, Dataset
 from .events import EventType, Interaction
+from .model.config import ModelConfig, TrainConfig
+from .store import InteractionStore, Retention
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Bundle",
     "BundleError",
     "BundleFormatError",
     "BundleIntegrityError",
     "BundleSignatureError",
+    "Catalogue",
     "ConfigError",
+    "Dataset",
     "DatasetError",
+    "EdgeRec",
     "EdgeRecError",
     "EventType",
     "Interaction",
+    "InteractionStore",
     "InvalidEventError",
+    "Manifest",
+    "ModelConfig",
+    "Recommendation",
+    "Retention",
     "SchemaVersionError",
     "ScoringError",
     "StoreError",
+    "TrainConfig",
     "__version__",
+    "load_bundle",
+    "open",
+    "write_bundle",
 ]

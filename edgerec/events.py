@@ -78,7 +78,7 @@ class Interaction:
     event_id: str | None = None
 
 
-def _id(name: str, raw: Any) -> str:
+def check_id(name: str, raw: Any) -> str:
     # Ids may be given as str or int (many catalogues use integers); both are stored as text.
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise InvalidEventError(f"{name} must be a str or int, got {type(raw).__name__}")
@@ -123,8 +123,8 @@ def validate_interaction(
     ts_f = now if ts is None else _number("ts", ts)
     if ts_f < 0:
         raise InvalidEventError(f"ts must be seconds since the epoch, got {ts_f}")
-    eid = None if event_id is None else _id("event_id", event_id)
-    return Interaction(_id("user", user), _id("item", item), event, value_f, ts_f, eid)
+    eid = None if event_id is None else check_id("event_id", event_id)
+    return Interaction(check_id("user", user), check_id("item", item), event, value_f, ts_f, eid)
 
 
 def interaction_from_mapping(raw: Mapping[str, Any], *, now: float) -> Interaction:

@@ -1,0 +1,173 @@
+"""The facade an app embeds: ``edgerec.open(db, bundle=...)``, then ``log()`` and ``recommend()``.
+
+It wires the store (SQLite), the bundle (verified files) and the scorer (onnxruntime) together;
+each of those adapts exactly one outside library.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from ._exceptions import ConfigError
+from .bundle import Bundle, load_bundle
+from .events import Interaction, check_id, signal_code
+from .reasons import attribute, reason_text
+from .scoring import Scorer
+from .store import InteractionStore, Retention
+
+__all__ = ["EdgeRec", "Recommendation", "open"]
+
+_OFFSET_CACHE = 8  # candidate filters an app typically cycles through (in stock, category, ...)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item, best first in the list ``recommend()`` returns."""
+
+    item: str
+    score: float
+    title: str
+    reason: str
+    because: str | None = None  # the history item behind the reason, if any
+
+
+class EdgeRec:
+    """An on-device recommender: a local interaction store plus an installed model bundle.
+
+    Thread-safe: the store keeps one SQLite connection per thread and onnxruntime sessions may
+    be shared. Use ``edgerec.open()`` to make one.
+    """
+
+    def __init__(self, store: InteractionStore, bundle: Bundle, *, threads: int = 1):
+        self.store = store
+        self._install(bundle, threads)
+
+    def _install(self, bundle: Bundle, threads: int) -> None:
+        self.bundle = bundle
+        self._scorer = Scorer(bundle.model_path, len(bundle.catalogue), bundle.config.history,
+                              threads=threads)
+        self._index = bundle.catalogue.index
+        self._offsets: OrderedDict[frozenset[str], np.ndarray] = OrderedDict()
+
+    # -- logging --------------------------------------------------------------------------------
+    def log(self, user: Any, item: Any, event: Any = "click", value: Any = 1.0, *, ts: Any = None,
+            event_id: Any = None) -> bool:
+        """Record one event durably. False when ``event_id`` was logged before (a retry)."""
+        return self.store.log(user, item, event, value, ts=ts, event_id=event_id)
+
+    def log_many(self, events: Iterable[Mapping[str, Any] | Interaction]) -> int:
+        """Record a batch in one transaction; all or nothing. Returns the rows written."""
+        return self.store.log_many(events)
+
+    # -- recommending ---------------------------------------------------------------------------
+    def _offset(self, candidates: Iterable[Any] | None) -> np.ndarray | None:
+        """-inf for every item outside ``candidates`` (cached: apps reuse a few filters)."""
+        if candidates is None:
+            return None
+        key = frozenset(str(c) for c in candidates)
+        cached = self._offsets.get(key)
+        if cached is None:
+            cached = np.full((1, len(self._index)), -np.inf, np.float32)
+            rows = [self._index[c] for c in key if c in self._index]
+            cached[0, rows] = 0.0
+            self._offsets[key] = cached
+            if len(self._offsets) > _OFFSET_CACHE:
+                self._offsets.popitem(last=False)
+        else:
+            self._offsets.move_to_end(key)
+        return cached
+
+    def _history(self, user: str):
+        """Known items of the user's non-impression events, most recent first."""
+        rows, signals, events = [], [], []
+        index = self._index
+        for item, event, value in self.store.profile(user):
+            row = index.get(item)
+            if row is not None:
+                rows.append(row)
+                signals.append(signal_code(event, value))
+                events.append(event)
+        return np.array(rows, np.int64), np.array(signals, np.int64), events
+
+    def recommend(self, user: Any, k: int = 10, *, exclude_seen: bool = True,
+                  candidates: Iterable[Any] | None = None,
+                  exclude: Iterable[Any] = ()) -> list[Recommendation]:
+        """The ``k`` best items for ``user`` now, best first, each with a reason.
+
+        Dismissed items are never returned; consumed ones (viewed, clicked, bought, rated) are
+        not returned unless ``exclude_seen=False``. ``candidates`` restricts the answer to those
+        item ids (ids unknown to the model are ignored); ``exclude`` removes more ids.
+        """
+        user = check_id("user", user)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive int, got {k!r}")
+        rows, signals, events = self._history(user)
+        if exclude_seen:
+            drop = rows
+        else:
+            drop = rows[np.array([e == "dismiss" for e in events], bool)] if events else rows
+        extra = [self._index[i] for i in map(str, exclude) if i in self._index]
+        if extra:
+            drop = np.concatenate([drop, np.array(extra, np.int64)])
+        length = self.bundle.config.history
+        top, scores = self._scorer.top_k(rows[:length], signals[:length], np.unique(drop), k,
+                                         self._offset(candidates))
+        return self._explain(top, scores, rows[:length], signals[:length], events)
+
+    def _explain(self, top: np.ndarray, scores: np.ndarray, rows: np.ndarray, signals: np.ndarray,
+                 events: list[str]) -> list[Recommendation]:
+        cat = self.bundle.catalogue
+        causes = attribute(self.bundle.params, cat.features, rows, signals, top)
+        out = []
+        for row, score, cause in zip(top.tolist(), scores.tolist(), causes.tolist()):
+            if cause >= 0:
+                reason, because = reason_text(events[cause], cat.title(rows[cause])), cat.item_ids[rows[cause]]
+            else:
+                reason = "fits your recent activity" if len(rows) else reason_text(None, None)
+                because = None
+            out.append(Recommendation(cat.item_ids[row], score, cat.title(row), reason, because))
+        return out
+
+    # -- data-subject requests and housekeeping -------------------------------------------------
+    def forget(self, user: Any) -> int:
+        """Erase everything stored about ``user``; returns the number of events deleted."""
+        return self.store.forget(check_id("user", user))
+
+    def export(self, user: Any) -> list[dict[str, Any]]:
+        """Everything stored about ``user``, as JSON-ready dicts."""
+        return self.store.export(check_id("user", user))
+
+    @property
+    def model_version(self) -> int:
+        return self.bundle.version
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "EdgeRec":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(path: str | os.PathLike[str], bundle: str | os.PathLike[str] | Bundle, *,
+         synchronous: str = "NORMAL", retention: Retention | None = None,
+         public_key: bytes | str | None = None, threads: int = 1,
+         clock: Callable[[], float] = time.time) -> EdgeRec:  # noqa: A001 - mirrors builtins.open on purpose
+    """Open (or create) the SQLite database at ``path`` and install the bundle at ``bundle``.
+
+    ``synchronous="NORMAL"`` (default) keeps every event that ``log()`` returned through an app
+    crash; ``"FULL"`` also through power loss, at some cost in write speed. ``public_key``, when
+    given, must have signed the bundle's manifest.
+    """
+    loaded = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle), public_key=public_key)
+    store = InteractionStore(path, synchronous=synchronous, retention=retention, clock=clock)
+    return EdgeRec(store, loaded, threads=threads)

@@ -1,0 +1,149 @@
+"""Export the model to an ONNX graph, and quantize it to int8 with onnxruntime's tools.
+
+Needs the ``train`` extra (``onnx``); a device that only scores never imports this module.
+
+The graph computes the user from the history (so a new event changes the next answer), scores
+every item, removes excluded items, and returns the top k:
+
+    inputs   hist_items [B, L] int64    item rows, most recent first (any row where padded)
+             hist_signals [B, L] int64  signal codes; PAD_SIGNAL (weight 0) pads short histories
+             exclude [B, E] int64       rows never to return (seen, dismissed); E may be 0
+             score_offset [1|B, N] f32  added to every score: 0 keeps an item, -inf filters it
+             k [1] int64                how many to return (<= N)
+    outputs  top_scores [B, k], top_items [B, k] int64, scores [B, N], user [B, d]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .config import ModelConfig
+from .params import Params, item_tables
+
+__all__ = ["OPSET", "build_graph", "export_onnx", "quantize_int8"]
+
+OPSET = 18  # ScatterElements' reduction="min" needs 18; onnxruntime >= 1.14 runs it
+_HIDDEN_NODES = ("hidden_matmul", "hidden_out_matmul")
+
+
+def _initializers(params: Params, features: np.ndarray):
+    from onnx import numpy_helper
+
+    table_in, table_out = item_tables(params, features)
+    arrays = {
+        "table_in": table_in,
+        # Stored transposed so the scoring MatMul's weight is [d, N]: onnxruntime quantizes
+        # it per output channel, i.e. one scale per item.
+        "table_out_t": np.ascontiguousarray(table_out.T),
+        "bias": params["bias"],
+        "pos": params["pos"],
+        "signal": params["signal"],
+        "user0": params["user0"],
+        "axis1": np.array([1], np.int64),
+        "neg_inf": np.array([-np.inf], np.float32),
+    }
+    for name in ("w1", "b1", "w2"):
+        if name in params:
+            arrays[name] = params[name]
+    def as_stored(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v)
+        return v.astype(np.float32) if v.dtype.kind == "f" else v
+
+    return [numpy_helper.from_array(as_stored(v), name=k) for k, v in arrays.items()]
+
+
+def _nodes(hidden: bool):
+    from onnx import helper
+
+    n = helper.make_node
+    nodes = [
+        n("Gather", ["signal", "hist_signals"], ["sig_w"], name="signal_gather"),
+        n("Mul", ["sig_w", "pos"], ["hist_w"], name="hist_weights"),
+        n("Gather", ["table_in", "hist_items"], ["hist_emb"], name="history_gather"),
+        n("Unsqueeze", ["hist_w", "minus1"], ["hist_w3"]),
+        n("Mul", ["hist_emb", "hist_w3"], ["weighted"]),
+        n("ReduceSum", ["weighted", "axis1"], ["pooled_sum"], keepdims=0),
+        n("Add", ["pooled_sum", "user0"], ["pooled"]),
+    ]
+    if hidden:
+        nodes += [
+            n("MatMul", ["pooled", "w1"], ["pre0"], name=_HIDDEN_NODES[0]),
+            n("Add", ["pre0", "b1"], ["pre"]),
+            n("Relu", ["pre"], ["act"]),
+            n("MatMul", ["act", "w2"], ["resid"], name=_HIDDEN_NODES[1]),
+            n("Add", ["pooled", "resid"], ["user"]),
+        ]
+    else:
+        nodes.append(n("Identity", ["pooled"], ["user"]))
+    nodes += [
+        n("MatMul", ["user", "table_out_t"], ["raw"], name="score_matmul"),
+        n("Add", ["raw", "bias"], ["biased"]),
+        n("Add", ["biased", "score_offset"], ["offset_scores"]),
+        n("Shape", ["exclude"], ["exclude_shape"]),
+        n("Expand", ["neg_inf", "exclude_shape"], ["exclude_fill"]),
+        n("ScatterElements", ["offset_scores", "exclude", "exclude_fill"], ["scores"], axis=1,
+          reduction="min"),
+        n("TopK", ["scores", "k"], ["top_scores", "top_items"], axis=1, largest=1, sorted=1),
+    ]
+    return nodes
+
+
+def build_graph(params: Params, features: np.ndarray, cfg: ModelConfig):
+    """The float32 ``onnx.ModelProto`` of the model with content features folded into the tables."""
+    from onnx import TensorProto, checker, helper, numpy_helper
+
+    n_items, dim = params["emb_in"].shape
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    inputs = [
+        helper.make_tensor_value_info("hist_items", i64, ["batch", cfg.history]),
+        helper.make_tensor_value_info("hist_signals", i64, ["batch", cfg.history]),
+        helper.make_tensor_value_info("exclude", i64, ["batch", "n_exclude"]),
+        helper.make_tensor_value_info("score_offset", f32, ["offset_rows", n_items]),
+        helper.make_tensor_value_info("k", i64, [1]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("top_scores", f32, ["batch", "k"]),
+        helper.make_tensor_value_info("top_items", i64, ["batch", "k"]),
+        helper.make_tensor_value_info("scores", f32, ["batch", n_items]),
+        helper.make_tensor_value_info("user", f32, ["batch", dim]),
+    ]
+    inits = _initializers(params, features)
+    inits.append(numpy_helper.from_array(np.array([-1], np.int64), name="minus1"))
+    graph = helper.make_graph(_nodes(cfg.hidden), "edgerec", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="edgerec")
+    model.ir_version = 8  # readable by onnxruntime releases from 1.14 on
+    checker.check_model(model)
+    return model
+
+
+def export_onnx(params: Params, features: np.ndarray, cfg: ModelConfig, path: str | Path) -> Path:
+    """Write the float32 graph to ``path``."""
+    import onnx
+
+    path = Path(path)
+    onnx.save_model(build_graph(params, features, cfg), str(path))
+    return path
+
+
+def quantize_int8(float_path: str | Path, int8_path: str | Path) -> Path:
+    """Quantize the item tables to int8 with onnxruntime's dynamic quantization.
+
+    The two item tables (history gather and scoring MatMul) hold almost every byte; they become
+    int8 with one scale per item (per channel). The small hidden layer stays float: it is a
+    rounding error in size and keeps the user vector precise.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8_path = Path(int8_path)
+    quantize_dynamic(
+        str(float_path),
+        str(int8_path),
+        op_types_to_quantize=["MatMul", "Gather"],
+        nodes_to_exclude=list(_HIDDEN_NODES) + ["signal_gather"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+    )
+    return int8_path

@@ -1,0 +1,140 @@
+"""Forward and backward passes of the model in numpy. Pure: arrays in, arrays out.
+
+A batch is a set of histories, each the ``L`` most recent events of one user, most recent first:
+``items [B, L]`` item rows and ``signals [B, L]`` signal codes (``PAD_SIGNAL`` pads a short
+history; its weight is pinned to 0). The user vector is
+
+    p = user0 + sum_l pos[l] * signal[s_l] * table_in[i_l]
+    u = p + relu(p @ w1 + b1) @ w2            (when the hidden layer is on)
+
+and the score of item j is ``u . table_out[j] + bias[j]``. The ONNX graph computes the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..events import PAD_SIGNAL
+from .params import Params, item_tables
+
+__all__ = ["Forward", "forward", "user_vectors", "loss_and_grads", "scatter_rows"]
+
+
+@dataclass(frozen=True)
+class Forward:
+    """What the backward pass needs from the forward pass."""
+
+    table_in: np.ndarray
+    table_out: np.ndarray
+    weights: np.ndarray  # [B, L] pos * signal
+    emb: np.ndarray  # [B, L, d] history item vectors
+    pooled: np.ndarray  # [B, d]
+    pre: np.ndarray | None  # [B, d] hidden pre-activation
+    user: np.ndarray  # [B, d]
+
+
+def _pool(params: Params, table_in: np.ndarray, items: np.ndarray, signals: np.ndarray):
+    weights = params["pos"][None, : items.shape[1]] * params["signal"][signals]
+    emb = table_in[items]
+    pooled = np.einsum("bl,bld->bd", weights, emb) + params["user0"]
+    return weights, emb, pooled
+
+
+def _user(params: Params, pooled: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    if "w1" not in params:
+        return None, pooled
+    pre = pooled @ params["w1"] + params["b1"]
+    return pre, pooled + np.maximum(pre, 0) @ params["w2"]
+
+
+def forward(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray) -> Forward:
+    """User vectors for a batch of histories, keeping what backward needs."""
+    table_in, table_out = item_tables(params, features)
+    weights, emb, pooled = _pool(params, table_in, items, signals)
+    pre, user = _user(params, pooled)
+    return Forward(table_in, table_out, weights, emb, pooled, pre, user)
+
+
+def user_vectors(params: Params, table_in: np.ndarray, items: np.ndarray, signals: np.ndarray) -> np.ndarray:
+    """User vectors ``[B, d]`` from precomputed item tables (the scoring path)."""
+    _, _, pooled = _pool(params, table_in, items, signals)
+    return _user(params, pooled)[1]
+
+
+def scatter_rows(index: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """``out[index[k]] += rows[k]`` for all k, via sort + reduceat (much faster than np.add.at)."""
+    out = np.zeros((n, rows.shape[1]), rows.dtype)
+    if index.size == 0:
+        return out
+    order = np.argsort(index, kind="stable")
+    sorted_index = index[order]
+    starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]])
+    out[sorted_index[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return out
+
+
+def _softmax_grad(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy over the batch and its gradient w.r.t. the logits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    total = exp.sum(axis=1, keepdims=True)
+    rows = np.arange(len(targets))
+    loss = float(np.mean(np.log(total[:, 0]) - shifted[rows, targets]))
+    grad = exp / total
+    grad[rows, targets] -= 1.0
+    return loss, grad / len(targets)
+
+
+def _backward_user(params: Params, fwd: Forward, g_user: np.ndarray, grads: Params) -> np.ndarray:
+    """Back through the hidden layer; returns the gradient w.r.t. the pooled vector."""
+    if fwd.pre is None:
+        return g_user
+    hidden = np.maximum(fwd.pre, 0)
+    grads["w2"] = hidden.T @ g_user
+    g_pre = (g_user @ params["w2"].T) * (fwd.pre > 0)
+    grads["w1"] = fwd.pooled.T @ g_pre
+    grads["b1"] = g_pre.sum(axis=0)
+    return g_user + g_pre @ params["w1"].T
+
+
+def _backward_pool(params: Params, fwd: Forward, items: np.ndarray, signals: np.ndarray,
+                   g_pooled: np.ndarray, grads: Params) -> np.ndarray:
+    """Back through the weighted history sum; returns the gradient w.r.t. table_in."""
+    n_items, dim = fwd.table_in.shape
+    grads["user0"] = g_pooled.sum(axis=0)
+    g_weights = np.einsum("bld,bd->bl", fwd.emb, g_pooled)
+    length = items.shape[1]
+    g_pos = np.zeros_like(params["pos"])
+    g_pos[:length] = (g_weights * params["signal"][signals]).sum(axis=0)
+    grads["pos"] = g_pos
+    contrib = (g_weights * params["pos"][None, :length]).ravel()
+    g_signal = np.bincount(signals.ravel(), weights=contrib, minlength=params["signal"].size)
+    g_signal[PAD_SIGNAL] = 0.0  # padding carries no signal, whatever training says
+    grads["signal"] = g_signal.astype(params["signal"].dtype)
+    g_emb = fwd.weights[:, :, None] * g_pooled[:, None, :]
+    return scatter_rows(items.ravel(), g_emb.reshape(-1, dim), n_items)
+
+
+def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray,
+                   targets: np.ndarray, l2: float = 0.0) -> tuple[float, Params]:
+    """Softmax cross-entropy of predicting ``targets`` over all items, plus L2 on the tables.
+
+    Returns the loss and the gradient of every parameter (same names and shapes).
+    """
+    fwd = forward(params, features, items, signals)
+    logits = fwd.user @ fwd.table_out.T + params["bias"]
+    loss, g_logits = _softmax_grad(logits, targets)
+    grads: Params = {"bias": g_logits.sum(axis=0)}
+    g_table_out = g_logits.T @ fwd.user
+    g_user = g_logits @ fwd.table_out
+    g_pooled = _backward_user(params, fwd, g_user, grads)
+    g_table_in = _backward_pool(params, fwd, items, signals, g_pooled, grads)
+    grads["emb_in"], grads["feat_in"] = g_table_in, features.T @ g_table_in
+    grads["emb_out"], grads["feat_out"] = g_table_out, features.T @ g_table_out
+    if l2 > 0:
+        for name in ("emb_in", "emb_out", "feat_in", "feat_out"):
+            loss += l2 * float(np.sum(params[name] ** 2))
+            grads[name] = grads[name] + 2 * l2 * params[name]
+    return loss, grads

@@ -1,0 +1,101 @@
+"""Model parameters: creation, flattening to one vector (for deltas) and back. Pure numpy.
+
+Parameters (N items, F content features, d dims, L history positions, S signal codes):
+
+=========  ========  ==========================================================================
+name       shape     role
+=========  ========  ==========================================================================
+emb_in     [N, d]    item as history ("you watched i") — collaborative part
+feat_in    [F, d]    content features as history — lets new or rare items speak
+emb_out    [N, d]    item as candidate ("we propose i")
+feat_out   [F, d]    content features as candidate
+bias       [N]       item prior (popularity); with ``user0`` it is the cold-start list
+pos        [L]       weight of the k-th most recent event
+signal     [S]       weight of each signal code (click, purchase, stars, dismiss < 0, ...)
+user0      [d]       the user with no history
+w1, b1,    [d, d],   residual ReLU layer on the pooled history (``ModelConfig.hidden``)
+w2         [d],      [d, d]
+=========  ========  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+from ..events import N_SIGNALS, PAD_SIGNAL, signal_code
+from .config import ModelConfig
+
+__all__ = ["Params", "init_params", "flatten", "unflatten", "param_names", "item_tables"]
+
+Params = Dict[str, np.ndarray]
+
+# Prior signal weights: what an event says about interest before any training. Signals a dataset
+# never shows (MovieLens has only ratings) keep these; dismissals push away from similar items.
+_PRIOR = {"impression": 0.0, "view": 0.5, "click": 1.0, "add_to_cart": 1.5, "purchase": 2.0,
+          "dismiss": -1.0}
+
+
+def _signal_prior() -> np.ndarray:
+    out = np.ones(N_SIGNALS, np.float32)
+    out[PAD_SIGNAL] = 0.0
+    for event, weight in _PRIOR.items():
+        out[signal_code(event, 0.0)] = weight
+    return out
+
+
+def param_names(cfg: ModelConfig) -> tuple[str, ...]:
+    """Parameter names in their canonical (flattening) order."""
+    base = ("emb_in", "feat_in", "emb_out", "feat_out", "bias", "pos", "signal", "user0")
+    return base + (("w1", "b1", "w2") if cfg.hidden else ())
+
+
+def init_params(cfg: ModelConfig, n_items: int, n_features: int, rng: np.random.Generator) -> Params:
+    """Fresh parameters; small random embeddings, recency-decaying position weights."""
+    d, scale = cfg.dim, 1.0 / np.sqrt(cfg.dim)
+
+    def normal(*shape: int, std: float = 0.1) -> np.ndarray:
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    params: Params = {
+        "emb_in": normal(n_items, d),
+        "feat_in": normal(n_features, d),
+        "emb_out": normal(n_items, d),
+        "feat_out": normal(n_features, d),
+        "bias": np.zeros(n_items, np.float32),
+        # The most recent events matter most; training refines the decay.
+        "pos": (1.0 / np.sqrt(1.0 + np.arange(cfg.history))).astype(np.float32) * 0.3,
+        "signal": _signal_prior(),
+        "user0": np.zeros(d, np.float32),
+    }
+    if cfg.hidden:
+        params["w1"] = normal(d, d, std=scale)
+        params["b1"] = np.zeros(d, np.float32)
+        params["w2"] = np.zeros((d, d), np.float32)  # the residual starts as identity
+    return params
+
+
+def item_tables(params: Params, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-item input and output tables with content folded in: what the ONNX graph stores."""
+    table_in = params["emb_in"] + features @ params["feat_in"]
+    table_out = params["emb_out"] + features @ params["feat_out"]
+    return table_in, table_out
+
+
+def flatten(params: Params, names: tuple[str, ...]) -> np.ndarray:
+    """Concatenate the named parameters into one float32 vector (the shape of a delta)."""
+    return np.concatenate([params[n].ravel() for n in names]).astype(np.float32)
+
+
+def unflatten(vec: np.ndarray, like: Params, names: tuple[str, ...]) -> Params:
+    """Split a vector made by ``flatten`` back into arrays shaped like ``like``."""
+    out: Params = {}
+    offset = 0
+    for n in names:
+        size = like[n].size
+        out[n] = vec[offset : offset + size].reshape(like[n].shape).astype(np.float32)
+        offset += size
+    if offset != vec.size:
+        raise ValueError(f"vector has {vec.size} entries, parameters need {offset}")
+    return out

@@ -1,0 +1,88 @@
+"""The one place that owns an onnxruntime session: the int8 graph of a bundle.
+
+One session per bundle, created once. ``top_k`` is the recommend() hot path; ``score_batch``
+scores many users at once for evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._exceptions import ScoringError
+from .events import PAD_SIGNAL
+
+__all__ = ["Scorer"]
+
+_TOP_OUTPUTS = ["top_scores", "top_items"]
+
+
+class Scorer:
+    """Scores histories with an ONNX graph made by ``edgerec.model.export``.
+
+    ``threads`` bounds onnxruntime's intra-op pool: one thread is the fastest for a single user
+    (no hand-off cost) and leaves the host app's other threads alone.
+    """
+
+    def __init__(self, model_path: str | Path, n_items: int, history: int, *, threads: int = 1):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(str(model_path), options,
+                                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ScoringError(f"onnxruntime cannot load {model_path}: {exc}") from exc
+        self.n_items = n_items
+        self.history = history
+        self._no_offset = np.zeros((1, n_items), np.float32)
+        self._no_exclude = np.zeros((1, 0), np.int64)
+
+    def _run(self, outputs: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self._session.run(outputs, feed)
+        except Exception as exc:
+            raise ScoringError(f"onnxruntime failed to score: {exc}") from exc
+
+    def pad(self, items: np.ndarray, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One history (most recent first) as ``[1, L]`` inputs, cut or PAD-padded to L."""
+        out_items = np.zeros((1, self.history), np.int64)
+        out_signals = np.full((1, self.history), PAD_SIGNAL, np.int64)
+        n = min(len(items), self.history)
+        out_items[0, :n] = items[:n]
+        out_signals[0, :n] = signals[:n]
+        return out_items, out_signals
+
+    def top_k(self, items: np.ndarray, signals: np.ndarray, exclude: np.ndarray, k: int,
+              offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` item rows for one history, and their scores, best first.
+
+        ``exclude`` rows and rows whose ``offset`` is -inf are never returned, so fewer than
+        ``k`` may come back.
+        """
+        hist_items, hist_signals = self.pad(items, signals)
+        feed = {
+            "hist_items": hist_items,
+            "hist_signals": hist_signals,
+            "exclude": exclude.reshape(1, -1).astype(np.int64) if len(exclude) else self._no_exclude,
+            "score_offset": self._no_offset if offset is None else offset,
+            "k": np.array([min(k, self.n_items)], np.int64),
+        }
+        scores, rows = self._run(_TOP_OUTPUTS, feed)
+        keep = np.isfinite(scores[0])
+        return rows[0][keep], scores[0][keep]
+
+    def score_batch(self, items: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """Scores ``[B, n_items]`` for a batch of ``[B, L]`` histories (evaluation)."""
+        feed = {
+            "hist_items": items.astype(np.int64),
+            "hist_signals": signals.astype(np.int64),
+            "exclude": np.zeros((len(items), 0), np.int64),
+            "score_offset": self._no_offset,
+            "k": np.array([1], np.int64),
+        }
+        return self._run(["scores"], feed)[0]

@@ -1,0 +1,77 @@
+"""The ONNX graph computes what the numpy model computes; int8 stays close; inputs behave."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import tiny_sequences
+from edgerec.model.config import ModelConfig, TrainConfig
+from edgerec.model.examples import latest_histories
+from edgerec.model.export import export_onnx, quantize_int8
+from edgerec.model.network import user_vectors
+from edgerec.model.params import item_tables
+from edgerec.scoring import Scorer
+from edgerec.training import fit_params
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    seqs, cat = tiny_sequences(n_users=40, n_items=60)
+    cfg = ModelConfig(dim=8, history=6)
+    params = fit_params(seqs, cat.features, cfg, TrainConfig(epochs=3))
+    folder = tmp_path_factory.mktemp("onnx")
+    float_path = export_onnx(params, cat.features, cfg, folder / "f.onnx")
+    int8_path = quantize_int8(float_path, folder / "q.onnx")
+    users = np.arange(len(seqs))
+    items, signals = latest_histories(seqs, cfg.history, users)
+    table_in, table_out = item_tables(params, cat.features)
+    expected = user_vectors(params, table_in, items, signals) @ table_out.T + params["bias"]
+    return dict(cfg=cfg, params=params, cat=cat, float_path=float_path, int8_path=int8_path,
+                items=items, signals=signals, expected=expected)
+
+
+def test_float_graph_matches_numpy(model):
+    scorer = Scorer(model["float_path"], len(model["cat"]), model["cfg"].history)
+    got = scorer.score_batch(model["items"], model["signals"])
+    np.testing.assert_allclose(got, model["expected"], rtol=1e-4, atol=1e-5)
+
+
+def test_int8_graph_is_close_and_smaller(model):
+    scorer = Scorer(model["int8_path"], len(model["cat"]), model["cfg"].history)
+    got = scorer.score_batch(model["items"], model["signals"])
+    want = model["expected"]
+    for row_got, row_want in zip(got, want):
+        assert np.corrcoef(row_got, row_want)[0, 1] > 0.99
+    assert model["int8_path"].stat().st_size < model["float_path"].stat().st_size
+
+
+def test_top_k_excludes_and_filters(model):
+    scorer = Scorer(model["int8_path"], len(model["cat"]), model["cfg"].history)
+    items, signals = model["items"][0], model["signals"][0]
+    rows, scores = scorer.top_k(items, signals, np.array([], np.int64), 5)
+    assert len(rows) == 5 and np.all(np.diff(scores) <= 0)
+    excluded = rows[:2]
+    rows2, _ = scorer.top_k(items, signals, np.concatenate([excluded, excluded]), 5)
+    assert not set(excluded) & set(rows2.tolist())
+    np.testing.assert_array_equal(rows2[:3], rows[2:5])
+    offset = np.full((1, len(model["cat"])), -np.inf, np.float32)
+    offset[0, [3, 7, 11]] = 0
+    rows3, _ = scorer.top_k(items, signals, np.array([7]), 10, offset)
+    assert sorted(rows3.tolist()) == [3, 11]  # only allowed, minus the excluded one
+
+
+def test_k_larger_than_catalogue_returns_everything_once(model):
+    n = len(model["cat"])
+    scorer = Scorer(model["int8_path"], n, model["cfg"].history)
+    rows, _ = scorer.top_k(model["items"][1], model["signals"][1], np.array([0]), n + 50)
+    assert sorted(rows.tolist()) == list(range(1, n))
+
+
+def test_a_corrupt_graph_is_a_scoring_error(tmp_path):
+    from edgerec import ScoringError
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ScoringError):
+        Scorer(bad, 3, 2)

@@ -1,0 +1,115 @@
+"""The facade as an app uses it: open, log, recommend, over a real SQLite file and the int8 graph."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pytest
+
+import edgerec
+
+
+def _genre(title: str) -> str:
+    return re.search(r"Genre \d+", title).group(0)
+
+
+@pytest.fixture
+def rec(tmp_path, trained_bundle):
+    with edgerec.open(tmp_path / "app.db", bundle=trained_bundle) as r:
+        yield r
+
+
+def test_quickstart(rec):
+    rec.log(user="u1", item="42", event="click")
+    recs = rec.recommend(user="u1", k=10)
+    assert len(recs) == 10
+    assert all(isinstance(r, edgerec.Recommendation) for r in recs)
+    assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+    assert "42" not in [r.item for r in recs]
+    assert len({r.item for r in recs}) == 10
+
+
+def test_cold_start_is_a_popular_list(rec, trained_bundle):
+    recs = rec.recommend(user="nobody", k=10)
+    assert len(recs) == 10
+    assert all(r.reason == "popular right now" and r.because is None for r in recs)
+    assert [r.item for r in rec.recommend(user="someone-else", k=10)] == [r.item for r in recs]
+
+
+def test_a_click_changes_the_very_next_answer(rec):
+    cat = rec.bundle.catalogue
+    before = [r.item for r in rec.recommend(user="u1", k=10)]
+    genre = "Genre 3"
+    clicked = [i for i, t in zip(cat.item_ids, cat.titles) if genre in t][:4]
+    for item in clicked:
+        rec.log(user="u1", item=item, event="click")
+    after = rec.recommend(user="u1", k=10)
+    assert [r.item for r in after] != before
+    assert not set(clicked) & {r.item for r in after}
+    # The planted structure: after clicks in one genre, that genre dominates what comes next.
+    genres = Counter(_genre(r.title) for r in after)
+    assert genres[genre] >= 5, genres
+    assert any(r.because in clicked and r.reason.startswith("because you clicked Item") for r in after)
+
+
+def test_dismissed_items_disappear_even_when_seen_items_may_return(rec):
+    first = rec.recommend(user="u2", k=5)[0].item
+    rec.log(user="u2", item=first, event="dismiss")
+    assert first not in [r.item for r in rec.recommend(user="u2", k=20)]
+    assert first not in [r.item for r in rec.recommend(user="u2", k=20, exclude_seen=False)]
+    rec.log(user="u2", item="7", event="purchase")
+    again = [r.item for r in rec.recommend(user="u2", k=len(rec.bundle.catalogue), exclude_seen=False)]
+    assert "7" in again
+    assert "7" not in [r.item for r in rec.recommend(user="u2", k=200)]
+
+
+def test_candidates_and_exclude_restrict_the_answer(rec):
+    pool = ["1", "2", "3", "4", "5", "not-in-catalogue"]
+    recs = rec.recommend(user="u3", k=10, candidates=pool, exclude=["2"])
+    assert {r.item for r in recs} == {"1", "3", "4", "5"}
+    assert {r.item for r in rec.recommend(user="u3", k=2, candidates=pool)} <= set(pool)
+
+
+def test_impressions_are_not_consumption(rec):
+    top = rec.recommend(user="u4", k=3)
+    for r in top:
+        rec.log(user="u4", item=r.item, event="impression")
+    assert [r.item for r in rec.recommend(user="u4", k=3)] == [r.item for r in top]
+
+
+def test_unknown_items_in_history_are_ignored(rec):
+    rec.log(user="u5", item="brand-new-item", event="purchase")
+    assert len(rec.recommend(user="u5", k=4)) == 4
+
+
+def test_bad_input_raises_clearly_and_keeps_what_was_stored(rec):
+    rec.log(user="u6", item="1")
+    with pytest.raises(edgerec.InvalidEventError, match="unknown event type"):
+        rec.log(user="u6", item="2", event="teleport")
+    with pytest.raises(edgerec.InvalidEventError):
+        rec.log_many([{"user": "u6", "item": "3"}, {"user": "u6", "item": "4", "value": float("nan")}])
+    assert [e["item"] for e in rec.export("u6")] == ["1"]
+    with pytest.raises(edgerec.ConfigError):
+        rec.recommend(user="u6", k=0)
+    with pytest.raises(edgerec.InvalidEventError):
+        rec.recommend(user="", k=3)
+
+
+def test_forget_and_export(rec):
+    rec.log_many([{"user": "u7", "item": str(i), "event": "view", "ts": 100.0 + i} for i in range(3)])
+    exported = rec.export("u7")
+    assert [(e["item"], e["event"]) for e in exported] == [("0", "view"), ("1", "view"), ("2", "view")]
+    assert rec.forget("u7") == 3
+    assert rec.export("u7") == []
+    assert all(r.reason == "popular right now" for r in rec.recommend(user="u7", k=3))
+
+
+def test_state_survives_reopening(tmp_path, trained_bundle):
+    with edgerec.open(tmp_path / "app.db", bundle=trained_bundle) as r:
+        r.log(user="u8", item="5", event="click", event_id="e1")
+        first = [x.item for x in r.recommend(user="u8", k=5)]
+    with edgerec.open(tmp_path / "app.db", bundle=trained_bundle) as r:
+        assert r.log(user="u8", item="5", event="click", event_id="e1") is False
+        assert [x.item for x in r.recommend(user="u8", k=5)] == first
+        assert r.model_version == 1

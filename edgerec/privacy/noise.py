@@ -1,0 +1,91 @@
+"""Gaussian noise for *distributed* differential privacy.
+
+No single party adds all the noise. Each device adds a share to its own clipped delta before
+masking; secure aggregation reveals only the sum, and the shares add up so that the sum carries
+Gaussian noise with standard deviation at least ``z * C`` (noise multiplier ``z``, clip ``C``):
+exactly the Gaussian mechanism the accountant (``accountant.py``) is told about.
+
+Why calibrate to the *fewest* survivors a round accepts (``min_survivors``)?
+    A device adds its noise before it knows how many others will still be there at the unmask
+    stage. With per-device std ``z * C / sqrt(m)`` and ``k`` survivors, the sum's variance is
+    ``(k / m) * (z * C)**2``. At ``k == m`` it is exactly ``(z * C)**2``; every extra survivor
+    only adds independent noise, and more Gaussian noise never weakens the guarantee (a
+    Gaussian of larger variance is the smaller one plus independent noise: post-processing).
+    Calibrating to the expected or the maximum number instead would fall short of ``z``
+    whenever devices drop out. The price is utility: with ``k > m`` survivors the sum is
+    ``sqrt(k / m)`` times noisier than needed.
+
+What this requires of the rest of the round:
+    * the server must never unmask a sum of fewer than ``min_survivors`` devices, so the
+      secure-aggregation threshold must be at least ``min_survivors``;
+    * the guarantee holds against whoever sees only the sum (the server, later model users).
+      Devices that collude with the server can subtract their own shares: with ``c`` such
+      devices among ``k`` survivors the remaining multiplier is ``z * sqrt((k - c) / m)``. To
+      tolerate ``c`` colluders, pass ``min_survivors = threshold - c``.
+    * a device must never send or persist its noise draw or its pre-noise delta.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import finite_array, generator, int_at_least, nonnegative_float, positive_float
+
+__all__ = ["DistributedNoise", "add_noise"]
+
+
+@dataclass(frozen=True)
+class DistributedNoise:
+    """Each device's share of the Gaussian noise for a round.
+
+    Attributes:
+        clip: L2 clip bound ``C`` of each device's delta (the sensitivity of the sum).
+        noise_multiplier: ``z``, the noise multiplier the *sum* carries at the least; ``0``
+            means no noise at all (and an infinite epsilon).
+        min_survivors: ``m``, the fewest devices whose sum the round will ever unmask.
+    """
+
+    clip: float
+    noise_multiplier: float
+    min_survivors: int
+
+    def __post_init__(self) -> None:
+        positive_float(self.clip, "clip")
+        nonnegative_float(self.noise_multiplier, "noise_multiplier")
+        int_at_least(self.min_survivors, 1, "min_survivors")
+
+    @property
+    def per_client_std(self) -> float:
+        """Std of the noise each device adds per coordinate: ``z * C / sqrt(m)``."""
+        return self.noise_multiplier * self.clip / math.sqrt(self.min_survivors)
+
+    def sum_std(self, survivors: int) -> float:
+        """Std per coordinate of the noise in a sum over ``survivors`` devices."""
+        return self.per_client_std * math.sqrt(int_at_least(survivors, 1, "survivors"))
+
+    def effective_multiplier(self, survivors: int) -> float:
+        """Noise multiplier of a sum over ``survivors`` devices: ``z * sqrt(survivors / m)``.
+
+        At least ``z`` whenever ``survivors >= min_survivors``; below that the round must abort.
+        """
+        return self.sum_std(survivors) / self.clip
+
+
+def add_noise(vec: np.ndarray, spec: DistributedNoise, rng: np.random.Generator) -> np.ndarray:
+    """Return ``vec`` plus i.i.d. ``N(0, spec.per_client_std**2)`` noise on every coordinate.
+
+    ``vec`` should already be clipped to ``spec.clip``. The result is a new float64 array of the
+    same shape; with a zero noise multiplier it is an unchanged copy and ``rng`` is not used.
+
+    Raises:
+        ConfigError: ``vec`` has a NaN or infinite entry, or ``rng`` is not a Generator.
+    """
+    arr = finite_array(vec)
+    rng = generator(rng)
+    std = spec.per_client_std
+    if std == 0.0:
+        return arr.copy()
+    return arr + rng.normal(0.0, std, size=arr.shape)

@@ -3,15 +3,28 @@
 from ._method import FittedModel, Method
 from .bootstrap import paired_bootstrap
 from .metrics import hr_at, ndcg_at, rank_of_target
+from .peers import als, available_peers, bpr, item_knn, missing_peers, most_popular
+from .protocol import rank_users, run_protocol
+from .results import MethodResult, ProtocolResult
 from .split import LOOSplit, loo_split
 
 __all__ = [
     "FittedModel",
     "LOOSplit",
     "Method",
+    "MethodResult",
+    "ProtocolResult",
+    "als",
+    "available_peers",
+    "bpr",
     "hr_at",
+    "item_knn",
     "loo_split",
+    "missing_peers",
+    "most_popular",
     "ndcg_at",
     "paired_bootstrap",
     "rank_of_target",
+    "rank_users",
+    "run_protocol",
 ]

@@ -1,0 +1,75 @@
+"""The peers every edgerec figure is compared with: most-popular, item-KNN, ALS and BPR.
+
+Grids are kept small on purpose (the full benchmark runs on two shared cores); each is tuned on
+the validation item like every other method.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+from typing import Any, Sequence
+
+from ._implicit import fit_als, fit_bpr, implicit_installed
+from ._method import Method
+from ._neighbours import fit_item_knn, fit_popularity
+
+__all__ = [
+    "available_peers",
+    "missing_peers",
+    "most_popular",
+    "item_knn",
+    "als",
+    "bpr",
+    "KNN_GRID",
+    "ALS_GRID",
+    "BPR_GRID",
+]
+
+
+def _grid(**axes: Sequence[Any]) -> tuple[dict[str, Any], ...]:
+    """Every combination of the axes, as hyper-parameter dicts."""
+    names = list(axes)
+    return tuple(dict(zip(names, values)) for values in itertools.product(*axes.values()))
+
+
+KNN_GRID = _grid(k=(20, 50, 100, 200), shrink=(0.0, 10.0, 50.0))
+ALS_GRID = _grid(factors=(32, 64, 128), regularization=(0.01, 0.1), alpha=(1.0, 10.0))
+BPR_GRID = _grid(factors=(64, 128), learning_rate=(0.01, 0.05), regularization=(0.001, 0.01))
+
+_INSTALL_HINT = "implicit is not installed (pip install edgerec[peers])"
+
+
+def most_popular() -> Method:
+    """Rank items by their number of training interactions."""
+    return Method("most-popular", fit_popularity, ({},), seeded=False)
+
+
+def item_knn(grid: tuple[dict[str, Any], ...] = KNN_GRID) -> Method:
+    """Cosine item-KNN with shrinkage, top-k neighbours per item."""
+    return Method("item-knn", fit_item_knn, grid, seeded=False)
+
+
+def als(grid: tuple[dict[str, Any], ...] = ALS_GRID, *, iterations: int = 15, num_threads: int = 1) -> Method:
+    """implicit's alternating least squares on the binary (confidence-weighted by alpha) matrix."""
+    return Method("als", partial(fit_als, iterations=iterations, num_threads=num_threads), grid)
+
+
+def bpr(grid: tuple[dict[str, Any], ...] = BPR_GRID, *, iterations: int = 100, num_threads: int = 1) -> Method:
+    """implicit's Bayesian personalised ranking."""
+    return Method("bpr", partial(fit_bpr, iterations=iterations, num_threads=num_threads), grid)
+
+
+def available_peers() -> list[Method]:
+    """The peers whose libraries are installed, with their default grids."""
+    peers = [most_popular(), item_knn()]
+    if implicit_installed():
+        peers += [als(), bpr()]
+    return peers
+
+
+def missing_peers() -> list[str]:
+    """One message per peer that cannot run here, saying what to install."""
+    if implicit_installed():
+        return []
+    return [f"als: {_INSTALL_HINT}", f"bpr: {_INSTALL_HINT}"]

@@ -11,13 +11,16 @@ from .accountant import ACCOUNTANTS, PrivacyReport, epsilon, noise_for_epsilon, 
 from .clipping import clip_l2, l2_norm
 from .fixedpoint import FixedPoint, decode_sum, encode, rounding_bound, sum_encodings
 from .noise import DistributedNoise, add_noise
+from .pipeline import PrivateDelta, aggregate_decode, privatize
 
 __all__ = [
     "ACCOUNTANTS",
     "DistributedNoise",
     "FixedPoint",
     "PrivacyReport",
+    "PrivateDelta",
     "add_noise",
+    "aggregate_decode",
     "clip_l2",
     "decode_sum",
     "encode",

@@ -13,7 +13,8 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 from sqlite_utils import Database
 
 from .._exceptions import ConfigError, InvalidEventError, StoreError
-from ..events import Interaction, interaction_from_mapping, validate_interaction
+from ..events import Interaction, validate_interaction
+from ._batch import rows_for_batch
 from ._connection import SYNCHRONOUS_MODES, ThreadConnections, connect
 from ._retention import Retention, apply_retention
 from ._schema import INSERT_SQL, MIGRATIONS, TABLE, Migration, check_migrations, migrate, read_version
@@ -35,15 +36,6 @@ def _user_key(user: Any) -> str:
     if isinstance(user, int) and not isinstance(user, bool):
         return str(user)
     raise InvalidEventError(f"user must be a str or int, got {type(user).__name__}")
-
-
-def _validated(raw: Mapping[str, Any] | Interaction, now: float) -> Interaction:
-    if isinstance(raw, Interaction):
-        # A hand-built Interaction skipped validation (dataclasses do not check); check it again.
-        return validate_interaction(
-            user=raw.user, item=raw.item, event=raw.event, value=raw.value, ts=raw.ts, event_id=raw.event_id, now=now
-        )
-    return interaction_from_mapping(raw, now=now)
 
 
 class InteractionStore:
@@ -205,14 +197,7 @@ class InteractionStore:
         ``InvalidEventError`` naming its index, and none of the batch is stored. Events whose
         ``event_id`` is already stored, or repeats one earlier in the batch, are skipped.
         """
-        now = self._clock()
-        rows: list[tuple[str, str, str, float, float, str | None]] = []
-        for index, raw in enumerate(events):
-            try:
-                e = _validated(raw, now)
-            except InvalidEventError as exc:
-                raise InvalidEventError(f"event {index} of the batch: {exc}; nothing was written") from exc
-            rows.append((e.user, e.item, e.event, e.value, e.ts, e.event_id))
+        rows = rows_for_batch(events, self._clock())
         if not rows:
             return 0
         conn = self._conn()

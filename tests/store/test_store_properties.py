@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgerec.events import EventType
@@ -56,7 +56,7 @@ def _expected(batch: list[dict[str, Any]], now: float) -> dict[str, list[dict[st
     return by_user
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.lists(_event(), max_size=40), split=st.integers(0, 40))
 def test_batches_round_trip_through_export_and_profile(batch: list[dict[str, Any]], split: int) -> None:
     now = 1_000.0

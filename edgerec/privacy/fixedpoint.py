@@ -21,8 +21,8 @@ modular sum as a signed number recovers it exactly: no wrap-around, whatever the
 Privacy note: the accountant's (epsilon, delta) is for the continuous Gaussian sum. Rounding at
 resolution ``1 / scale`` (one device's noise sigma typically spans thousands of grid steps or
 more) and clamping with the probability above are outside that analysis: their effect is
-negligible but not formally accounted. A formal treatment would use integer noise (the distributed discrete Gaussian of
-Kairouz et al., 2021).
+negligible but not formally accounted. A formal treatment would add integer noise instead (the
+distributed discrete Gaussian of Kairouz et al., 2021).
 """
 
 from __future__ import annotations

@@ -69,8 +69,12 @@ def test_any_values_within_the_clamp_range_decode_within_the_bound(data, fp, see
 
 
 @settings(deadline=None, max_examples=60)
-@given(fp=fixed_points(max_clients=st.integers(1, 20_000)), sign=st.sampled_from([1.0, -1.0]),
-       beyond=st.sampled_from([1.0, 1.5, 1e6]), seed=st.integers(0, 2**32 - 1))
+@given(
+    fp=fixed_points(max_clients=st.integers(1, 20_000)),
+    sign=st.sampled_from([1.0, -1.0]),
+    beyond=st.sampled_from([1.0, 1.5, 1e6]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_no_wrap_around_at_the_extremes(fp, sign, beyond, seed):
     # Every client at the edge of the range (or past it, where it is clamped), all the same sign.
     n = fp.max_clients
@@ -81,12 +85,15 @@ def test_no_wrap_around_at_the_extremes(fp, sign, beyond, seed):
     assert_within_bound(decoded, np.full(3, sign * n * fp.clamp_range), fp, n)
 
 
-@pytest.mark.parametrize("bits,max_clients", [(32, 1), (32, 1000), (32, 100_000), (16, 100), (8, 3)])
+@pytest.mark.parametrize(
+    "bits,max_clients", [(32, 1), (32, 1000), (32, 100_000), (16, 100), (8, 3)]
+)
 def test_no_wrap_around_integer_check(bits, max_clients):
     fp = FixedPoint(1.0, 0.25, max_clients, bits=bits)
     top = 2 ** (bits - 1) - 1
     for sign in (1.0, -1.0):
-        codes = encode(np.full((max_clients, 2), sign * fp.clamp_range), fp, np.random.default_rng(0))
+        rows = np.full((max_clients, 2), sign * fp.clamp_range)
+        codes = encode(rows, fp, np.random.default_rng(0))
         signed = np.where(codes >= 2 ** (bits - 1), codes.astype(np.int64) - 2**bits, codes)
         assert np.all(np.abs(signed) <= fp.max_int)
         assert abs(int(signed[:, 0].sum())) <= top  # the true integer sum fits the signed range
@@ -124,7 +131,8 @@ def test_decode_accepts_a_widened_sum():
     codes = encode(np.full((50, 2), -0.7), fp, np.random.default_rng(0))
     wide = codes.sum(axis=0)  # numpy widens uint32 sums to uint64
     assert wide.dtype != np.uint32
-    np.testing.assert_array_equal(decode_sum(wide, fp, 50), decode_sum(sum_encodings(codes), fp, 50))
+    expected = decode_sum(sum_encodings(codes), fp, 50)
+    np.testing.assert_array_equal(decode_sum(wide, fp, 50), expected)
     signed = decode_sum(sum_encodings(codes).astype(np.int64) - 2**32, fp, 50)
     np.testing.assert_array_equal(signed, decode_sum(wide, fp, 50))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -17,6 +17,15 @@ from ._types import Catalogue, Dataset
 __all__ = ["load_csv"]
 
 _DELIMITERS = (",", ";", "\t")
+
+
+class _Rows(NamedTuple):
+    users: list[str]
+    items: list[str]
+    ts: list[float]
+    values: list[float]
+    events: list[str]
+    titles: dict[str, str]
 
 
 def load_csv(
@@ -43,15 +52,21 @@ def load_csv(
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
+    title_col = titles if isinstance(titles, str) else None
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        header_line = handle.readline()
-        sep = delimiter or _sniff(header_line)
-        handle.seek(0)
-        reader = csv.reader(handle, delimiter=sep)
-        header = [h.strip() for h in next(reader, [])]
-        title_col = titles if isinstance(titles, str) else None
-        cols = _columns(path, header, user_col, item_col, time_col, value_col, event_col, title_col)
-        rows = _read_rows(path, reader, cols, value_col is not None)
+        reader = None
+        try:
+            sep = delimiter or _sniff(handle.readline())
+            handle.seek(0)
+            reader = csv.reader(handle, delimiter=sep)
+            header = [h.strip() for h in next(reader, [])]
+            cols = _columns(path, header, user_col, item_col, time_col, value_col, event_col, title_col)
+            rows = _read_rows(path, reader, cols, value_col is not None)
+        except UnicodeDecodeError as exc:
+            # Text is decoded in blocks ahead of the csv reader, so no trustworthy line number here.
+            raise DatasetError(f"{path}: not a readable UTF-8 CSV ({exc})") from exc
+        except csv.Error as exc:
+            raise DatasetError(f"{path}:{reader.line_num if reader else 1}: malformed CSV ({exc})") from exc
     users, items, ts, values, events, row_titles = rows
     item_ids = ordered_ids(items)
     user_ids = ordered_ids(users)
@@ -102,7 +117,8 @@ def _timestamp(text: str) -> float:
     return moment.timestamp()
 
 
-def _read_rows(path: Path, reader, cols: list[int | None], has_value: bool):  # type: ignore[no-untyped-def]
+def _read_rows(path: Path, reader: Iterator[list[str]], cols: list[int | None], has_value: bool) -> _Rows:
+    """Validate every data row like a logged event; blank lines are skipped."""
     u_col, i_col, t_col, v_col, e_col, title_col = cols
     width = 1 + max(c for c in cols if c is not None)
     users: list[str] = []
@@ -113,7 +129,7 @@ def _read_rows(path: Path, reader, cols: list[int | None], has_value: bool):  # 
     titles: dict[str, str] = {}
     default_event = "rating" if has_value else "click"
     for row in reader:
-        lineno = reader.line_num
+        lineno = reader.line_num  # type: ignore[attr-defined]  # csv.reader: physical line
         if not any(cell.strip() for cell in row):
             continue
         if len(row) < width:
@@ -138,4 +154,4 @@ def _read_rows(path: Path, reader, cols: list[int | None], has_value: bool):  # 
         events.append(event.event)
         if title_col is not None and cell[title_col]:
             titles.setdefault(event.item, cell[title_col])
-    return users, items, ts, values, events, titles
+    return _Rows(users, items, ts, values, events, titles)

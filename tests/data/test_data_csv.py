@@ -104,3 +104,12 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_empty_file_has_no_interactions(tmp_path: Path) -> None:
     ds = load_csv(write(tmp_path, "user,item,timestamp\n"))
     assert len(ds) == 0 and ds.n_items == 0 and np.asarray(ds.item).dtype.kind == "i"
+
+
+def test_byte_order_mark_and_undecodable_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffuser,item,timestamp\nu,i,1\n".encode("utf-8"))
+    assert load_csv(path).catalogue.item_ids == ("i",)
+    path.write_bytes(b"user,item,timestamp\nu,\xff\xfe,1\n")
+    with pytest.raises(DatasetError, match="not a readable UTF-8 CSV"):
+        load_csv(path)

@@ -45,7 +45,6 @@ def connect(path: Path, *, synchronous: str, busy_timeout_ms: int) -> sqlite3.Co
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         # Erasure (forget, retention) must not leave the deleted rows readable in free space.
         conn.execute("PRAGMA secure_delete = ON")
-        conn.execute("PRAGMA foreign_keys = ON")
     except BaseException:
         conn.close()
         raise

@@ -28,6 +28,11 @@ from sqlite_utils import Database
 
 from .._exceptions import ConfigError, SchemaVersionError
 
+if not hasattr(Database, "atomic"):
+    # sqlite-utils 3.x commits on its own inside table.create() and friends, which would commit
+    # a migration half-way through; 4.0 made its writes nest inside an open transaction.
+    raise ImportError("edgerec.store needs sqlite-utils >= 4.0 (pip install -U sqlite-utils)")
+
 __all__ = [
     "EVENT_ID_INDEX",
     "INSERT_SQL",

@@ -56,6 +56,9 @@ class InteractionStore:
     Errors: malformed events raise ``InvalidEventError`` and write nothing; any SQLite failure
     raises ``StoreError`` (the sqlite3 exception is its ``__cause__``); a file written by a
     newer edgerec raises ``SchemaVersionError``.
+
+    Other adapters sharing the file (the privacy ledger) use ``db`` and ``transaction()``, and
+    add their tables as a new step in ``edgerec.store._schema.MIGRATIONS``.
     """
 
     #: The schema steps this class applies on open. Later code appends to ``_schema.MIGRATIONS``.
@@ -248,7 +251,8 @@ class InteractionStore:
             if user is None:
                 (n,) = self._conn().execute(f"SELECT count(*) FROM {TABLE}").fetchone()
             else:
-                (n,) = self._conn().execute(f"SELECT count(*) FROM {TABLE} WHERE user = ?", (_user_key(user),)).fetchone()
+                query = f"SELECT count(*) FROM {TABLE} WHERE user = ?"
+                (n,) = self._conn().execute(query, (_user_key(user),)).fetchone()
         return int(n)
 
     # -- data-subject rights and retention ---------------------------------------------------

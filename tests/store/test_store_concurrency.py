@@ -165,3 +165,19 @@ def test_a_writer_waits_for_a_lock_released_within_busy_timeout(db_path: Path) -
             release.join()
             other.close()
         assert store.count() == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through /proc")
+def test_connections_of_finished_threads_do_not_accumulate(store: InteractionStore) -> None:
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    store.log("main", "i")
+    before = open_files()
+    for t in range(30):  # e.g. a server spawning a thread per request
+        th = threading.Thread(target=store.log, args=(f"t{t}", "i"))
+        th.start()
+        th.join()
+    # Each connection holds the database and its WAL open; 30 leaked ones would show plainly.
+    assert open_files() - before <= 6
+    assert store.count() == 31

@@ -21,7 +21,11 @@
             ├── ReplayError
             ├── WrongLengthError
             ├── DuplicateSenderError
-            └── OutOfStageError
+            ├── OutOfStageError
+            ├── UnknownSenderError     the sender is not enrolled (no identity key to check it by)
+            ├── MalformedMessageError  bytes or fields that do not parse or do not fit the round
+            ├── BadCiphertextError     an encrypted share fails authentication (tampered, redirected)
+            └── UnsafeRequestError     the server asked a device for more than the sum allows
 
 Adapters translate foreign exceptions (sqlite3, onnxruntime, ...) into these, keeping the
 original as ``__cause__``.
@@ -108,3 +112,22 @@ class DuplicateSenderError(MessageRejectedError):
 
 class OutOfStageError(MessageRejectedError):
     """A message arrived in a stage that does not accept it."""
+
+
+class UnknownSenderError(MessageRejectedError):
+    """The sender is not enrolled, so there is no identity key to check its message by."""
+
+
+class MalformedMessageError(MessageRejectedError):
+    """The bytes do not parse (bad magic, version, type), or a field does not fit the round
+    (unknown recipient, missing or extra share, a value out of range)."""
+
+
+class BadCiphertextError(MessageRejectedError):
+    """An encrypted share fails AEAD authentication: tampered, or redirected to another recipient."""
+
+
+class UnsafeRequestError(MessageRejectedError):
+    """The server asked a device for something that could reveal more than the sum: both shares
+    of one peer, too few survivors, a weaker graph or threshold than configured, or a view of the
+    round that contradicts what the device has seen. The device refuses and answers nothing."""

@@ -1,0 +1,87 @@
+"""A step-by-step round driver for the secagg tests: honest clients, a server, and access to
+every message in between so a test can tamper with one of them."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pytest
+
+from edgerec.secagg import ClientMachine, SecAggConfig, ServerMachine, Stage, deterministic_rng
+from edgerec.secagg import crypto
+
+
+class Harness:
+    """One round of ``n`` honest clients with small random inputs, driven by hand."""
+
+    def __init__(
+        self,
+        n: int = 5,
+        length: int = 16,
+        graph: str = "complete",
+        degree: int | None = None,
+        threshold: int | None = None,
+        round_id: int = 1,
+        seed: bytes = b"harness",
+    ) -> None:
+        self.config = SecAggConfig(round_id, length, graph=graph, degree=degree, threshold=threshold)
+        self.ids = list(range(10, 10 + n))  # not 0-based, so ids and share x-coordinates differ
+        self.keys = {c: crypto.ed25519_private(deterministic_rng(seed + b"/id/%d" % c)) for c in self.ids}
+        self.identities = {c: crypto.ed25519_public(k) for c, k in self.keys.items()}
+        rng = np.random.default_rng(int.from_bytes(seed[:8].ljust(8, b"\0"), "big"))
+        self.inputs = {c: rng.integers(0, 2**32, length, dtype=np.uint32) for c in self.ids}
+        self.server = ServerMachine(self.config, self.identities, deterministic_rng(seed + b"/server"))
+        self.clients = {c: self.client(c) for c in self.ids}
+
+    def client(self, c: int, **kw) -> ClientMachine:
+        """A fresh machine for client ``c`` (same keys and input as the harness's)."""
+        rng = deterministic_rng(b"client/%d" % c)
+        return ClientMachine(self.config, c, self.keys[c], self.inputs[c], rng, **kw)
+
+    def advertise(self, who: Iterable[int] | None = None) -> dict:
+        """Every (or ``who``'s) AdvertiseKeys, already delivered to the server."""
+        msgs = {c: self.clients[c].advertise() for c in (self.ids if who is None else who)}
+        self.send(msgs)
+        return msgs
+
+    def send(self, msgs: dict) -> None:
+        for m in msgs.values():
+            self.server.receive(m)
+
+    def reply(self, outbox: dict, who: Iterable[int] | None = None, send: bool = True) -> dict:
+        """The clients' answers to ``outbox`` (only ``who``'s), delivered unless ``send=False``."""
+        chosen = set(outbox if who is None else who)
+        msgs = {c: self.clients[c].handle(m) for c, m in outbox.items() if c in chosen}
+        if send:
+            self.send(msgs)
+        return msgs
+
+    def run_to(self, stage: Stage) -> dict:
+        """Drive an honest round until the server's messages for ``stage`` exist; return them."""
+        self.advertise()
+        outbox = self.server.advance()
+        for current in (Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK):
+            if current == stage:
+                return outbox
+            self.reply(outbox)
+            outbox = self.server.advance()
+        return outbox
+
+    def expected(self, survivors: Iterable[int]) -> np.ndarray:
+        total = np.zeros(self.config.vector_length, dtype=np.uint32)
+        for c in survivors:
+            total += self.inputs[c]
+        return total
+
+    def finish(self, unmask_outbox: dict | None = None) -> np.ndarray:
+        """Answer the unmask requests (an honest round's if not given), close, return the total."""
+        self.reply(self.run_to(Stage.UNMASK) if unmask_outbox is None else unmask_outbox)
+        self.server.advance()
+        return self.server.result.total
+
+
+@pytest.fixture
+def make_round():
+    """``make_round(n=5, ...)`` -> a :class:`Harness`."""
+    return Harness

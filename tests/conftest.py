@@ -11,8 +11,7 @@ import pytest
 ML100K = Path(os.environ.get("EDGEREC_ML100K", Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"))
 
 
-def tiny_sequences(n_users: int = 30, n_items: int = 40, seed: int = 0):
-    """Random short sequences over a small catalogue with 5 content features."""
+def _tiny_sequences(n_users: int = 30, n_items: int = 40, seed: int = 0):
     from edgerec.data import Catalogue, Sequences
 
     rng = np.random.default_rng(seed)
@@ -22,6 +21,12 @@ def tiny_sequences(n_users: int = 30, n_items: int = 40, seed: int = 0):
     cat = Catalogue(tuple(f"i{i}" for i in range(n_items)), tuple(f"Item {i}" for i in range(n_items)),
                     feats, tuple(f"f{j}" for j in range(5)))
     return Sequences(items, signals), cat
+
+
+@pytest.fixture(scope="session")
+def tiny_sequences():
+    """A factory of random short sequences over a small catalogue with 5 content features."""
+    return _tiny_sequences
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import tiny_sequences
 from edgerec import (
     BundleFormatError,
     BundleIntegrityError,
@@ -27,7 +26,7 @@ def key():
 
 
 @pytest.fixture(scope="module")
-def signed(tmp_path_factory, key):
+def signed(tmp_path_factory, key, tiny_sequences):
     _, cat = tiny_sequences()
     cfg = ModelConfig(dim=4, history=3)
     params = init_params(cfg, len(cat), cat.features.shape[1], np.random.default_rng(0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import tiny_sequences
 from edgerec.model.config import ModelConfig, TrainConfig
 from edgerec.model.examples import latest_histories
 from edgerec.model.export import export_onnx, quantize_int8
@@ -16,7 +15,7 @@ from edgerec.training import fit_params
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model(tmp_path_factory, tiny_sequences):
     seqs, cat = tiny_sequences(n_users=40, n_items=60)
     cfg = ModelConfig(dim=8, history=6)
     params = fit_params(seqs, cat.features, cfg, TrainConfig(epochs=3))

@@ -1,0 +1,180 @@
+"""The ``edgerec`` command: a thin layer over ``edgerec.workflows`` and the facade.
+
+    edgerec train --data ../shared/data/ml-100k --out model-bundle
+    edgerec eval --data ratings.csv --user-col userId --item-col movieId --time-col timestamp --json
+    edgerec recommend --bundle model-bundle --db app.db --user u1
+    edgerec demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._exceptions import EdgeRecError
+
+__all__ = ["main"]
+
+
+def _progress(enabled: bool):
+    """tqdm when installed and wanted, else nothing (the library works without it)."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+
+    def bar(iterable: Any, total: int | None = None, desc: str | None = None, **_: Any):
+        return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr)
+
+    return bar
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic', a MovieLens-100K folder, or an interactions CSV (default: synthetic)")
+    p.add_argument("--user-col", default="user", help="CSV column of user ids (default: user)")
+    p.add_argument("--item-col", default="item", help="CSV column of item ids (default: item)")
+    p.add_argument("--time-col", default="timestamp", help="CSV column of timestamps (default: timestamp)")
+    p.add_argument("--value-col", default=None, help="CSV column of values, e.g. ratings (optional)")
+    p.add_argument("--event-col", default=None, help="CSV column of event types (optional)")
+
+
+def _spec(args: argparse.Namespace):
+    from .workflows import DataSpec
+
+    return DataSpec(args.data, args.user_col, args.item_col, args.time_col, args.value_col,
+                    args.event_col)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .model.config import ModelConfig, TrainConfig
+    from .workflows import DEFAULT_TRAINING, load_data, train_bundle
+
+    dataset = load_data(_spec(args))
+    training = TrainConfig(**{**DEFAULT_TRAINING, "seed": args.seed,
+                              **({"epochs": args.epochs} if args.epochs is not None else {})})
+    model = ModelConfig(dim=args.dim, history=args.history)
+    bar = _progress(not args.quiet)
+    progress = (lambda it: bar(it, total=training.epochs, desc="training")) if bar else None
+    start = time.perf_counter()
+    manifest = train_bundle(dataset, args.out, model=model, training=training, progress=progress)
+    print(f"wrote {args.out}: model version {manifest.model_version}, {manifest.n_items} items, "
+          f"{len(dataset)} interactions, {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'method':<16}{'HR@10':>9}{'NDCG@10':>10}{'val NDCG':>10}  hyper-parameters")
+    for r in rows:
+        print(f"{r['method']:<16}{r['hr@10']:>9.4f}{r['ndcg@10']:>10.4f}{r['val_ndcg']:>10.4f}  {r['hparams']}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .workflows import compare, load_data, peer_notes, result_rows
+
+    dataset = load_data(_spec(args))
+    for note in peer_notes():
+        print(f"note: peer not run: {note}", file=sys.stderr)
+    result = compare(dataset, seeds=tuple(range(args.seeds)), progress=_progress(not args.quiet))
+    rows = result_rows(result)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"LOO-full on {dataset.name}: {len(result.eval_users)} users, {dataset.n_items} items, "
+              f"mean of {len(result.seeds)} seeds")
+        _print_table(rows)
+    return 0
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from .client import open as open_rec
+
+    with open_rec(args.db, bundle=args.bundle) as rec:
+        recs = rec.recommend(args.user, k=args.k)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in recs], indent=1))
+    else:
+        for n, r in enumerate(recs, 1):
+            print(f"{n:>3}. {r.title}  ({r.score:.3f}, {r.reason})")
+    return 0
+
+
+def _cmd_log(args: argparse.Namespace) -> int:
+    from .store import InteractionStore
+
+    with InteractionStore(args.db) as store:
+        written = store.log(args.user, args.item, args.event, args.value, event_id=args.event_id)
+    print("logged" if written else "already logged (same event id)")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), data=args.data, seeds=args.seeds, progress=_progress(True))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgerec", description="On-device recommendations.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model on a dataset and write a bundle")
+    _add_data_args(p)
+    p.add_argument("--out", default="model-bundle", help="bundle folder to write (default: model-bundle)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--history", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("eval", help="LOO-full: edgerec (float, int8) against the peers")
+    _add_data_args(p)
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds to average (default: 5)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {method, hr@10, ndcg@10}")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_cmd_eval)
+
+    p = sub.add_parser("recommend", help="recommend for a user from a bundle and a database")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--db", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_recommend)
+
+    p = sub.add_parser("log", help="log one event into a database")
+    p.add_argument("--db", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--item", required=True)
+    p.add_argument("--event", default="click")
+    p.add_argument("--value", type=float, default=1.0)
+    p.add_argument("--event-id", default=None)
+    p.set_defaults(run=_cmd_log)
+
+    p = sub.add_parser("demo", help="the end-to-end demo on embedded defaults")
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a MovieLens-100K folder")
+    p.add_argument("--out", default="reports/demo", help="report folder (default: reports/demo)")
+    p.add_argument("--seeds", type=int, default=1)
+    p.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgerec`` command. Errors print one clear line and exit 2."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except EdgeRecError as exc:
+        print(f"edgerec: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

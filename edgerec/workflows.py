@@ -1,0 +1,89 @@
+"""Library-first workflows behind the CLI: load data, train a bundle, compare against peers.
+
+Each is a plain function an app or a notebook can call; ``edgerec.cli`` only parses arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ._exceptions import DatasetError
+from .bundle import Manifest, write_bundle
+from .data import Dataset, load_csv, load_movielens, synthetic
+from .evaluation import ProtocolResult, available_peers, missing_peers, run_protocol
+from .evaluation.ours import DEFAULT_GRID, edgerec_methods
+from .model.config import ModelConfig, TrainConfig
+from .training import fit_params
+
+__all__ = ["DataSpec", "load_data", "train_bundle", "compare", "result_rows", "DEFAULT_TRAINING"]
+
+# What `edgerec train` uses unless told otherwise: the validation-chosen MovieLens setting.
+DEFAULT_TRAINING: dict[str, Any] = {"epochs": 16, "l2": 1e-5}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where interactions come from: "synthetic", a MovieLens-100K folder, or a CSV file."""
+
+    source: str = "synthetic"
+    user_col: str = "user"
+    item_col: str = "item"
+    time_col: str | None = "timestamp"
+    value_col: str | None = None
+    event_col: str | None = None
+    synthetic_users: int = 500
+    synthetic_items: int = 300
+    seed: int = 0
+
+
+def load_data(spec: DataSpec) -> Dataset:
+    """The dataset a ``DataSpec`` names (a folder with ``u.data`` is read as MovieLens-100K)."""
+    if spec.source == "synthetic":
+        return synthetic(spec.synthetic_users, spec.synthetic_items, seed=spec.seed)
+    path = Path(spec.source)
+    if path.is_dir():
+        if not (path / "u.data").is_file():
+            raise DatasetError(f"{path} is a folder without u.data: not a MovieLens-100K download")
+        return load_movielens(path)
+    if path.is_file():
+        return load_csv(path, user_col=spec.user_col, item_col=spec.item_col, time_col=spec.time_col,
+                        value_col=spec.value_col, event_col=spec.event_col)
+    raise DatasetError(f"no such dataset: {spec.source} (give 'synthetic', a folder or a CSV file)")
+
+
+def train_bundle(dataset: Dataset, out: str | Path, *, model: ModelConfig | None = None,
+                 training: TrainConfig | None = None, progress: Callable[..., Iterable[int]] | None = None,
+                 sign: Callable[[bytes], bytes] | None = None, model_version: int = 1) -> Manifest:
+    """Train centrally on all of ``dataset`` and write a bundle to ``out``."""
+    model = model or ModelConfig()
+    training = training or TrainConfig(**DEFAULT_TRAINING)
+    params = fit_params(dataset.sequences(), dataset.catalogue.features, model, training,
+                        progress=progress)
+    hyper = {"training": training.to_dict(), "dataset": dataset.name,
+             "interactions": len(dataset), "users": dataset.n_users}
+    return write_bundle(out, params, dataset.catalogue, model, model_version=model_version,
+                        hyperparameters=hyper, sign=sign)
+
+
+def compare(dataset: Dataset, *, seeds: Sequence[int] = (0, 1, 2, 3, 4), peers: bool = True,
+            grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, progress: Any = None) -> ProtocolResult:
+    """LOO-full: edgerec (float and int8) and every installed peer, same split, same process."""
+    methods = edgerec_methods(grid)
+    if peers:
+        methods += available_peers()
+    return run_protocol(dataset, methods, seeds=seeds, progress=progress)
+
+
+def result_rows(result: ProtocolResult) -> list[dict[str, Any]]:
+    """``[{"method", "hr@10", "ndcg@10", ...}]``: the JSON `edgerec eval --json` prints."""
+    k = result.k
+    return [{"method": r.name, f"hr@{k}": round(r.hr, 5), f"ndcg@{k}": round(r.ndcg, 5),
+             "val_ndcg": round(r.val_ndcg, 5), "hparams": r.hparams,
+             "fit_seconds": round(r.fit_seconds, 2)} for r in result]
+
+
+def peer_notes() -> list[str]:
+    """What could not run here and why (for the CLI to print)."""
+    return missing_peers()

@@ -93,7 +93,10 @@ def check_id(name: str, raw: Any) -> str:
 def _number(name: str, raw: Any) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise InvalidEventError(f"{name} must be a number, got {type(raw).__name__}")
-    out = float(raw)
+    try:
+        out = float(raw)
+    except OverflowError:  # an int too large for a float
+        raise InvalidEventError(f"{name} is too large for a float") from None
     if not math.isfinite(out):
         raise InvalidEventError(f"{name} must be finite, got {raw!r}")
     return out

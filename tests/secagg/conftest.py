@@ -34,9 +34,9 @@ class Harness:
         self.server = ServerMachine(self.config, self.identities, deterministic_rng(seed + b"/server"))
         self.clients = {c: self.client(c) for c in self.ids}
 
-    def client(self, c: int, **kw) -> ClientMachine:
-        """A fresh machine for client ``c`` (same keys and input as the harness's)."""
-        rng = deterministic_rng(b"client/%d" % c)
+    def client(self, c: int, rng_label: bytes = b"", **kw) -> ClientMachine:
+        """A fresh machine for client ``c`` (same keys and input; other randomness if labelled)."""
+        rng = deterministic_rng(b"client/%d/" % c + rng_label)
         return ClientMachine(self.config, c, self.keys[c], self.inputs[c], rng, **kw)
 
     def advertise(self, who: Iterable[int] | None = None) -> dict:

@@ -45,14 +45,17 @@ class EdgeRec:
     be shared. Use ``edgerec.open()`` to make one.
     """
 
-    def __init__(self, store: InteractionStore, bundle: Bundle, *, threads: int = 1):
+    def __init__(self, store: InteractionStore, bundle: Bundle, *, threads: int = 1,
+                 scorer: Scorer | None = None):
         self.store = store
-        self._install(bundle, threads)
+        self._install(bundle, scorer or Scorer(bundle.model_path, len(bundle.catalogue),
+                                               bundle.config.history, threads=threads))
 
-    def _install(self, bundle: Bundle, threads: int) -> None:
+    def _install(self, bundle: Bundle, scorer: Scorer) -> None:
+        """Switch to ``bundle``; ``scorer`` is any object with Scorer's ``top_k`` (the int8
+        session by default; benchmarks pass float32 baselines)."""
         self.bundle = bundle
-        self._scorer = Scorer(bundle.model_path, len(bundle.catalogue), bundle.config.history,
-                              threads=threads)
+        self._scorer = scorer
         self._index = bundle.catalogue.index
         self._offsets: OrderedDict[frozenset[str], np.ndarray] = OrderedDict()
 

@@ -1,0 +1,62 @@
+"""Quality on LOO-full (DESIGN.md): edgerec float and int8 against the peers, same split, same run.
+
+    python -m benchmarks.bench_quality [--data ../shared/data/ml-100k] [--seeds 5]
+
+Every method's hyper-parameters are chosen on the validation item only, then refit on everything
+but the test item, once per seed. The paired bootstrap over users gives the 95% interval of
+edgerec's NDCG@10 minus the best peer's.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # the peers' BLAS too: comparable, no spinning
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from benchmarks._report import table, write_section  # noqa: E402
+from edgerec.workflows import DataSpec, compare, load_data, peer_notes  # noqa: E402
+
+ML100K = Path(os.environ.get("EDGEREC_ML100K", Path(__file__).resolve().parents[2] / "shared/data/ml-100k"))
+
+
+def _rows(result, ours: str) -> list[list[object]]:
+    return [[r.name, f"{r.hr:.4f}", f"{r.ndcg:.4f}", f"{r.ndcg / result[ours].ndcg:.2f}",
+             f"{r.val_ndcg:.4f}", r.hparams or "-", f"{r.fit_seconds:.1f}"] for r in result]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=str(ML100K))
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args()
+    dataset = load_data(DataSpec(args.data))
+    start = time.perf_counter()
+    result = compare(dataset, seeds=tuple(range(args.seeds)), progress=True)
+    wall = time.perf_counter() - start
+    peers = [r for r in result if not r.name.startswith("edgerec")]
+    best = max(peers, key=lambda r: r.ndcg)
+    diff, lo, hi = result.compare("edgerec", best.name, metric="ndcg", n_boot=5000)
+    ours, int8 = result["edgerec"], result["edgerec-int8"]
+    notes = "".join(f"\n- peer not run: {n}" for n in peer_notes())
+    body = (
+        f"LOO-full on {dataset.name}: {len(result.eval_users)} users, {dataset.n_items} items, "
+        f"mean of {len(result.seeds)} seeds; whole run {wall / 60:.1f} min on this machine.\n\n"
+        + table(["method", "HR@10", "NDCG@10", "NDCG vs edgerec", "val NDCG@10", "chosen on validation",
+                 "fit s"], _rows(result, "edgerec"))
+        + f"\n\n- edgerec float NDCG@10 / best peer ({best.name}): **{ours.ndcg / best.ndcg:.2f}x** "
+        f"(bar: >= 1.2x); paired bootstrap over users, 5,000 resamples: difference "
+        f"{diff:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]."
+        f"\n- int8 bundle NDCG@10 / float: **{int8.ndcg / ours.ndcg:.1%}** (bar: >= 98%)."
+        f"\n- edgerec per-seed NDCG@10: {', '.join(f'{v:.4f}' for v in ours.ndcg_per_seed)}."
+        + notes
+    )
+    write_section(f"quality-{dataset.name}", f"Quality, LOO-full, {dataset.name}",
+                  f"python -m benchmarks.bench_quality --data {args.data} --seeds {args.seeds}", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -41,6 +41,11 @@ class Scorer:
         self.history = history
         self._no_offset = np.zeros((1, n_items), np.float32)
         self._no_exclude = np.zeros((1, 0), np.int64)
+        shapes = {i.name: i.shape for i in self._session.get_inputs()}
+        if "user_offset" not in shapes:
+            raise ScoringError(f"{model_path} is not an edgerec graph (no user_offset input)")
+        dim = shapes["user_offset"][1]
+        self._no_adapter = np.zeros((1, dim), np.float32)
 
     def _run(self, outputs: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
@@ -58,11 +63,12 @@ class Scorer:
         return out_items, out_signals
 
     def top_k(self, items: np.ndarray, signals: np.ndarray, exclude: np.ndarray, k: int,
-              offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              offset: np.ndarray | None = None,
+              adapter: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The best ``k`` item rows for one history, and their scores, best first.
 
         ``exclude`` rows and rows whose ``offset`` is -inf are never returned, so fewer than
-        ``k`` may come back.
+        ``k`` may come back. ``adapter`` is the device's personal user offset ``[d]``.
         """
         hist_items, hist_signals = self.pad(items, signals)
         feed = {
@@ -71,12 +77,14 @@ class Scorer:
             "exclude": exclude.reshape(1, -1).astype(np.int64) if len(exclude) else self._no_exclude,
             "score_offset": self._no_offset if offset is None else offset,
             "k": np.array([min(k, self.n_items)], np.int64),
+            "user_offset": self._no_adapter if adapter is None else adapter.reshape(1, -1),
         }
         scores, rows = self._run(_TOP_OUTPUTS, feed)
         keep = np.isfinite(scores[0])
         return rows[0][keep], scores[0][keep]
 
-    def score_batch(self, items: np.ndarray, signals: np.ndarray) -> np.ndarray:
+    def score_batch(self, items: np.ndarray, signals: np.ndarray,
+                    adapters: np.ndarray | None = None) -> np.ndarray:
         """Scores ``[B, n_items]`` for a batch of ``[B, L]`` histories (evaluation)."""
         feed = {
             "hist_items": items.astype(np.int64),
@@ -84,5 +92,6 @@ class Scorer:
             "exclude": np.zeros((len(items), 0), np.int64),
             "score_offset": self._no_offset,
             "k": np.array([1], np.int64),
+            "user_offset": self._no_adapter if adapters is None else adapters.astype(np.float32),
         }
         return self._run(["scores"], feed)[0]

@@ -10,6 +10,7 @@ every item, removes excluded items, and returns the top k:
              exclude [B, E] int64       rows never to return (seen, dismissed); E may be 0
              score_offset [1|B, N] f32  added to every score: 0 keeps an item, -inf filters it
              k [1] int64                how many to return (<= N)
+             user_offset [1|B, d] f32   the device's personal adapter, added to the user vector
     outputs  top_scores [B, k], top_items [B, k] int64, scores [B, N], user [B, d]
 """
 
@@ -73,10 +74,11 @@ def _nodes(hidden: bool):
             n("Add", ["pre0", "b1"], ["pre"]),
             n("Relu", ["pre"], ["act"]),
             n("MatMul", ["act", "w2"], ["resid"], name=_HIDDEN_NODES[1]),
-            n("Add", ["pooled", "resid"], ["user"]),
+            n("Add", ["pooled", "resid"], ["shared_user"]),
         ]
     else:
-        nodes.append(n("Identity", ["pooled"], ["user"]))
+        nodes.append(n("Identity", ["pooled"], ["shared_user"]))
+    nodes.append(n("Add", ["shared_user", "user_offset"], ["user"]))
     nodes += [
         n("MatMul", ["user", "table_out_t"], ["raw"], name="score_matmul"),
         n("Add", ["raw", "bias"], ["biased"]),
@@ -102,6 +104,7 @@ def build_graph(params: Params, features: np.ndarray, cfg: ModelConfig):
         helper.make_tensor_value_info("exclude", i64, ["batch", "n_exclude"]),
         helper.make_tensor_value_info("score_offset", f32, ["offset_rows", n_items]),
         helper.make_tensor_value_info("k", i64, [1]),
+        helper.make_tensor_value_info("user_offset", f32, ["offset_users", dim]),
     ]
     outputs = [
         helper.make_tensor_value_info("top_scores", f32, ["batch", "k"]),

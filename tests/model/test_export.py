@@ -74,3 +74,15 @@ def test_a_corrupt_graph_is_a_scoring_error(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ScoringError):
         Scorer(bad, 3, 2)
+
+
+def test_the_personal_adapter_shifts_the_user_vector(model):
+    scorer = Scorer(model["float_path"], len(model["cat"]), model["cfg"].history)
+    rng = np.random.default_rng(5)
+    adapters = rng.standard_normal((len(model["items"]), model["cfg"].dim)).astype(np.float32)
+    table_in, table_out = item_tables(model["params"], model["cat"].features)
+    got = scorer.score_batch(model["items"], model["signals"], adapters)
+    np.testing.assert_allclose(got, model["expected"] + adapters @ table_out.T, rtol=1e-4, atol=1e-4)
+    rows, _ = scorer.top_k(model["items"][0], model["signals"][0], np.array([], np.int64), 3,
+                           adapter=adapters[0])
+    np.testing.assert_array_equal(rows, np.argsort(-got[0])[:3])

@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
 
+    run(10, args.length, "complete", 0.0)  # warm-up: imports, allocator, OpenSSL contexts
     headline = [run(args.n, args.length, g, d) for g in ("complete", "harary") for d in (0.0, args.dropout)]
     sizes = [int(s) for s in args.growth.split(",") if s]
     growth = [run(n, args.growth_length, "harary", args.dropout) for n in sizes]

@@ -185,7 +185,7 @@ class ServerMachine:
             raise MalformedMessageError("seed shares must cover exactly the survivors asked about")
         if len(key_peers) != len(request.dropped) or set(key_peers) != set(request.dropped):
             raise MalformedMessageError("key shares must cover exactly the dropped asked about")
-        if any(v >= shamir.PRIME for _, v in msg.seed_shares + msg.key_shares):
+        if any(not 0 <= v < shamir.PRIME for _, v in msg.seed_shares + msg.key_shares):
             raise MalformedMessageError("share value outside the field")
         self._responses[msg.sender] = msg
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._exceptions import (
     BadSignatureError,
+    ConfigError,
     DuplicateSenderError,
     MalformedMessageError,
     OutOfStageError,
@@ -27,7 +28,7 @@ from .._exceptions import (
 )
 from . import crypto, graph, masking, shamir, wire
 from .client import SHARE_CIPHERTEXT_BYTES
-from .config import SecAggConfig
+from .config import MAX_CLIENT_ID, SecAggConfig
 from .messages import (
     CLIENT_MESSAGE_STAGE,
     VERSION,
@@ -66,6 +67,9 @@ class ServerMachine:
     """
 
     def __init__(self, config: SecAggConfig, identities: Mapping[int, bytes], rng: Rng) -> None:
+        for client_id, key in identities.items():
+            if not 0 <= client_id <= MAX_CLIENT_ID or len(key) != crypto.KEY_BYTES:
+                raise ConfigError(f"enrolled client {client_id}: id out of range or key not 32 bytes")
         self.config = config
         self._identities = dict(identities)
         self._rng = rng

@@ -7,7 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from edgerec import ConfigError
 from edgerec.secagg import (
+    ServerMachine,
     AdvertiseKeys,
     BadSignatureError,
     DuplicateSenderError,
@@ -255,3 +257,11 @@ def test_pending_tracks_each_stage(make_round):
     assert h.server.pending == frozenset(h.ids)
     h.reply(key_lists, who=h.ids[:3])
     assert h.server.pending == frozenset(h.ids[3:])
+
+
+def test_enrolment_is_checked(make_round):
+    h = make_round()
+    with pytest.raises(ConfigError):
+        ServerMachine(h.config, {1: b"short"}, lambda n: bytes(n))
+    with pytest.raises(ConfigError):
+        ServerMachine(h.config, {2**32: bytes(32)}, lambda n: bytes(n))

@@ -36,6 +36,7 @@ if not hasattr(Database, "atomic"):
 __all__ = [
     "EVENT_ID_INDEX",
     "INSERT_SQL",
+    "LEDGER_TABLE",
     "META_TABLE",
     "MIGRATIONS",
     "Migration",
@@ -50,6 +51,7 @@ META_TABLE = "edgerec_meta"
 TABLE = "interactions"
 PROFILE_INDEX = "interactions_by_user_time"
 EVENT_ID_INDEX = "interactions_event_id"
+LEDGER_TABLE = "privacy_ledger"
 _VERSION_KEY = "schema_version"
 
 # The hot-path insert. ON CONFLICT names the partial unique index on event_id, so a retried
@@ -88,9 +90,56 @@ def _v1_interactions(db: Database) -> None:
     # scans a device-sized table in milliseconds.
 
 
+_APPEND_ONLY = "'the privacy ledger is append-only'"
+
+
+def _v2_privacy_ledger(db: Database) -> None:
+    """The privacy ledger (``edgerec.privacy.ledger``): one row per payload that left the device.
+
+    Append-only by the database's own rules, whoever writes to the file: triggers refuse every
+    UPDATE and DELETE, and an INSERT that reuses an existing ``seq`` (``INSERT OR REPLACE``
+    deletes the old row *without* firing DELETE triggers unless recursive_triggers is on).
+    It holds no user data (sizes, hashes, privacy parameters), so erasure and retention, which
+    only touch ``interactions``, leave it alone.
+    """
+    # Plain SQL: sqlite-utils' create() cannot express AUTOINCREMENT or CHECK. AUTOINCREMENT so
+    # that a seq is never handed out twice, even if the triggers were dropped and rows deleted:
+    # auditors match seqs against what the server logged. CHECK (seq > 0) keeps explicit seqs
+    # away from the value an auto-assigned seq has inside the BEFORE INSERT trigger (-1).
+    db.execute(
+        f"""CREATE TABLE {LEDGER_TABLE} (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT CHECK (seq > 0),
+            ts REAL NOT NULL,
+            round_id TEXT,
+            kind TEXT NOT NULL,
+            n_bytes INTEGER NOT NULL CHECK (n_bytes >= 0),
+            sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+            clip REAL,
+            noise_multiplier REAL,
+            epsilon REAL,
+            delta REAL,
+            destination TEXT,
+            model_version INTEGER
+        )"""
+    )
+    for event in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER {LEDGER_TABLE}_no_{event.lower()} BEFORE {event} ON {LEDGER_TABLE} "
+            f"BEGIN SELECT RAISE(ABORT, {_APPEND_ONLY}); END"
+        )
+    db.execute(
+        f"CREATE TRIGGER {LEDGER_TABLE}_no_replace BEFORE INSERT ON {LEDGER_TABLE} "
+        f"WHEN EXISTS (SELECT 1 FROM {LEDGER_TABLE} WHERE seq = NEW.seq) "
+        f"BEGIN SELECT RAISE(ABORT, {_APPEND_ONLY}); END"
+    )
+    # No secondary index: a device sends a few payloads per round, so the table stays small, and
+    # every read goes in seq order, which the primary key already is.
+
+
 # Ordered, contiguous from 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "interactions table, covering profile index, unique event_id", _v1_interactions),
+    Migration(2, "privacy ledger", _v2_privacy_ledger),
 )
 
 

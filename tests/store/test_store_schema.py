@@ -22,12 +22,22 @@ def _create_ledger(db: Database) -> None:
     db["ledger"].insert({"payload": "first"})
 
 
+# Versions relative to today's newest, so these tests keep working as migrations are appended.
+LATEST = len(MIGRATIONS)
+
+
+class StoreV1(InteractionStore):
+    """What the first released edgerec wrote."""
+
+    migrations = MIGRATIONS[:1]
+
+
 class StoreV3(InteractionStore):
     """What a later edgerec looks like: two more migrations appended."""
 
     migrations = MIGRATIONS + (
-        Migration(2, "interactions.source", _add_source_column),
-        Migration(3, "ledger table", _create_ledger),
+        Migration(LATEST + 1, "interactions.source", _add_source_column),
+        Migration(LATEST + 2, "ledger table", _create_ledger),
     )
 
 
@@ -37,11 +47,11 @@ def _fail(db: Database) -> None:
 
 
 class BrokenUpgrade(InteractionStore):
-    migrations = MIGRATIONS + (Migration(2, "creates a table then fails", _fail),)
+    migrations = MIGRATIONS + (Migration(LATEST + 1, "creates a table then fails", _fail),)
 
 
 def test_new_file_gets_the_latest_version_in_a_meta_table(store: InteractionStore) -> None:
-    assert store.schema_version == len(MIGRATIONS) == 1
+    assert store.schema_version == len(MIGRATIONS) == 2
     assert store.db[META_TABLE].exists()
 
 
@@ -54,11 +64,11 @@ def test_database_is_in_wal_mode(store: InteractionStore, db_path: Path) -> None
 
 
 def test_upgrade_from_version_1_preserves_data(db_path: Path) -> None:
-    with InteractionStore(db_path) as v1:
+    with StoreV1(db_path) as v1:
         v1.log_many([{"user": "u", "item": str(i), "ts": i, "event_id": f"e{i}"} for i in range(5)])
         before = v1.export("u")
     with StoreV3(db_path) as v3:
-        assert v3.schema_version == 3
+        assert v3.schema_version == LATEST + 2
         assert v3.export("u") == before
         assert v3.profile("u")[0] == ("4", "click", 1.0)
         assert "source" in v3.db["interactions"].columns_dict
@@ -70,7 +80,7 @@ def test_upgrade_from_version_1_preserves_data(db_path: Path) -> None:
 
 def test_a_file_from_a_newer_edgerec_is_refused(db_path: Path) -> None:
     StoreV3(db_path).close()
-    with pytest.raises(SchemaVersionError, match="version 3"):
+    with pytest.raises(SchemaVersionError, match=f"version {LATEST + 2}"):
         InteractionStore(db_path)
 
 
@@ -80,7 +90,7 @@ def test_a_failing_migration_leaves_the_old_schema_and_data(db_path: Path) -> No
     with pytest.raises(RuntimeError, match="migration bug"):
         BrokenUpgrade(db_path)
     with InteractionStore(db_path) as s:
-        assert s.schema_version == 1
+        assert s.schema_version == LATEST
         assert not s.db["half_done"].exists()
         assert s.count() == 1
 
@@ -89,8 +99,8 @@ def test_a_failing_migration_leaves_the_old_schema_and_data(db_path: Path) -> No
     "migrations",
     [
         (Migration(2, "skips 1", _create_ledger),),
-        MIGRATIONS + (Migration(3, "skips 2", _create_ledger),),
-        MIGRATIONS + ((2, "not a Migration", _create_ledger),),
+        MIGRATIONS + (Migration(LATEST + 2, "skips one", _create_ledger),),
+        MIGRATIONS + ((LATEST + 1, "not a Migration", _create_ledger),),
     ],
 )
 def test_migration_lists_must_be_numbered_from_one_without_gaps(migrations) -> None:

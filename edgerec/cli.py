@@ -3,6 +3,7 @@
     edgerec train --data ../shared/data/ml-100k --out model-bundle
     edgerec eval --data ratings.csv --user-col userId --item-col movieId --time-col timestamp --json
     edgerec recommend --bundle model-bundle --db app.db --user u1
+    edgerec audit --db app.db --json
     edgerec demo
 """
 
@@ -114,6 +115,42 @@ def _cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_ledger(snapshot: Any) -> None:
+    from .privacy.ledger import iso_utc
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4g}"
+
+    head = ("seq", "time (UTC)", "round", "kind", "bytes", "sha256", "C", "z", "eps", "destination")
+    rows = [(str(e.seq), iso_utc(e.ts), e.round_id or "-", e.kind, str(e.n_bytes), e.sha256[:12],
+             num(e.clip), num(e.noise_multiplier), num(e.epsilon), e.destination or "-")
+            for e in snapshot.entries]
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+    numeric = {0, 4, 6, 7, 8}
+    for r in (head, *rows):
+        print("  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    eps = "none recorded" if snapshot.epsilon is None else num(snapshot.epsilon)
+    if snapshot.epsilon is not None and snapshot.delta is not None:
+        eps += f" at delta {snapshot.delta:g}"
+    n = len(snapshot.entries)
+    print(f"total: {n} payload{'s' if n != 1 else ''}, {snapshot.total_bytes} bytes; "
+          f"epsilon charged so far: {eps}")
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from .privacy.ledger import read_ledger
+
+    snapshot = read_ledger(args.db)  # read-only: a missing file is an error, never created
+    if args.json:
+        print(json.dumps(snapshot.to_dict(), indent=1))
+    elif not snapshot.entries:
+        print(f"no payload has left this device (the privacy ledger in {args.db} is empty)")
+    else:
+        _print_ledger(snapshot)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -157,6 +194,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--value", type=float, default=1.0)
     p.add_argument("--event-id", default=None)
     p.set_defaults(run=_cmd_log)
+
+    p = sub.add_parser("audit", help="print the privacy ledger: every payload that left this device")
+    p.add_argument("--db", required=True)
+    p.add_argument("--json", action="store_true",
+                   help="print {entries, total_bytes, epsilon, delta} as JSON for an auditor")
+    p.set_defaults(run=_cmd_audit)
 
     p = sub.add_parser("demo", help="the end-to-end demo on embedded defaults")
     p.add_argument("--data", default="synthetic", help="'synthetic' or a MovieLens-100K folder")

@@ -6,6 +6,7 @@ history; its weight is pinned to 0). The user vector is
 
     p = user0 + sum_l pos[l] * signal[s_l] * table_in[i_l]
     u = p + relu(p @ w1 + b1) @ w2            (when the hidden layer is on)
+    u = u + adapter                           (on a device that fine-tuned: personal, never sent)
 
 and the score of item j is ``u . table_out[j] + bias[j]``. The ONNX graph computes the same.
 """
@@ -43,10 +44,13 @@ def _pool(params: Params, table_in: np.ndarray, items: np.ndarray, signals: np.n
 
 
 def _user(params: Params, pooled: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-    if "w1" not in params:
-        return None, pooled
-    pre = pooled @ params["w1"] + params["b1"]
-    return pre, pooled + np.maximum(pre, 0) @ params["w2"]
+    pre, user = None, pooled
+    if "w1" in params:
+        pre = pooled @ params["w1"] + params["b1"]
+        user = pooled + np.maximum(pre, 0) @ params["w2"]
+    if "adapter" in params:  # the device's personal offset (fine-tuning only; never shared)
+        user = user + params["adapter"]
+    return pre, user
 
 
 def forward(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray) -> Forward:
@@ -129,12 +133,16 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
     grads: Params = {"bias": g_logits.sum(axis=0)}
     g_table_out = g_logits.T @ fwd.user
     g_user = g_logits @ fwd.table_out
+    if "adapter" in params:
+        grads["adapter"] = g_user.sum(axis=0)
     g_pooled = _backward_user(params, fwd, g_user, grads)
     g_table_in = _backward_pool(params, fwd, items, signals, g_pooled, grads)
     grads["emb_in"], grads["feat_in"] = g_table_in, features.T @ g_table_in
     grads["emb_out"], grads["feat_out"] = g_table_out, features.T @ g_table_out
     if l2 > 0:
-        for name in ("emb_in", "emb_out", "feat_in", "feat_out"):
+        for name in ("emb_in", "emb_out", "feat_in", "feat_out", "adapter"):
+            if name not in params:
+                continue
             loss += l2 * float(np.sum(params[name] ** 2))
             grads[name] = grads[name] + 2 * l2 * params[name]
     return loss, grads

@@ -27,13 +27,17 @@ def _problem(hidden: bool, seed: int = 0):
     return cfg, params, features, items, signals, targets
 
 
-@pytest.mark.parametrize("hidden", [False, True])
-def test_gradients_match_finite_differences(hidden):
+@pytest.mark.parametrize("hidden, adapter", [(False, False), (True, False), (True, True)])
+def test_gradients_match_finite_differences(hidden, adapter):
     cfg, params, features, items, signals, targets = _problem(hidden)
+    names = param_names(cfg)
+    if adapter:
+        params["adapter"] = np.random.default_rng(9).standard_normal(cfg.dim) * 0.2
+        names += ("adapter",)
     l2 = 0.01
     _, grads = loss_and_grads(params, features, items, signals, targets, l2)
     eps = 1e-6
-    for name in param_names(cfg):
+    for name in names:
         flat = params[name].ravel()
         for idx in range(min(flat.size, 25)):
             saved = flat[idx]

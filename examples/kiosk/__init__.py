@@ -1,0 +1,12 @@
+"""A kiosk that embeds edgerec: one device, a screen, many anonymous visitors.
+
+``python -m examples.kiosk`` serves a page with a grid of recommendations for the current
+anonymous session; clicks and "not interested" go straight into ``rec.log()`` and the grid is
+re-rendered from ``rec.recommend()`` at once. See ``examples/kiosk/README.md``.
+"""
+
+from .app import create_app
+from .config import KioskConfig
+from .kiosk import Kiosk
+
+__all__ = ["Kiosk", "KioskConfig", "create_app"]

@@ -17,7 +17,9 @@ from .bundle import Bundle, Manifest, load_bundle, write_bundle
 from .client import EdgeRec, Recommendation, open
 from .data import Catalogue, Dataset
 from .events import EventType, Interaction
+from .finetune import FineTuneConfig, LocalUpdate
 from .model.config import ModelConfig, TrainConfig
+from .privacy.ledger import LedgerEntry, LedgerSnapshot, PrivacyLedger, read_ledger
 from .store import InteractionStore, Retention
 
 __version__ = "0.1.0"
@@ -35,11 +37,16 @@ __all__ = [
     "EdgeRec",
     "EdgeRecError",
     "EventType",
+    "FineTuneConfig",
     "Interaction",
     "InteractionStore",
     "InvalidEventError",
+    "LedgerEntry",
+    "LedgerSnapshot",
+    "LocalUpdate",
     "Manifest",
     "ModelConfig",
+    "PrivacyLedger",
     "Recommendation",
     "Retention",
     "SchemaVersionError",
@@ -49,5 +56,6 @@ __all__ = [
     "__version__",
     "load_bundle",
     "open",
+    "read_ledger",
     "write_bundle",
 ]

@@ -17,14 +17,18 @@ import numpy as np
 
 from ._exceptions import ConfigError
 from .bundle import Bundle, load_bundle
+from .data._types import Sequences
 from .events import Interaction, check_id, signal_code
+from .finetune import FineTuneConfig, LocalUpdate, fine_tune
+from .privacy.ledger import PrivacyLedger
 from .reasons import attribute, reason_text
 from .scoring import Scorer
-from .store import InteractionStore, Retention
+from .store import DeviceState, InteractionStore, Retention
 
 __all__ = ["EdgeRec", "Recommendation", "open"]
 
 _OFFSET_CACHE = 8  # candidate filters an app typically cycles through (in stock, category, ...)
+_ADAPTER_KEY = "personal_adapter"
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,12 @@ class EdgeRec:
     """
 
     def __init__(self, store: InteractionStore, bundle: Bundle, *, threads: int = 1,
-                 scorer: Scorer | None = None):
+                 scorer: Scorer | None = None, clock: Callable[[], float] = time.time):
         self.store = store
+        self._clock = clock
+        self._state = DeviceState(store)
+        #: Every payload that left this device, written before it was sent (append-only).
+        self.ledger = PrivacyLedger(store, clock=clock)
         self._install(bundle, scorer or Scorer(bundle.model_path, len(bundle.catalogue),
                                                bundle.config.history, threads=threads))
 
@@ -56,6 +64,7 @@ class EdgeRec:
         session by default; benchmarks pass float32 baselines)."""
         self.bundle = bundle
         self._scorer = scorer
+        self._adapter = self._load_adapter()
         self._index = bundle.catalogue.index
         self._offsets: OrderedDict[frozenset[str], np.ndarray] = OrderedDict()
 
@@ -121,7 +130,7 @@ class EdgeRec:
             drop = np.concatenate([drop, np.array(extra, np.int64)])
         length = self.bundle.config.history
         top, scores = self._scorer.top_k(rows[:length], signals[:length], np.unique(drop), k,
-                                         self._offset(candidates))
+                                         self._offset(candidates), self._adapter)
         return self._explain(top, scores, rows[:length], signals[:length], events)
 
     def _explain(self, top: np.ndarray, scores: np.ndarray, rows: np.ndarray, signals: np.ndarray,
@@ -138,10 +147,51 @@ class EdgeRec:
             out.append(Recommendation(cat.item_ids[row], score, cat.title(row), reason, because))
         return out
 
+    # -- on-device learning ---------------------------------------------------------------------
+    def _load_adapter(self) -> np.ndarray | None:
+        saved = self._state.get(_ADAPTER_KEY)
+        if saved is None or saved.model_version != self.bundle.version:
+            return None  # an adapter only fits the model it was trained against
+        adapter = np.frombuffer(saved.value, np.float32)
+        return adapter if adapter.shape == (self.bundle.config.dim,) else None
+
+    def _device_sequences(self) -> Sequences:
+        """Every user's consumption and dismissals on this device, oldest first, as model rows."""
+        items, signals = [], []
+        index = self._index
+        for user in self.store.users():
+            pairs = [(index[e.item], signal_code(e.event, e.value)) for e in self.store.history(user)
+                     if e.event != "impression" and e.item in index]
+            items.append(np.array([p[0] for p in pairs], np.int64))
+            signals.append(np.array([p[1] for p in pairs], np.int64))
+        return Sequences(items, signals)
+
+    def fine_tune(self, budget: FineTuneConfig | None = None) -> LocalUpdate:
+        """Fine-tune on this device's own events, from the installed bundle's float weights.
+
+        The personal adapter is saved and used by ``recommend()`` at once; it never leaves the
+        device. The returned update's ``delta`` is what a federated round may send, after
+        clipping, noise and secure aggregation. Nothing is sent here.
+        """
+        update = fine_tune(self.bundle.params, self.bundle.catalogue.features,
+                           self._device_sequences(), self.bundle.config, budget or FineTuneConfig(),
+                           adapter=self._adapter)
+        self._state.put(_ADAPTER_KEY, update.adapter.astype(np.float32).tobytes(),
+                        model_version=self.bundle.version, now=self._clock())
+        self._adapter = update.adapter.astype(np.float32)
+        return update
+
     # -- data-subject requests and housekeeping -------------------------------------------------
     def forget(self, user: Any) -> int:
-        """Erase everything stored about ``user``; returns the number of events deleted."""
-        return self.store.forget(check_id("user", user))
+        """Erase everything stored about ``user``; returns the number of events deleted.
+
+        The personal adapter was fitted on everyone's events on this device, the erased user's
+        included, so it is dropped too (the next ``fine_tune()`` fits a new one).
+        """
+        deleted = self.store.forget(check_id("user", user))
+        self._state.delete(_ADAPTER_KEY)
+        self._adapter = None
+        return deleted
 
     def export(self, user: Any) -> list[dict[str, Any]]:
         """Everything stored about ``user``, as JSON-ready dicts."""
@@ -173,4 +223,4 @@ def open(path: str | os.PathLike[str], bundle: str | os.PathLike[str] | Bundle, 
     """
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle), public_key=public_key)
     store = InteractionStore(path, synchronous=synchronous, retention=retention, clock=clock)
-    return EdgeRec(store, loaded, threads=threads)
+    return EdgeRec(store, loaded, threads=threads, clock=clock)

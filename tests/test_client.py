@@ -113,3 +113,21 @@ def test_state_survives_reopening(tmp_path, trained_bundle):
         assert r.log(user="u8", item="5", event="click", event_id="e1") is False
         assert [x.item for x in r.recommend(user="u8", k=5)] == first
         assert r.model_version == 1
+
+
+def test_fine_tune_personalises_at_once_and_sends_nothing(tmp_path, trained_bundle):
+    with edgerec.open(tmp_path / "app.db", bundle=trained_bundle) as rec:
+        cat = rec.bundle.catalogue
+        liked = [i for i, t in zip(cat.item_ids, cat.titles) if "Genre 2" in t][:30]
+        rec.log_many([{"user": "me", "item": item, "event": "click", "ts": 1000.0 + n}
+                      for n, item in enumerate(liked)])
+        before = [(r.item, r.score) for r in rec.recommend("me", k=10)]
+        update = rec.fine_tune(edgerec.FineTuneConfig(epochs=1, adapter_epochs=3))
+        assert update.n_examples == len(liked) and update.loss_after < update.loss_before
+        after = [(r.item, r.score) for r in rec.recommend("me", k=10)]
+        assert after != before
+        assert rec.ledger.entries() == []  # fine-tuning alone sends nothing
+    with edgerec.open(tmp_path / "app.db", bundle=trained_bundle) as rec:
+        assert [(r.item, r.score) for r in rec.recommend("me", k=10)] == after  # adapter persisted
+        rec.forget("someone")
+        assert [(r.item, r.score) for r in rec.recommend("me", k=10)] == before  # erased with data

@@ -1,7 +1,8 @@
 """Private deltas: clipping, distributed Gaussian noise, fixed-point encoding, accounting.
 
-Everything here is pure: no I/O, no clock, no ``os.urandom``; randomness comes in as a
-``numpy.random.Generator``. The accountant imports dp-accounting only when a figure is asked
+The math re-exported here is pure: no I/O, no clock, no ``os.urandom``; randomness comes in as a
+``numpy.random.Generator``. The device's privacy ledger (``edgerec.privacy.ledger``) is the one
+I/O module of the package: it writes to the store's SQLite file. The accountant imports dp-accounting only when a figure is asked
 for, so devices that never report epsilon need not install it (``edgerec[privacy]``).
 """
 

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+from ._device_state import DeviceState, StateValue
 from ._retention import Retention
 from ._schema import MIGRATIONS, Migration
 from ._store import InteractionStore
 
-__all__ = ["MIGRATIONS", "InteractionStore", "Migration", "Retention"]
+__all__ = ["MIGRATIONS", "DeviceState", "InteractionStore", "Migration", "Retention", "StateValue"]

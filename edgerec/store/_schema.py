@@ -37,6 +37,7 @@ __all__ = [
     "EVENT_ID_INDEX",
     "INSERT_SQL",
     "LEDGER_TABLE",
+    "STATE_TABLE",
     "META_TABLE",
     "MIGRATIONS",
     "Migration",
@@ -52,6 +53,7 @@ TABLE = "interactions"
 PROFILE_INDEX = "interactions_by_user_time"
 EVENT_ID_INDEX = "interactions_event_id"
 LEDGER_TABLE = "privacy_ledger"
+STATE_TABLE = "device_state"
 _VERSION_KEY = "schema_version"
 
 # The hot-path insert. ON CONFLICT names the partial unique index on event_id, so a retried
@@ -136,10 +138,21 @@ def _v2_privacy_ledger(db: Database) -> None:
     # every read goes in seq order, which the primary key already is.
 
 
+def _v3_device_state(db: Database) -> None:
+    """Small device-level state under a key: the personal adapter, later sync credentials.
+
+    ``model_version`` ties a value to the bundle it was computed for (an adapter only makes
+    sense in the vector space of the model it was fitted against).
+    """
+    db[STATE_TABLE].create({"key": str, "value": bytes, "model_version": int, "updated": float},
+                           pk="key", not_null={"value", "updated"})
+
+
 # Ordered, contiguous from 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "interactions table, covering profile index, unique event_id", _v1_interactions),
     Migration(2, "privacy ledger", _v2_privacy_ledger),
+    Migration(3, "device state (personal adapter, credentials)", _v3_device_state),
 )
 
 

@@ -21,7 +21,7 @@ from .model.config import ModelConfig
 from .model.examples import next_item_examples
 from .model.network import loss_and_grads
 from .model.params import Params, flatten, param_names
-from .training import Adam
+from .training import SGD, Adam
 
 __all__ = ["FineTuneConfig", "LocalUpdate", "fine_tune"]
 
@@ -36,6 +36,7 @@ class FineTuneConfig:
     max_examples: int = 1000  # the most recent events are kept when a device has more
     batch_size: int = 128
     lr: float = 1e-3  # shared weights: small steps away from the global model
+    optimizer: str = "adam"  # for the shared weights: "adam" or "sgd" (federated rounds)
     adapter_lr: float = 2e-2
     l2: float = 1e-5
     # The adapter is fitted on one device's few events; a firm pull to zero keeps it from running
@@ -48,6 +49,8 @@ class FineTuneConfig:
             raise ConfigError("need epochs >= 0, max_examples >= 1 and batch_size >= 1")
         if not (self.lr > 0 and self.adapter_lr > 0 and self.l2 >= 0 and self.adapter_l2 >= 0):
             raise ConfigError("learning rates must be > 0 and L2 weights >= 0")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,7 +102,7 @@ def fine_tune(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelCon
     _train(params, features, examples, fcfg, fcfg.adapter_epochs, rng,
            lambda grads: adapter_step.step(params, {"adapter": grads["adapter"]}),
            l2={"adapter": fcfg.adapter_l2})
-    shared_step = Adam(fcfg.lr)
+    shared_step = Adam(fcfg.lr) if fcfg.optimizer == "adam" else SGD(fcfg.lr)
     _train(params, features, examples, fcfg, fcfg.epochs, rng,
            lambda grads: shared_step.step(params, grads, frozenset({"adapter"})),
            l2={n: fcfg.l2 for n in ("emb_in", "emb_out", "feat_in", "feat_out")})

@@ -17,7 +17,7 @@ from .model.examples import next_item_examples
 from .model.network import loss_and_grads
 from .model.params import Params, init_params
 
-__all__ = ["Adam", "train_model", "fit_params"]
+__all__ = ["Adam", "SGD", "train_model", "fit_params"]
 
 Progress = Callable[[Iterable[int]], Iterable[int]]
 
@@ -48,6 +48,19 @@ class Adam:
             v *= self.beta2
             v += (1 - self.beta2) * grad * grad
             params[name] -= (self.lr * correction * m / (np.sqrt(v) + self.eps)).astype(params[name].dtype)
+
+
+@dataclass
+class SGD:
+    """Plain SGD. Federated local training uses it: unlike Adam it does not inflate the tiny
+    gradients of items a device never saw, so deltas stay concentrated and survive clipping."""
+
+    lr: float
+
+    def step(self, params: Params, grads: Params, frozen: frozenset[str] = frozenset()) -> None:
+        for name, grad in grads.items():
+            if name not in frozen:
+                params[name] -= (self.lr * grad).astype(params[name].dtype)
 
 
 def _drop_history(signals: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:

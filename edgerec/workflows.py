@@ -9,18 +9,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
+
 from ._exceptions import DatasetError
 from .bundle import Manifest, write_bundle
 from .data import Dataset, load_csv, load_movielens, synthetic
-from .evaluation import ProtocolResult, available_peers, missing_peers, run_protocol
-from .evaluation.ours import DEFAULT_GRID, edgerec_methods
+from .evaluation import (
+    LOOSplit,
+    ProtocolResult,
+    available_peers,
+    hr_at,
+    loo_split,
+    missing_peers,
+    ndcg_at,
+    rank_users,
+    run_protocol,
+)
+from .evaluation.ours import DEFAULT_GRID, FloatModel, edgerec_methods
+from .federated.simulation import SimulationConfig, SimulationResult, simulate
+from .model.params import Params, init_params
 from .model.config import ModelConfig, TrainConfig
 from .training import fit_params
 
-__all__ = ["DataSpec", "load_data", "train_bundle", "compare", "result_rows", "DEFAULT_TRAINING"]
+__all__ = ["DataSpec", "load_data", "train_bundle", "compare", "result_rows", "DEFAULT_TRAINING",
+           "loo_evaluator", "federated_run"]
 
 # What `edgerec train` uses unless told otherwise: the validation-chosen MovieLens setting.
-DEFAULT_TRAINING: dict[str, Any] = {"epochs": 16, "l2": 1e-5}
+DEFAULT_TRAINING: dict[str, Any] = {"epochs": 16, "l2": 1e-4}
 
 
 @dataclass(frozen=True)
@@ -87,3 +102,34 @@ def result_rows(result: ProtocolResult) -> list[dict[str, Any]]:
 def peer_notes() -> list[str]:
     """What could not run here and why (for the CLI to print)."""
     return missing_peers()
+
+
+def loo_evaluator(split: LOOSplit, dataset: Dataset, cfg: ModelConfig, *, stage: str = "test"):
+    """``params -> (HR@10, NDCG@10)`` on LOO-full: the validation item (users fit on ``train``)
+    or the test item (users fit on ``train_val``)."""
+    fit = split.train if stage == "val" else split.train_val
+    targets = split.val_item if stage == "val" else split.test_item
+    users = split.eval_users
+
+    def evaluate(params: Params) -> tuple[float, float]:
+        model = FloatModel(params, cfg, dataset.catalogue.features)
+        ranks = rank_users(model, fit, users, targets[users], dataset.n_items)
+        return float(hr_at(ranks).mean()), float(ndcg_at(ranks).mean())
+
+    return evaluate
+
+
+def federated_run(dataset: Dataset, sim: SimulationConfig, *, model: ModelConfig | None = None,
+                  stage: str = "test", progress: Any = None) -> SimulationResult:
+    """One device per user, FedAvg/FedAdam from a fresh model, LOO-full after rounds.
+
+    Devices hold what the protocol lets a method fit on: ``train`` when ``stage="val"`` (for
+    choosing hyper-parameters), ``train_val`` when ``stage="test"``.
+    """
+    model = model or ModelConfig()
+    split = loo_split(dataset.sequences())
+    init = init_params(model, dataset.n_items, dataset.catalogue.features.shape[1],
+                       np.random.default_rng(sim.seed))
+    fit = split.train if stage == "val" else split.train_val
+    return simulate(init, dataset.catalogue.features, fit, model, sim,
+                    evaluate=loo_evaluator(split, dataset, model, stage=stage), progress=progress)

@@ -1,0 +1,82 @@
+"""The device <-> server protocol: messages, their bytes, HTTP transport, a round participant,
+and signed bundle transport. The device's ``sync`` (fine-tuning, ledger, retries, conditions)
+is built on these pieces; the server (``edgerec_server``) speaks the same messages.
+
+A device's round, in short::
+
+    from edgerec.sync import HttpxTransport, RoundParticipant, ServerApi, new_identity_key
+
+    transport = HttpxTransport("http://127.0.0.1:8000")
+    identity = ServerApi(transport).enrol(token, new_identity_key())      # once, then keep it
+    api = ServerApi(transport, identity.credential, on_upload=record_in_ledger)
+    announcement = api.current_round()                                     # or None
+    if announcement:
+        outcome = RoundParticipant(api, identity, announcement, delta).run()
+    download = api.latest_bundle(etag=current_etag)                        # None: unchanged
+    if download:
+        install_bundle(download.archive, "model-bundle/", public_key=PINNED_KEY)
+
+HTTP routes (all under the server's base URL; ``Authorization: Bearer <credential>``):
+``POST /v1/enrol`` (JSON), ``GET /v1/rounds/current``, ``GET /v1/rounds/{id}``,
+``POST /v1/rounds/{id}/messages`` (secagg wire bytes), ``GET /v1/rounds/{id}/messages/{name}``
+(``key_list``, ``forwarded_shares``, ``unmask_request``; 204 while not ready, 410 if aborted),
+``GET /v1/models/latest`` (zip; ETag / If-None-Match), ``GET /v1/public-key``.
+"""
+
+from __future__ import annotations
+
+from .api import BundleDownload, DeviceIdentity, ServerApi, UploadHook, new_identity_key
+from .bundles import install_bundle, pack_bundle, verify_archive
+from .codec import decode, decode_secagg, encode, encode_secagg
+from .errors import ProtocolError, ServerRejectedError, SyncError, TransportError
+from .messages import (
+    DOWNLOAD_NAMES,
+    PROTOCOL_VERSION,
+    UPLOAD_KINDS,
+    EnrolRequest,
+    EnrolResponse,
+    ErrorBody,
+    RoundAnnouncement,
+    RoundStatus,
+    ServerKey,
+    UploadAck,
+    enrol_proof_bytes,
+)
+from .participant import ParticipationResult, RoundParticipant
+from .transport import HttpxTransport, RecordingTransport, Response, Transport
+
+__all__ = [
+    "DOWNLOAD_NAMES",
+    "PROTOCOL_VERSION",
+    "UPLOAD_KINDS",
+    "BundleDownload",
+    "DeviceIdentity",
+    "EnrolRequest",
+    "EnrolResponse",
+    "ErrorBody",
+    "HttpxTransport",
+    "ParticipationResult",
+    "ProtocolError",
+    "RecordingTransport",
+    "Response",
+    "RoundAnnouncement",
+    "RoundParticipant",
+    "RoundStatus",
+    "ServerApi",
+    "ServerKey",
+    "ServerRejectedError",
+    "SyncError",
+    "Transport",
+    "TransportError",
+    "UploadAck",
+    "UploadHook",
+    "decode",
+    "decode_secagg",
+    "encode",
+    "encode_secagg",
+    "enrol_proof_bytes",
+    "install_bundle",
+    "new_identity_key",
+    "pack_bundle",
+    "verify_archive",
+]

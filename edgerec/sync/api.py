@@ -1,0 +1,171 @@
+"""Typed calls to the coordinating server over a :class:`~edgerec.sync.Transport`.
+
+::
+
+    api = ServerApi(HttpxTransport("http://127.0.0.1:8000"))
+    identity = api.enrol(token, new_identity_key())          # once; keep identity in the app
+    api = ServerApi(transport, identity.credential, on_upload=ledger_hook)
+    announcement = api.current_round()                       # None: no round for this device
+
+Every body that leaves the device goes through ``on_upload(kind, body)`` first (kinds are the
+privacy ledger's: ``enrol``, ``advertise_keys``, ``share_keys``, ``masked_input``, ``unmask``);
+if the hook raises, nothing is sent. Error answers raise :class:`ServerRejectedError` (410 on
+a round raises :class:`edgerec.secagg.RoundAbortedError`); no answer raises
+:class:`TransportError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+from urllib.parse import quote
+
+from .._exceptions import RoundAbortedError
+from ..secagg import ClientMessage, ServerMessage, Stage, crypto
+from ..secagg.messages import CLIENT_MESSAGE_STAGE, SERVER_MESSAGE_STAGE
+from . import codec
+from .errors import ProtocolError, ServerRejectedError
+from .messages import (
+    DOWNLOAD_NAMES,
+    UPLOAD_KINDS,
+    EnrolRequest,
+    EnrolResponse,
+    ErrorBody,
+    RoundAnnouncement,
+    RoundStatus,
+    ServerKey,
+    UploadAck,
+    enrol_proof_bytes,
+)
+from .transport import Response, Transport
+
+__all__ = ["BundleDownload", "DeviceIdentity", "ServerApi", "UploadHook", "new_identity_key"]
+
+UploadHook = Callable[[str, bytes], None]
+T = TypeVar("T")
+
+
+def new_identity_key(rng: Callable[[int], bytes] | None = None) -> bytes:
+    """A fresh raw Ed25519 private key (32 bytes) for a device; ``rng`` defaults to the OS."""
+    import os
+
+    return crypto.ed25519_private(rng or os.urandom)
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """What an enrolled device keeps (secretly): its id, identity private key and credential."""
+
+    device_id: int
+    identity_key: bytes
+    credential: str
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw Ed25519 public key the server registered."""
+        return crypto.ed25519_public(self.identity_key)
+
+
+@dataclass(frozen=True)
+class BundleDownload:
+    """A signed bundle archive as served, with its ETag and model version (verify before use)."""
+
+    archive: bytes
+    etag: str
+    model_version: int
+
+
+class ServerApi:
+    """The server's HTTP API, one method per route a device uses."""
+
+    def __init__(self, transport: Transport, credential: str | None = None, *,
+                 on_upload: UploadHook | None = None) -> None:
+        self.transport, self.credential, self.on_upload = transport, credential, on_upload
+
+    # -- enrolment and keys ------------------------------------------------------------------
+    def enrol(self, token: str, identity_key: bytes) -> DeviceIdentity:
+        """Register ``identity_key``'s public half with an operator's token; returns the identity."""
+        public = crypto.ed25519_public(identity_key)
+        proof = crypto.sign(identity_key, enrol_proof_bytes(token, public))
+        body = codec.encode(EnrolRequest(token, public, proof))
+        answer = self._send("POST", "/v1/enrol", body, "enrol", codec.JSON)
+        response = self._decode(answer, EnrolResponse)
+        return DeviceIdentity(response.device_id, identity_key, response.credential)
+
+    def public_key(self) -> bytes:
+        """The server's bundle-signing key as it says it is (pin the real one in the app)."""
+        return self._decode(self._get("/v1/public-key"), ServerKey).public_key
+
+    # -- rounds ------------------------------------------------------------------------------
+    def current_round(self) -> RoundAnnouncement | None:
+        """The round this device may take part in now, or None."""
+        answer = self._get("/v1/rounds/current")
+        return None if answer.status == 204 else self._decode(answer, RoundAnnouncement)
+
+    def round_status(self, round_id: int) -> RoundStatus:
+        """Where round ``round_id`` is (open, done with a model version, or aborted)."""
+        return self._decode(self._get(f"/v1/rounds/{int(round_id)}"), RoundStatus)
+
+    def upload(self, round_id: int, message: ClientMessage) -> UploadAck:
+        """Send one signed secure-aggregation message (an exact resend is acknowledged again)."""
+        kind = UPLOAD_KINDS[CLIENT_MESSAGE_STAGE[type(message)]]
+        body = codec.encode_secagg(message)
+        answer = self._send("POST", f"/v1/rounds/{int(round_id)}/messages", body, kind, codec.OCTETS)
+        return self._decode(answer, UploadAck)
+
+    def download(self, round_id: int, stage: Stage) -> ServerMessage | None:
+        """The server's message that opens client ``stage`` for this device; None: not yet."""
+        path = f"/v1/rounds/{int(round_id)}/messages/{DOWNLOAD_NAMES[Stage(stage)]}"
+        answer = self._get(path)
+        if answer.status == 204:
+            return None
+        self._check(answer)
+        message = codec.decode_secagg(answer.body)
+        if SERVER_MESSAGE_STAGE.get(type(message)) != stage:
+            raise ProtocolError(f"{path} answered a {type(message).__name__}")
+        return message  # type: ignore[return-value]
+
+    # -- models ------------------------------------------------------------------------------
+    def latest_bundle(self, etag: str | None = None) -> BundleDownload | None:
+        """The newest signed bundle archive; None if it still has ``etag`` (not modified)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        answer = self._request("GET", "/v1/models/latest", None, headers)
+        if answer.status == 304:
+            return None
+        self._check(answer)
+        try:
+            version = int(answer.headers.get("x-edgerec-model-version", ""))
+        except ValueError:
+            raise ProtocolError("the bundle answer has no model version header") from None
+        return BundleDownload(answer.body, answer.headers.get("etag", ""), version)
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _get(self, path: str) -> Response:
+        return self._request("GET", path, None, {})
+
+    def _send(self, method: str, path: str, body: bytes, kind: str, content_type: str) -> Response:
+        if self.on_upload is not None:
+            self.on_upload(kind, body)  # e.g. the privacy ledger; raising here sends nothing
+        return self._request(method, path, body, {"Content-Type": content_type})
+
+    def _request(self, method: str, path: str, body: bytes | None, headers: dict) -> Response:
+        if self.credential:
+            headers = {**headers, "Authorization": f"Bearer {self.credential}"}
+        return self.transport.request(method, quote(path), body=body, headers=headers)
+
+    def _decode(self, answer: Response, cls: type[T]) -> T:
+        self._check(answer)
+        return codec.decode(answer.body, cls)
+
+    @staticmethod
+    def _check(answer: Response) -> None:
+        if answer.status < 400:
+            return
+        try:
+            error = codec.decode(answer.body, ErrorBody)
+            code, message = error.code, error.message
+        except ProtocolError:
+            code, message = "http_error", answer.body[:200].decode("utf-8", "replace")
+        if answer.status == 410:
+            raise RoundAbortedError(message)
+        raise ServerRejectedError(answer.status, code, message)

@@ -1,0 +1,126 @@
+"""The one place protocol messages become bytes and back.
+
+Control messages are small JSON objects ``{"type": ..., "version": ..., fields}`` with byte
+fields in hex; decoding checks the type tag, the version, every field's type, and refuses
+unknown or missing fields, raising :class:`~edgerec.sync.ProtocolError` (never a bare
+``KeyError``/``ValueError``). Secure-aggregation messages keep their own compact binary
+encoding (:mod:`edgerec.secagg.wire`), re-exported here as :func:`encode_secagg` and
+:func:`decode_secagg`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from typing import Any, TypeVar, Union
+
+from ..secagg import wire
+from .errors import ProtocolError
+from .messages import (
+    PROTOCOL_VERSION,
+    EnrolRequest,
+    EnrolResponse,
+    ErrorBody,
+    RoundAnnouncement,
+    RoundStatus,
+    ServerKey,
+    UploadAck,
+)
+
+__all__ = ["JSON", "OCTETS", "ZIP", "decode", "decode_secagg", "encode", "encode_secagg", "TYPE_TAGS"]
+
+JSON, OCTETS, ZIP = "application/json", "application/octet-stream", "application/zip"
+
+#: The ``type`` tag of each control message.
+TYPE_TAGS: dict[type, str] = {
+    EnrolRequest: "enrol_request",
+    EnrolResponse: "enrol_response",
+    RoundAnnouncement: "round_announcement",
+    RoundStatus: "round_status",
+    UploadAck: "upload_ack",
+    ServerKey: "server_key",
+    ErrorBody: "error",
+}
+
+encode_secagg = wire.encode
+decode_secagg = wire.decode
+
+T = TypeVar("T")
+
+
+def encode(msg: Any) -> bytes:
+    """The JSON bytes of a control message."""
+    tag = TYPE_TAGS.get(type(msg))
+    if tag is None:
+        raise ProtocolError(f"not a protocol message: {type(msg).__name__}")
+    out: dict[str, Any] = {"type": tag}
+    for f in dataclasses.fields(msg):
+        value = getattr(msg, f.name)
+        out[f.name] = value.hex() if isinstance(value, (bytes, bytearray)) else value
+    return json.dumps(out, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode(data: bytes, cls: type[T]) -> T:
+    """The ``cls`` message in ``data``; raises :class:`ProtocolError` for anything else."""
+    tag = TYPE_TAGS.get(cls)
+    if tag is None:
+        raise ProtocolError(f"not a protocol message class: {cls!r}")
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{tag}: body is not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{tag}: body must be a JSON object")
+    if raw.pop("type", None) != tag:
+        raise ProtocolError(f"expected a message of type {tag!r}")
+    version = raw.get("version", PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"{tag}: protocol version {version!r} is not supported "
+                            f"(this side speaks {PROTOCOL_VERSION})")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ProtocolError(f"{tag}: unknown fields {unknown}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING:
+                raise ProtocolError(f"{tag}: missing field {f.name!r}")
+            continue
+        kwargs[f.name] = _field(raw[f.name], hints[f.name], f"{tag}.{f.name}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{tag}: {exc}") from None
+
+
+def _field(value: Any, hint: Any, where: str) -> Any:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(o for o in options if o is not type(None))
+    if hint is bytes:
+        if isinstance(value, str):
+            try:
+                return bytes.fromhex(value)
+            except ValueError:
+                pass
+        raise ProtocolError(f"{where}: expected hex bytes")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ProtocolError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {type(value).__name__}")

@@ -1,0 +1,164 @@
+"""The device <-> server HTTP messages: frozen, versioned dataclasses (bytes via ``codec``).
+
+Secure-aggregation messages are not here: they are ``edgerec.secagg`` messages and travel as
+their own wire bytes (``application/octet-stream``). These are the small control messages
+around them: enrolment, the round announcement, the round's status, acknowledgements, errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..privacy import DistributedNoise, FixedPoint
+from ..secagg import SecAggConfig, Stage
+
+__all__ = [
+    "DOWNLOAD_NAMES",
+    "PROTOCOL_VERSION",
+    "UPLOAD_KINDS",
+    "EnrolRequest",
+    "EnrolResponse",
+    "ErrorBody",
+    "RoundAnnouncement",
+    "RoundStatus",
+    "ServerKey",
+    "UploadAck",
+    "enrol_proof_bytes",
+]
+
+PROTOCOL_VERSION = 1
+
+#: The upload kind of each client stage; these are also the privacy ledger's kinds.
+UPLOAD_KINDS: dict[Stage, str] = {
+    Stage.ADVERTISE: "advertise_keys",
+    Stage.SHARE_KEYS: "share_keys",
+    Stage.MASKED_INPUT: "masked_input",
+    Stage.UNMASK: "unmask",
+}
+
+#: URL name of the server message a device fetches to enter each client stage.
+DOWNLOAD_NAMES: dict[Stage, str] = {
+    Stage.SHARE_KEYS: "key_list",
+    Stage.MASKED_INPUT: "forwarded_shares",
+    Stage.UNMASK: "unmask_request",
+}
+
+_ENROL_DOMAIN = b"edgerec/sync/v1/enrol\x00"
+
+
+def enrol_proof_bytes(token: str, identity_key: bytes) -> bytes:
+    """What a device signs with its identity key to enrol: proves it holds the private key."""
+    return _ENROL_DOMAIN + token.encode() + b"\x00" + bytes(identity_key)
+
+
+@dataclass(frozen=True)
+class EnrolRequest:
+    """Device -> server: an operator's enrolment token and the device's Ed25519 identity.
+
+    ``proof`` is the identity key's signature over :func:`enrol_proof_bytes`.
+    """
+
+    token: str
+    identity_key: bytes
+    proof: bytes
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class EnrolResponse:
+    """Server -> device: the device's id (its secure-aggregation id) and bearer credential.
+
+    The credential is shown once; the server keeps only its hash. ``server_public_key`` is
+    what bundles are signed with (pin it in the app rather than trusting this copy).
+    """
+
+    device_id: int
+    credential: str
+    server_public_key: bytes
+    expires_at: float | None = None
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class RoundAnnouncement:
+    """Server -> device: a round it may join, with everything needed to privatize a delta.
+
+    The delta is the difference from model ``base_model_version`` (flattened shared weights,
+    ``vector_length`` floats). Noise is calibrated to ``min_survivors`` (the secure-aggregation
+    threshold minus the colluders tolerated): the server never unmasks a sum of fewer devices.
+    ``stage_deadline`` is the current stage's deadline in seconds since the epoch.
+    """
+
+    round_id: int
+    vector_length: int
+    min_participants: int
+    max_participants: int
+    threshold: int
+    graph: str
+    degree: int | None
+    clip: float
+    noise_multiplier: float
+    min_survivors: int
+    base_model_version: int
+    stage: str
+    stage_deadline: float
+    fp_bits: int = 32
+    fp_tail_sigmas: float = 8.0
+    version: int = PROTOCOL_VERSION
+
+    def secagg_config(self) -> SecAggConfig:
+        """The round's secure-aggregation parameters (both sides build the same one)."""
+        return SecAggConfig(self.round_id, self.vector_length, self.min_participants,
+                            self.graph, self.degree, self.threshold)
+
+    def noise(self) -> DistributedNoise:
+        """Each device's share of the Gaussian noise (``noise_multiplier`` 0: none)."""
+        return DistributedNoise(self.clip, self.noise_multiplier, self.min_survivors)
+
+    def fixed_point(self) -> FixedPoint:
+        """The fixed-point code: room for ``max_participants`` encodings without wrapping."""
+        return FixedPoint.for_noise(self.noise(), self.max_participants, self.fp_bits,
+                                    self.fp_tail_sigmas)
+
+
+@dataclass(frozen=True)
+class RoundStatus:
+    """Server -> device or auditor: where a round is. ``state`` is open, done or aborted."""
+
+    round_id: int
+    state: str
+    stage: str
+    participants: int
+    survivors: int | None = None
+    model_version_in: int | None = None
+    model_version_out: int | None = None
+    reason: str = ""
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class UploadAck:
+    """Server -> device: a stage message was stored. ``duplicate``: it already was (a retry)."""
+
+    round_id: int
+    kind: str
+    duplicate: bool = False
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class ServerKey:
+    """The server's bundle-signing public key (raw 32 bytes)."""
+
+    public_key: bytes
+    algorithm: str = "ed25519"
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    """Any error answer: a short machine-readable ``code`` and a clear ``message``."""
+
+    code: str
+    message: str
+    version: int = PROTOCOL_VERSION

@@ -1,0 +1,58 @@
+"""Every error the server raises on purpose; each carries the HTTP status it answers with.
+
+::
+
+    ServerError (500)
+    ├── BadRequestError (400)      a body or parameter that does not parse or fit
+    ├── UnauthorizedError (401)    no, unknown, malformed or expired credentials or token
+    ├── ForbiddenError (403)       revoked, used up, or not allowed (e.g. not a participant)
+    ├── NotFoundError (404)
+    ├── ConflictError (409)        the request clashes with the state (round full, stage over)
+    ├── GoneError (410)            the round was aborted
+    ├── PayloadTooLargeError (413)
+    └── StateError (500)           the persistent state is unusable (e.g. a newer schema)
+
+Route handlers translate these into an ``edgerec.sync.ErrorBody``; anything else is a bug and
+answers 500 with no detail.
+"""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """Base class of the server's errors."""
+
+    status = 500
+    code = "server_error"
+
+
+class BadRequestError(ServerError):
+    status, code = 400, "bad_request"
+
+
+class UnauthorizedError(ServerError):
+    status, code = 401, "unauthorized"
+
+
+class ForbiddenError(ServerError):
+    status, code = 403, "forbidden"
+
+
+class NotFoundError(ServerError):
+    status, code = 404, "not_found"
+
+
+class ConflictError(ServerError):
+    status, code = 409, "conflict"
+
+
+class GoneError(ServerError):
+    status, code = 410, "round_aborted"
+
+
+class PayloadTooLargeError(ServerError):
+    status, code = 413, "payload_too_large"
+
+
+class StateError(ServerError):
+    status, code = 500, "state_error"

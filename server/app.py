@@ -1,0 +1,260 @@
+"""The HTTP API (Starlette on uvicorn). Routes parse, call the coordinator, serialize.
+
+Every error answer is an ``edgerec.sync.ErrorBody`` (JSON) with the status of the server error
+behind it; anything unexpected answers 500 without detail and is logged with its traceback.
+Blocking work (database, crypto, publishing) runs in the thread pool, serialized by the
+coordinator's lock. See ``openapi.py`` for the routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from edgerec.secagg import Stage
+from edgerec.sync import DOWNLOAD_NAMES, EnrolRequest, EnrolResponse, ErrorBody, ProtocolError, ServerKey
+from edgerec.sync import codec
+
+from . import audit, auth
+from ._exceptions import BadRequestError, NotFoundError, PayloadTooLargeError, ServerError
+from .config import ServerConfig
+from .coordinator import Coordinator
+from .logs import log_event
+from .metrics import CONTENT_TYPE
+from .openapi import openapi_schema
+
+__all__ = ["create_app"]
+
+_STAGE_OF_NAME = {name: stage for stage, name in DOWNLOAD_NAMES.items()}
+
+
+def _message(msg: Any, status: int = 200, headers: dict | None = None,
+             background: BackgroundTask | None = None) -> Response:
+    return Response(codec.encode(msg), status, headers, codec.JSON, background)
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return _message(ErrorBody(code, message), status)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) before reading more than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequestError("Content-Length is not a number")
+        if int(declared) > limit:
+            raise PayloadTooLargeError(f"body of {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+class Api:
+    """The route handlers, bound to one coordinator."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.co = coordinator
+        self.state, self.config = coordinator.state, coordinator.config
+
+    async def device(self, request: Request):  # type: ignore[no-untyped-def]
+        return await run_in_threadpool(auth.authenticate, self.state,
+                                       request.headers.get("authorization"), self.co.clock())
+
+    def _tick_later(self) -> BackgroundTask:
+        return BackgroundTask(run_in_threadpool, self.co.tick)
+
+    async def healthz(self, request: Request) -> Response:
+        latest = await run_in_threadpool(self.state.latest_model)
+        return JSONResponse({"status": "ok", "model_version": latest.version if latest else None})
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.co.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_schema())
+
+    async def public_key(self, request: Request) -> Response:
+        return _message(ServerKey(self.co.publisher.public_key))
+
+    async def enrol(self, request: Request) -> Response:
+        body = await _body(request, self.config.max_control_body_bytes)
+        req = codec.decode(body, EnrolRequest)
+        done = await run_in_threadpool(auth.enrol, self.state, req, self.co.clock(),
+                                       self.config.credential_ttl_s)
+        self.co.metrics.enrolments.inc()
+        log_event("device_enrolled", device_id=done.device.id)
+        return _message(EnrolResponse(done.device.id, done.credential, self.co.publisher.public_key,
+                                      done.device.expires_at), 201)
+
+    async def current_round(self, request: Request) -> Response:
+        device = await self.device(request)
+        found = await run_in_threadpool(self.co.announcement, device)
+        if found is None:
+            return Response(status_code=204, headers={"Retry-After": str(self.config.retry_after_s)})
+        return _message(found)
+
+    async def round_status(self, request: Request) -> Response:
+        await self.device(request)
+        return _message(await run_in_threadpool(self.co.status, request.path_params["round_id"]))
+
+    async def upload(self, request: Request) -> Response:
+        device = await self.device(request)
+        body = await _body(request, self.config.max_body_bytes)
+        ack = await run_in_threadpool(self.co.accept, device, request.path_params["round_id"], body)
+        return _message(ack, 202, background=self._tick_later())
+
+    async def download(self, request: Request) -> Response:
+        device = await self.device(request)
+        stage = _STAGE_OF_NAME.get(request.path_params["name"])
+        if stage is None:
+            raise NotFoundError(f"no server message named {request.path_params['name']!r}; "
+                                f"use one of {sorted(_STAGE_OF_NAME)}")
+        body = await run_in_threadpool(self.co.download, device, request.path_params["round_id"],
+                                       Stage(stage))
+        if body is None:
+            return Response(status_code=204, headers={"Retry-After": str(self.config.retry_after_s)})
+        return Response(body, media_type=codec.OCTETS)
+
+    async def model(self, request: Request) -> Response:
+        if not self.config.public_models:
+            await self.device(request)
+        version = request.path_params.get("version")
+        if version is None:
+            record = await run_in_threadpool(self.co.publisher.latest)
+        else:
+            record = await run_in_threadpool(self.state.model, version)
+        if record is None:
+            raise NotFoundError(f"no model version {version}")
+        etag = f'"{record.sha256}"'
+        headers = {"ETag": etag, "X-Edgerec-Model-Version": str(record.version),
+                   "Cache-Control": "no-cache"}
+        if _etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        archive = await run_in_threadpool(self.state.model_archive, record.version)
+        return Response(archive, media_type=codec.ZIP, headers=headers)
+
+    async def audit(self, request: Request) -> Response:
+        rows = await run_in_threadpool(audit.audit_rows, self.state, self.config.dp_delta)
+        return JSONResponse({"delta": self.config.dp_delta, "accountant": self.config.accountant,
+                             "public_key": self.co.publisher.public_key.hex(), "rounds": rows})
+
+
+def _routes(api: Api) -> list[Route]:
+    return [
+        Route("/healthz", api.healthz),
+        Route("/metrics", api.metrics),
+        Route("/openapi.json", api.openapi),
+        Route("/v1/public-key", api.public_key),
+        Route("/v1/enrol", api.enrol, methods=["POST"]),
+        Route("/v1/rounds/current", api.current_round),
+        Route("/v1/rounds/{round_id:int}", api.round_status),
+        Route("/v1/rounds/{round_id:int}/messages", api.upload, methods=["POST"]),
+        Route("/v1/rounds/{round_id:int}/messages/{name:str}", api.download),
+        Route("/v1/models/latest", api.model),
+        Route("/v1/models/{version:int}", api.model),
+        Route("/v1/audit", api.audit),
+    ]
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServerError)
+    if exc.status >= 500:
+        log_event("request_failed", logging.ERROR, path=request.url.path, error=str(exc))
+    return _error(exc.status, exc.code, str(exc))
+
+
+async def _protocol_error(request: Request, exc: Exception) -> Response:
+    return _error(400, "bad_request", str(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    get = logging.getLogger("edgerec_server")
+    get.error("unexpected_error", exc_info=exc, extra={"fields": {"path": request.url.path}})
+    return _error(500, "internal_error", "internal server error (logged)")
+
+
+class _AccessLog:
+    """ASGI middleware: one structured log line and the metrics of every request."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], coordinator: Coordinator) -> None:
+        self.app, self.co = app, coordinator
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def send_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.co.metrics.requests.labels(route, str(status[0])).inc()
+            self.co.metrics.latency.labels(route).observe(elapsed)
+            if status[0] >= 400:
+                self.co.metrics.rejections.labels(f"http_{status[0]}").inc()
+            log_event("request", method=scope["method"], path=scope["path"], status=status[0],
+                      ms=round(elapsed * 1000, 2))
+
+
+def create_app(coordinator: Coordinator, *, tick_interval_s: float | None = None) -> Any:
+    """The ASGI app; with ``tick_interval_s`` > 0 a background task checks deadlines."""
+    interval = coordinator.config.tick_interval_s if tick_interval_s is None else tick_interval_s
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(_ticker(coordinator, interval)) if interval > 0 else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+
+    app = Starlette(routes=_routes(Api(coordinator)), lifespan=lifespan, exception_handlers={
+        ServerError: _server_error, ProtocolError: _protocol_error, HTTPException: _http_error,
+        Exception: _unexpected})
+    return _AccessLog(app, coordinator)
+
+
+async def _ticker(coordinator: Coordinator, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(coordinator.tick)
+        except Exception as exc:  # keep ticking; the round is rebuilt from the database
+            logging.getLogger("edgerec_server").error("tick_failed", exc_info=exc)

@@ -1,0 +1,109 @@
+"""Enrolment tokens and device credentials.
+
+An operator creates a token (``edgerec-server token create``); a device enrols with it,
+registering its Ed25519 identity key (and proving it holds the private half), and receives
+a bearer credential ``d<device id>.<secret>``. Only SHA-256 hashes of tokens and secrets are
+stored. Every later request carries ``Authorization: Bearer <credential>``; unknown, malformed
+or expired credentials answer 401, revoked devices 403.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from edgerec.secagg import crypto
+from edgerec.sync import EnrolRequest, enrol_proof_bytes
+
+from ._exceptions import BadRequestError, ForbiddenError, UnauthorizedError
+from .state import DeviceRecord, StateBackend, TokenRecord
+
+__all__ = ["Enrolment", "authenticate", "create_token", "enrol", "revoke_token"]
+
+_CREDENTIAL = re.compile(r"^d([1-9][0-9]{0,9})\.([A-Za-z0-9_-]{20,100})$")
+_TOKEN = re.compile(r"^et_[A-Za-z0-9_-]{20,100}$")
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def create_token(state: StateBackend, now: float, ttl_s: float, max_uses: int = 1,
+                 note: str = "") -> tuple[str, TokenRecord]:
+    """A new enrolment token (shown once) and its stored record."""
+    if not ttl_s > 0 or max_uses < 1:
+        raise BadRequestError("a token needs a positive ttl and at least one use")
+    token = "et_" + secrets.token_urlsafe(24)
+    record = state.add_token(_hash(token), now, now + ttl_s, max_uses, note)
+    state.log_event("token_created", {"token_id": record.id, "max_uses": max_uses,
+                                      "expires_at": record.expires_at, "note": note}, now)
+    return token, record
+
+
+def revoke_token(state: StateBackend, token: str, now: float) -> bool:
+    """Revoke a token given as its text or its numeric id; False if there was none to revoke."""
+    if token.isdigit():
+        token_id: int | None = int(token)
+    else:
+        found = state.find_token(_hash(token))
+        token_id = found.id if found else None
+    done = token_id is not None and state.revoke_token(token_id, now)
+    if done:
+        state.log_event("token_revoked", {"token_id": token_id}, now)
+    return done
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A device just enrolled and its credential (returned to it once, never stored)."""
+
+    device: DeviceRecord
+    credential: str
+
+
+def enrol(state: StateBackend, request: EnrolRequest, now: float,
+          credential_ttl_s: float = 0.0) -> Enrolment:
+    """Check the token and the proof of key possession, register the device."""
+    if not _TOKEN.match(request.token):
+        raise UnauthorizedError("not an enrolment token")
+    token = state.find_token(_hash(request.token))
+    if token is None:
+        raise UnauthorizedError("unknown enrolment token")
+    if token.revoked_at is not None:
+        raise ForbiddenError("the enrolment token was revoked")
+    if token.expires_at <= now:
+        raise UnauthorizedError("the enrolment token has expired")
+    if token.uses >= token.max_uses:
+        raise ForbiddenError("the enrolment token is used up")
+    key = request.identity_key
+    if len(key) != crypto.KEY_BYTES or len(request.proof) != crypto.SIGNATURE_BYTES:
+        raise BadRequestError("identity_key must be 32 bytes and proof 64 bytes (Ed25519)")
+    if not crypto.verify(key, request.proof, enrol_proof_bytes(request.token, key)):
+        raise BadRequestError("proof does not verify: sign enrol_proof_bytes(token, key) "
+                              "with the identity key")
+    secret = secrets.token_urlsafe(32)
+    expires = now + credential_ttl_s if credential_ttl_s > 0 else None
+    # The id is only known after the insert, and the stored hash covers the secret alone.
+    device = state.enrol(token.id, key, _hash(secret), now, expires)
+    state.log_event("device_enrolled", {"device_id": device.id, "token_id": token.id}, now)
+    return Enrolment(device, f"d{device.id}.{secret}")
+
+
+def authenticate(state: StateBackend, authorization: str | None, now: float) -> DeviceRecord:
+    """The device an ``Authorization`` header belongs to, or 401/403."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise UnauthorizedError("missing credentials: send 'Authorization: Bearer <credential>'")
+    match = _CREDENTIAL.match(authorization[len("Bearer "):].strip())
+    if match is None:
+        raise UnauthorizedError("malformed credential")
+    device = state.device(int(match.group(1)))
+    if device is None or not hmac.compare_digest(device.credential_hash, _hash(match.group(2))):
+        raise UnauthorizedError("unknown credential")
+    if device.revoked_at is not None:
+        raise ForbiddenError(f"device {device.id} was revoked")
+    if device.expires_at is not None and device.expires_at <= now:
+        raise UnauthorizedError(f"the credential of device {device.id} has expired; enrol again")
+    return device

@@ -1,0 +1,241 @@
+"""``edgerec-server``: serve, and the operator's commands (they work on the data dir directly,
+also while the server runs; it picks up new rounds within one tick).
+
+::
+
+    edgerec-server init --synthetic | --data ../shared/data/ml-100k | --bundle model-bundle/
+    edgerec-server token create --ttl 86400 --uses 10
+    edgerec-server round open --min 10 --max 100 --clip 1 --noise 1 --deadline 300
+    edgerec-server --data-dir ./state --port 8000          # serve (the default command)
+    edgerec-server audit --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ._exceptions import ServerError
+from .config import ServerConfig, load_config
+from .keys import load_or_create_key
+from .publisher import Publisher
+from .state import SqliteBackend
+
+__all__ = ["main"]
+
+_COMMANDS = ("serve", "init", "token", "device", "round", "audit", "public-key", "export-bundle")
+
+
+@dataclass
+class _Services:
+    config: ServerConfig
+    state: SqliteBackend
+    publisher: Publisher
+
+
+def _services(args: argparse.Namespace) -> _Services:
+    config = load_config(args.config, data_dir=args.data_dir, host=getattr(args, "host", None),
+                         port=getattr(args, "port", None), log_level=getattr(args, "log_level", None))
+    state = SqliteBackend(config.database_path)
+    return _Services(config, state, Publisher(state, load_or_create_key(config.signing_key_path)))
+
+
+def _serve(s: _Services, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .coordinator import Coordinator
+    from .logs import log_event, setup_logging
+
+    setup_logging(s.config.log_level, s.config.log_json)
+    coordinator = Coordinator(s.state, s.publisher, s.config)
+    log_event("starting", host=s.config.host, port=s.config.port, data_dir=str(s.config.data_dir),
+              public_key=s.publisher.public_key.hex())
+    uvicorn.run(create_app(coordinator), host=s.config.host, port=s.config.port, log_config=None,
+                access_log=False, log_level=s.config.log_level, lifespan="on")
+    return 0
+
+
+def _init(s: _Services, args: argparse.Namespace) -> int:
+    if s.state.latest_model() is not None:
+        print("error: this data dir already has a model (init makes the first one)", file=sys.stderr)
+        return 2
+    now = time.time()
+    if args.bundle:
+        record = s.publisher.import_bundle(args.bundle, now)
+    else:
+        import tempfile
+
+        from edgerec.model.config import ModelConfig, TrainConfig
+        from edgerec.workflows import DataSpec, load_data, train_bundle
+
+        spec = DataSpec("synthetic" if args.synthetic else args.data,
+                        synthetic_users=args.synthetic_users, synthetic_items=args.synthetic_items)
+        with tempfile.TemporaryDirectory() as tmp:
+            train_bundle(load_data(spec), Path(tmp) / "b",
+                         model=ModelConfig(dim=args.dim, history=args.history),
+                         training=TrainConfig(epochs=args.epochs))
+            record = s.publisher.import_bundle(Path(tmp) / "b", now)
+    print(json.dumps({"model_version": record.version, "sha256": record.sha256}))
+    return 0
+
+
+def _token(s: _Services, args: argparse.Namespace) -> int:
+    from . import auth
+
+    if args.action == "create":
+        token, record = auth.create_token(s.state, time.time(), args.ttl, args.uses, args.note)
+        print(token if not args.json else json.dumps({"token": token, "id": record.id,
+                                                      "expires_at": record.expires_at}))
+        return 0
+    if not auth.revoke_token(s.state, args.token, time.time()):
+        print("error: no such active token", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _device(s: _Services, args: argparse.Namespace) -> int:
+    if not s.state.revoke_device(args.device_id, time.time()):
+        print("error: no such active device", file=sys.stderr)
+        return 2
+    s.state.log_event("device_revoked", {"device_id": args.device_id}, time.time())
+    return 0
+
+
+def _round(s: _Services, args: argparse.Namespace) -> int:
+    from .coordinator import open_round
+    from .rounds import RoundParams
+
+    if args.action == "list":
+        for r in s.state.rounds():
+            print(json.dumps({"round_id": r.id, "state": r.state, "stage": r.stage,
+                              "participants": r.participants, "survivors": r.survivors,
+                              "model_version_out": r.out_version, "reason": r.reason}))
+        return 0
+    deadlines = [float(v) for v in args.deadlines.split(",")] if args.deadlines else args.deadline
+    params = RoundParams.from_dict({
+        "min_participants": args.min, "max_participants": args.max, "clip": args.clip,
+        "noise_multiplier": args.noise, "threshold": args.threshold, "colluders": args.colluders,
+        "graph": args.graph, "degree": args.degree, "deadlines": deadlines,
+        "strategy": args.strategy, "server_lr": args.server_lr})
+    record = open_round(s.state, s.publisher, params, time.time())
+    print(json.dumps({"round_id": record.id, "members": record.population,
+                      "threshold": record.params["threshold"]}))
+    return 0
+
+
+def _audit(s: _Services, args: argparse.Namespace) -> int:
+    from .audit import audit_rows
+
+    rows = audit_rows(s.state, s.config.dp_delta)
+    if args.json:
+        print(json.dumps({"delta": s.config.dp_delta, "rounds": rows}, indent=1))
+        return 0
+    print(f"{'round':>5} {'state':8} {'part':>4} {'surv':>4} {'clip':>6} {'z':>5} {'epsilon':>9}  versions")
+    for r in rows:
+        eps = "-" if r["cumulative_epsilon"] is None else f"{r['cumulative_epsilon']:.3f}"
+        if r["state"] == "done" and not r["differentially_private"]:
+            eps = "inf"
+        print(f"{r['round_id']:>5} {r['state']:8} {r['participants'] or 0:>4} {r['survivors'] or 0:>4} "
+              f"{r['clip']:>6g} {r['noise_multiplier']:>5g} {eps:>9}  "
+              f"{r['model_version_in']} -> {r['model_version_out'] or '-'}")
+    print(f"(epsilon at delta={s.config.dp_delta:g}, cumulative over completed rounds)")
+    return 0
+
+
+def _public_key(s: _Services, args: argparse.Namespace) -> int:
+    print(s.publisher.public_key.hex())
+    return 0
+
+
+def _export(s: _Services, args: argparse.Namespace) -> int:
+    from edgerec.sync import install_bundle
+
+    version = args.version or s.publisher.latest().version
+    archive = s.state.model_archive(version)
+    if archive is None:
+        print(f"error: no model version {version}", file=sys.stderr)
+        return 2
+    install_bundle(archive, args.out, s.publisher.public_key)
+    print(json.dumps({"model_version": version, "out": str(args.out)}))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=None, help="state folder (default ./edgerec-state)")
+    common.add_argument("--config", type=Path, default=None, help="TOML or JSON settings file")
+    p = argparse.ArgumentParser(prog="edgerec-server", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", parents=[common], help="run the HTTP server (default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--log-level")
+    init = sub.add_parser("init", parents=[common], help="make the first global model")
+    src = init.add_mutually_exclusive_group(required=True)
+    src.add_argument("--synthetic", action="store_true")
+    src.add_argument("--data", help="MovieLens-100K folder or interactions CSV")
+    src.add_argument("--bundle", type=Path, help="an existing bundle folder")
+    for flag, default in (("--dim", 64), ("--history", 50), ("--epochs", 16),
+                          ("--synthetic-users", 500), ("--synthetic-items", 300)):
+        init.add_argument(flag, type=int, default=default)
+    token = sub.add_parser("token", help="enrolment tokens").add_subparsers(dest="action", required=True)
+    create = token.add_parser("create", parents=[common])
+    create.add_argument("--ttl", type=float, default=7 * 24 * 3600.0, help="seconds (default 7 days)")
+    create.add_argument("--uses", type=int, default=1, help="devices that may enrol with it")
+    create.add_argument("--note", default="")
+    create.add_argument("--json", action="store_true")
+    token.add_parser("revoke", parents=[common]).add_argument("token", help="the token or its id")
+    device = sub.add_parser("device", help="devices").add_subparsers(dest="action", required=True)
+    device.add_parser("revoke", parents=[common]).add_argument("device_id", type=int)
+    rnd = sub.add_parser("round", help="rounds").add_subparsers(dest="action", required=True)
+    rnd.add_parser("list", parents=[common])
+    op = rnd.add_parser("open", parents=[common])
+    op.add_argument("--min", type=int, default=3)
+    op.add_argument("--max", type=int, default=100)
+    op.add_argument("--clip", type=float, default=1.0)
+    op.add_argument("--noise", type=float, default=0.0, help="noise multiplier z of the sum")
+    op.add_argument("--threshold", type=int, default=None)
+    op.add_argument("--colluders", type=int, default=0)
+    op.add_argument("--graph", choices=("complete", "harary"), default="complete")
+    op.add_argument("--degree", type=int, default=None)
+    op.add_argument("--deadline", type=float, default=300.0, help="seconds per stage")
+    op.add_argument("--deadlines", help="four comma-separated per-stage seconds")
+    op.add_argument("--strategy", choices=("fedavg", "fedadam"), default="fedavg")
+    op.add_argument("--server-lr", type=float, default=None)
+    sub.add_parser("audit", parents=[common], help="privacy audit").add_argument("--json", action="store_true")
+    sub.add_parser("public-key", parents=[common], help="print the bundle-signing key (hex)")
+    export = sub.add_parser("export-bundle", parents=[common], help="write a model's bundle folder")
+    export.add_argument("--version", type=int, default=None)
+    export.add_argument("--out", type=Path, required=True)
+    return p
+
+
+_HANDLERS = {"serve": _serve, "init": _init, "token": _token, "device": _device, "round": _round,
+             "audit": _audit, "public-key": _public_key, "export-bundle": _export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgerec-server`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in _COMMANDS + ("-h", "--help"):
+        argv.insert(0, "serve")
+    args = _parser().parse_args(argv)
+    try:
+        services = _services(args)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _HANDLERS[args.command](services, args)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        services.state.close()

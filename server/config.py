@@ -1,0 +1,147 @@
+"""Server configuration: one frozen dataclass, from defaults, a file, the environment and flags.
+
+Precedence, lowest first: the defaults below, a TOML or JSON file (``--config``), environment
+variables ``EDGEREC_SERVER_<FIELD>`` (e.g. ``EDGEREC_SERVER_PORT=9000``), command-line flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from ._exceptions import BadRequestError
+
+__all__ = ["ENV_PREFIX", "ServerConfig", "load_config"]
+
+ENV_PREFIX = "EDGEREC_SERVER_"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server reads at start-up. Paths are resolved against ``data_dir``."""
+
+    data_dir: Path = Path("./edgerec-state")
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 8000
+    #: largest request body (a masked vector is 4 bytes per model weight)
+    max_body_bytes: int = 64 * 1024 * 1024
+    #: largest JSON control body (enrolment)
+    max_control_body_bytes: int = 64 * 1024
+    token_ttl_s: float = 7 * 24 * 3600.0
+    #: device credentials expire after this long; 0 = never
+    credential_ttl_s: float = 0.0
+    #: the delta of the (epsilon, delta) the audit reports
+    dp_delta: float = 1e-5
+    accountant: str = "rdp"
+    #: how often deadlines are checked (and new rounds picked up); 0 = only on requests
+    tick_interval_s: float = 0.5
+    #: what devices are told to wait before polling again
+    retry_after_s: int = 1
+    #: serve /v1/models/* without credentials (bundles are signed and only hold the aggregate)
+    public_models: bool = False
+    log_level: str = "info"
+    log_json: bool = True
+    signing_key_file: str = "signing_key.pem"
+    database_file: str = "state.sqlite3"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise BadRequestError(f"port must be in 0..65535, got {self.port}")
+        if self.max_body_bytes < 1024 or self.max_control_body_bytes < 1024:
+            raise BadRequestError("body limits must be at least 1024 bytes")
+        if not 0.0 < self.dp_delta < 1.0:
+            raise BadRequestError("dp_delta must be in (0, 1)")
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.data_dir) / self.database_file
+
+    @property
+    def signing_key_path(self) -> Path:
+        return Path(self.data_dir) / self.signing_key_file
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                **overrides: Any) -> ServerConfig:
+    """The configuration from ``path`` (TOML/JSON), ``env`` (os.environ) and ``overrides``.
+
+    ``overrides`` whose value is None are ignored, so unset flags do not mask the file or env.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_read_file(Path(path)))
+    known = {f.name: f for f in fields(ServerConfig)}
+    for name in known:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise BadRequestError(f"unknown configuration keys: {unknown}")
+    default = ServerConfig()
+    try:
+        typed = {k: _coerce(v, _kind(getattr(default, k)), k) for k, v in values.items()}
+    except (TypeError, ValueError) as exc:
+        raise BadRequestError(f"bad configuration: {exc}") from None
+    return replace(default, **typed)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadRequestError(f"cannot read config file {path}: {exc}") from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = _toml().loads(text)
+    except ValueError as exc:
+        raise BadRequestError(f"config file {path} does not parse: {exc}") from None
+    data = data.get("server", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict):
+        raise BadRequestError(f"config file {path} must hold a table of settings")
+    return data
+
+
+def _toml():  # type: ignore[no-untyped-def]
+    try:
+        import tomllib  # Python 3.11+
+
+        return tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli
+
+            return tomli
+        except ImportError:
+            raise BadRequestError("TOML config files need Python 3.11+ or tomli; "
+                                  "use a .json file") from None
+
+
+def _kind(default: Any) -> type:
+    return Path if isinstance(default, Path) else type(default)
+
+
+def _coerce(value: Any, kind: type, name: str) -> Any:
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{name}: expected a boolean, got {value!r}")
+        return bool(value)
+    if kind is Path:
+        return Path(value)
+    if kind in (int, float, str):
+        return kind(value)
+    if kind is dict and isinstance(value, dict):
+        return value
+    raise ValueError(f"{name}: cannot use {value!r}")

@@ -1,0 +1,326 @@
+"""The round lifecycle: open, collect each stage, close it by turnout or deadline, aggregate,
+publish, audit. Time comes in as a ``clock`` (and deadlines are data), so tests drive it.
+
+Every accepted message and every stage transition is written to the ``StateBackend`` before it
+is acknowledged or visible to any device; all work happens under one lock. The in-memory
+``ActiveRound`` is a cache: on start-up, or after any failed write, it is rebuilt from the
+database (see ``active.py``). A round that cannot reach its threshold aborts, and the published
+model stays as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+from edgerec._exceptions import ConfigError, MessageRejectedError, RoundAbortedError
+from edgerec.federated import StrategyState
+from edgerec.model.params import param_names, unflatten
+from edgerec.privacy import aggregate_decode
+from edgerec.secagg import (
+    BadSignatureError,
+    DuplicateSenderError,
+    OutOfStageError,
+    ReplayError,
+    Stage,
+    UnknownSenderError,
+)
+from edgerec.secagg.messages import CLIENT_MESSAGE_STAGE
+from edgerec.sync import UPLOAD_KINDS, RoundAnnouncement, RoundStatus, UploadAck, decode_secagg
+
+from . import audit
+from ._exceptions import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    GoneError,
+    NotFoundError,
+    ServerError,
+)
+from .active import ActiveRound
+from .config import ServerConfig
+from .logs import log_event
+from .metrics import Metrics
+from .publisher import Publisher, flat_weights
+from .rounds import RoundParams
+from .state import DeviceRecord, RoundRecord, StateBackend
+
+__all__ = ["Coordinator", "open_round"]
+
+_MAX_CLOSE_FAILURES = 3
+_STATUS_OF = {ReplayError: 409, DuplicateSenderError: 409, OutOfStageError: 409,
+              BadSignatureError: 403, UnknownSenderError: 403}
+
+
+def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, now: float,
+               seed: bytes | None = None) -> RoundRecord:
+    """Open a round on the latest model for every active device (usable without a server)."""
+    params = params.resolved()
+    latest = publisher.latest()
+    vector_length = int(flat_weights(publisher.load(latest.version)).size)
+    members = [d.id for d in state.active_devices(now)]
+    if len(members) < params.min_participants:
+        raise ConflictError(f"{len(members)} active devices; the round needs at least "
+                            f"{params.min_participants}")
+    record = state.create_round(params.to_dict(), seed or os.urandom(32), now, latest.version,
+                                vector_length, members)
+    state.log_event("round_opened", {"round_id": record.id, "members": len(members),
+                                     **params.to_dict()}, now)
+    return record
+
+
+class Coordinator:
+    """Drives every open round; the HTTP layer only parses, calls and serializes."""
+
+    def __init__(self, state: StateBackend, publisher: Publisher, config: ServerConfig, *,
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
+        self.state, self.publisher, self.config, self.clock = state, publisher, config, clock
+        self.metrics = metrics or Metrics()
+        self._lock = threading.RLock()
+        self._active: dict[int, ActiveRound] = {}
+        self._failures: dict[int, int] = {}
+        self.recover()
+
+    # -- start-up and housekeeping -----------------------------------------------------------
+    def recover(self) -> None:
+        """Load every open round from the database (after a restart, or one opened by the CLI)."""
+        with self._lock:
+            for record in self.state.rounds("open"):
+                if record.id not in self._active:
+                    self._load(record)
+
+    def _load(self, record: RoundRecord) -> ActiveRound | None:
+        try:
+            active = ActiveRound.rebuild(self.state, record)
+        except (MessageRejectedError, RoundAbortedError, ServerError, ConfigError, AssertionError) as exc:
+            self._abort_record(record, f"could not be rebuilt after a restart: {exc}", None)
+            return None
+        self._active[record.id] = active
+        log_event("round_loaded", round_id=record.id, stage=active.stage.name)
+        return active
+
+    def tick(self) -> None:
+        """Pick up new rounds and close every stage whose turnout or deadline has come."""
+        with self._lock:
+            self.recover()
+            for active in list(self._active.values()):
+                try:
+                    self._maybe_close(active)
+                except Exception as exc:
+                    # Half-closed in memory, not in the database: rebuild it from the truth,
+                    # and give up on a round that keeps failing.
+                    self._active.pop(active.id, None)
+                    failures = self._failures[active.id] = self._failures.get(active.id, 0) + 1
+                    if failures >= _MAX_CLOSE_FAILURES:
+                        self._abort_record(active.record, f"closing failed {failures} times: {exc}",
+                                           len(active.advertised))
+                    raise
+
+    def open_round(self, params: RoundParams) -> RoundRecord:
+        """Open a round now (the CLI does the same on the database directly)."""
+        with self._lock:
+            record = open_round(self.state, self.publisher, params, self.clock())
+            self.metrics.rounds_opened.inc()
+            self._load(record)
+            return record
+
+    # -- device requests ---------------------------------------------------------------------
+    def announcement(self, device: DeviceRecord) -> RoundAnnouncement | None:
+        """The round ``device`` may join now (or is in), else None."""
+        with self._lock:
+            self.recover()
+            for active in self._active.values():
+                if device.id not in active.members:
+                    continue
+                joinable = (active.stage == Stage.ADVERTISE
+                            and len(active.advertised) < active.params.max_participants)
+                if joinable or device.id in active.advertised:
+                    return active.announcement()
+            return None
+
+    def status(self, round_id: int) -> RoundStatus:
+        """Where a round is."""
+        with self._lock:
+            active = self._active.get(round_id)
+            record = self.state.round(round_id)
+            if record is None:
+                raise NotFoundError(f"no round {round_id}")
+            if active is not None:
+                return RoundStatus(round_id, "open", UPLOAD_KINDS.get(active.stage, "closing"),
+                                   len(active.advertised), None, record.base_version)
+            stage = "done" if record.state == "done" else "aborted"
+            return RoundStatus(round_id, record.state, stage, record.participants or 0,
+                               record.survivors, record.base_version, record.out_version,
+                               record.reason)
+
+    def accept(self, device: DeviceRecord, round_id: int, body: bytes) -> UploadAck:
+        """Store one signed stage message from ``device`` (idempotent for identical resends)."""
+        with self._lock:
+            active = self._open(round_id, device)
+            try:
+                message = decode_secagg(body)
+            except MessageRejectedError as exc:
+                raise self._reject(exc) from None
+            stage = CLIENT_MESSAGE_STAGE.get(type(message))
+            if stage is None:
+                raise BadRequestError("not a device message (server messages are not uploaded)")
+            if message.sender != device.id:  # type: ignore[union-attr]
+                raise ForbiddenError(f"message sender {message.sender} is not device {device.id}")  # type: ignore[union-attr]
+            if message.round_id != round_id:
+                raise BadRequestError(f"message for round {message.round_id} sent to round {round_id}")
+            kind, digest = UPLOAD_KINDS[stage], hashlib.sha256(body).digest()
+            if active.digests.get((device.id, stage)) == digest:
+                return UploadAck(round_id, kind, duplicate=True)
+            if (stage == Stage.ADVERTISE and device.id not in active.advertised
+                    and len(active.advertised) >= active.params.max_participants):
+                raise ConflictError(f"round {round_id} is full")
+            started = time.perf_counter()
+            try:
+                active.machine.receive(message)  # type: ignore[arg-type]
+            except MessageRejectedError as exc:
+                raise self._reject(exc) from None
+            try:
+                self.state.add_message(round_id, device.id, int(stage), body, digest, self.clock())
+            except BaseException:
+                # The machine took a message the database does not have: rebuild from the truth.
+                self._active.pop(round_id, None)
+                raise
+            active.digests[(device.id, stage)] = digest
+            if stage == Stage.ADVERTISE:
+                active.advertised.add(device.id)
+            active.receive_seconds += time.perf_counter() - started
+            self.metrics.messages.labels(kind).inc()
+            return UploadAck(round_id, kind)
+
+    def download(self, device: DeviceRecord, round_id: int, stage: Stage) -> bytes | None:
+        """The encoded server message opening ``stage`` for ``device``; None: not closed yet."""
+        with self._lock:
+            active = self._open(round_id, device)
+            outbox = active.outbox.get(stage)
+            if outbox is None:
+                return None
+            body = outbox.get(device.id)
+            if body is None:
+                raise ConflictError(f"device {device.id} is not part of stage {stage.name} of round "
+                                    f"{round_id} (it missed an earlier stage)")
+            return body
+
+    def _open(self, round_id: int, device: DeviceRecord) -> ActiveRound:
+        active = self._active.get(round_id)
+        if active is None:
+            self.recover()
+            active = self._active.get(round_id)
+        if active is not None:
+            if device.id not in active.members:
+                raise ForbiddenError(f"device {device.id} is not a member of round {round_id}")
+            return active
+        record = self.state.round(round_id)
+        if record is None:
+            raise NotFoundError(f"no round {round_id}")
+        if record.state == "aborted":
+            raise GoneError(f"round {round_id} was aborted: {record.reason}")
+        raise ConflictError(f"round {round_id} is over (model version {record.out_version})")
+
+    def _reject(self, exc: MessageRejectedError) -> ServerError:
+        reason = type(exc).__name__
+        self.metrics.rejections.labels(reason).inc()
+        status = _STATUS_OF.get(type(exc), 400)
+        cls = {403: ForbiddenError, 409: ConflictError}.get(status, BadRequestError)
+        error = cls(f"{reason}: {exc}")
+        error.code = reason
+        return error
+
+    # -- closing stages ----------------------------------------------------------------------
+    def _maybe_close(self, active: ActiveRound) -> None:
+        now, machine = self.clock(), active.machine
+        if active.stage == Stage.ADVERTISE:
+            ready = (len(active.advertised) >= active.params.max_participants
+                     or not machine.pending)
+        else:
+            ready = not machine.pending
+        if ready or now >= active.deadline():
+            self._close(active, now)
+
+    def _close(self, active: ActiveRound, now: float) -> None:
+        stage = active.stage
+        self.metrics.stage_open.labels(stage.name).observe(now - active.stage_started_at)
+        self.metrics.stage_receive.labels(stage.name).inc(active.receive_seconds)
+        started = time.perf_counter()
+        try:
+            outbox = active.machine.advance()
+        except RoundAbortedError as exc:
+            self._abort(active, str(exc))
+            return
+        if stage == Stage.UNMASK:
+            self._finish(active, now, started)
+            return
+        self.state.set_stage(active.id, int(stage) + 1, now)  # durable before any device sees it
+        active.store_outbox(Stage(stage + 1), outbox)
+        active.stage_started_at, active.receive_seconds = now, 0.0
+        self.metrics.stage_close.labels(stage.name).observe(time.perf_counter() - started)
+        log_event("stage_closed", round_id=active.id, stage=stage.name,
+                  next_recipients=len(outbox))
+
+    def _abort(self, active: ActiveRound, reason: str) -> None:
+        self._active.pop(active.id, None)
+        self._abort_record(active.record, reason, len(active.advertised))
+
+    def _abort_record(self, record: RoundRecord, reason: str, participants: int | None) -> None:
+        now = self.clock()
+        self.state.abort_round(record.id, now, reason, participants)
+        self.state.log_event("round_aborted", {"round_id": record.id, "reason": reason}, now)
+        self.metrics.rounds.labels("aborted").inc()
+        log_event("round_aborted", logging.WARNING, round_id=record.id, reason=reason)
+
+    def _finish(self, active: ActiveRound, now: float, started: float) -> None:
+        """Decode the sum, apply the server optimizer, publish, audit: one transaction."""
+        result = active.machine.result
+        survivors, params = len(result.survivors), active.params
+        fp = active.announcement().fixed_point()
+        try:
+            mean = aggregate_decode(result.total, fp, survivors)
+        except ConfigError as exc:  # a contribution that encode() cannot have made
+            self._abort(active, f"the aggregate does not decode: {exc}")
+            return
+        base = self.publisher.load(active.record.base_version)
+        names = param_names(base.config)
+        weights = flat_weights(base)
+        strategy = params.make_strategy()
+        stored = self.state.strategy_state(strategy.name)
+        prior = StrategyState(stored[1], stored[0]) if stored else StrategyState()
+        if any(a.shape != weights.shape for a in prior.arrays.values()):
+            prior = StrategyState()  # the model's shape changed: optimizer state starts afresh
+        new_weights, new_state = strategy.apply(weights, mean, prior)
+        aggregate_s = time.perf_counter() - started
+        version = self.publisher.latest().version + 1
+        hyper = {"round_id": active.id, "strategy": strategy.name, "survivors": survivors,
+                 "clip": params.clip, "noise_multiplier": params.noise_multiplier}
+        archive, sha = self.publisher.build(unflatten(new_weights, base.params, names),
+                                            base.catalogue, base.config, version,
+                                            active.record.base_version, hyper)
+        done = [r for r in self.state.rounds("done")] + [active.record]
+        eps = audit.cumulative_epsilon((audit.release_of(r) for r in done), self.config.dp_delta,
+                                       self.config.accountant)
+        self.state.complete_round(active.id, self.clock(), participants=len(active.advertised),
+                                  survivors=survivors, epsilon=eps, model_version=version,
+                                  archive=archive, sha256=sha, strategy=strategy.name,
+                                  strategy_step=new_state.step, strategy_arrays=new_state.arrays)
+        self._active.pop(active.id, None)
+        self.state.log_event("model_published", {"version": version, "round_id": active.id,
+                                                  "sha256": sha}, now)
+        m = self.metrics
+        m.aggregate.observe(aggregate_s)
+        m.publish.observe(time.perf_counter() - started - aggregate_s)
+        m.stage_close.labels(Stage.UNMASK.name).observe(time.perf_counter() - started)
+        m.rounds.labels("done").inc()
+        m.participants.set(len(active.advertised))
+        m.survivors.set(survivors)
+        m.model_version.set(version)
+        log_event("round_done", round_id=active.id, survivors=survivors, model_version=version,
+                  epsilon=eps)
+
+

@@ -1,0 +1,148 @@
+"""The persistence interface: every piece of server state goes through a ``StateBackend``.
+
+Each method is one transaction that is durable when it returns, so the server acknowledges
+nothing it has not written. ``SqliteBackend`` is the embedded default; a PostgreSQL backend
+implements the same Protocol (plain SQL, no SQLite-only features beyond upserts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+__all__ = ["DeviceRecord", "EventRecord", "ModelRecord", "RoundRecord", "StageMessage",
+           "StateBackend", "TokenRecord"]
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An enrolment token (only its SHA-256 is stored)."""
+
+    id: int
+    token_hash: bytes
+    created_at: float
+    expires_at: float
+    max_uses: int
+    uses: int
+    revoked_at: float | None
+    note: str
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """An enrolled device: its id is also its secure-aggregation id."""
+
+    id: int
+    identity_key: bytes
+    credential_hash: bytes
+    enrolled_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    token_id: int | None
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """A round and, once closed, what the privacy audit reports about it."""
+
+    id: int
+    params: dict[str, Any]
+    state: str  # "open", "done" or "aborted"
+    stage: int  # edgerec.secagg.Stage being collected while open
+    stage_started_at: float
+    opened_at: float
+    closed_at: float | None
+    seed: bytes  # the server's randomness for this round: replay is deterministic
+    base_version: int
+    out_version: int | None
+    vector_length: int
+    population: int
+    participants: int | None
+    survivors: int | None
+    epsilon: float | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class StageMessage:
+    """An accepted secure-aggregation message; ``body`` is None once the round has closed."""
+
+    seq: int
+    round_id: int
+    device_id: int
+    stage: int
+    sha256: bytes
+    size: int
+    body: bytes | None
+    accepted_at: float
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A published model version (the signed archive is fetched separately)."""
+
+    version: int
+    parent: int | None
+    created_at: float
+    sha256: str
+    round_id: int | None
+    size: int
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One line of the operations log (tokens, enrolments, revocations, rounds)."""
+
+    seq: int
+    ts: float
+    kind: str
+    detail: dict[str, Any]
+
+
+class StateBackend(Protocol):
+    """What the server needs from a database. Each call is one durable transaction."""
+
+    # tokens and devices
+    def add_token(self, token_hash: bytes, now: float, expires_at: float, max_uses: int,
+                  note: str) -> TokenRecord: ...
+    def find_token(self, token_hash: bytes) -> TokenRecord | None: ...
+    def revoke_token(self, token_id: int, now: float) -> bool: ...
+    def tokens(self) -> list[TokenRecord]: ...
+    def enrol(self, token_id: int, identity_key: bytes, credential_hash: bytes, now: float,
+              expires_at: float | None) -> DeviceRecord: ...
+    def device(self, device_id: int) -> DeviceRecord | None: ...
+    def revoke_device(self, device_id: int, now: float) -> bool: ...
+    def active_devices(self, now: float) -> list[DeviceRecord]: ...
+
+    # rounds and their messages
+    def create_round(self, params: dict[str, Any], seed: bytes, now: float, base_version: int,
+                     vector_length: int, members: Sequence[int]) -> RoundRecord: ...
+    def round(self, round_id: int) -> RoundRecord | None: ...
+    def rounds(self, state: str | None = None) -> list[RoundRecord]: ...
+    def members(self, round_id: int) -> dict[int, bytes]: ...
+    def set_stage(self, round_id: int, stage: int, started_at: float) -> None: ...
+    def add_message(self, round_id: int, device_id: int, stage: int, body: bytes, sha256: bytes,
+                    now: float) -> StageMessage: ...
+    def message_digest(self, round_id: int, device_id: int, stage: int) -> bytes | None: ...
+    def messages(self, round_id: int) -> list[StageMessage]: ...
+    def abort_round(self, round_id: int, now: float, reason: str, participants: int | None) -> None: ...
+    def complete_round(self, round_id: int, now: float, *, participants: int, survivors: int,
+                       epsilon: float, model_version: int, archive: bytes, sha256: str,
+                       strategy: str, strategy_step: int,
+                       strategy_arrays: dict[str, np.ndarray]) -> None: ...
+
+    # models and optimizer state
+    def add_model(self, version: int, parent: int | None, now: float, archive: bytes,
+                  sha256: str, round_id: int | None) -> ModelRecord: ...
+    def latest_model(self) -> ModelRecord | None: ...
+    def model(self, version: int) -> ModelRecord | None: ...
+    def model_archive(self, version: int) -> bytes | None: ...
+    def strategy_state(self, name: str) -> tuple[int, dict[str, np.ndarray]] | None: ...
+
+    # operations log
+    def log_event(self, kind: str, detail: dict[str, Any], now: float) -> None: ...
+    def events(self, limit: int = 1000) -> list[EventRecord]: ...
+
+    def close(self) -> None: ...

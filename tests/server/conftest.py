@@ -1,0 +1,5 @@
+"""Fixtures of the server tests (the helpers live in ``srv_helpers.py``)."""
+
+from __future__ import annotations
+
+from srv_helpers import bundle_dir, data_dir, server, server_factory  # noqa: F401  (fixtures)

@@ -119,7 +119,7 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
         return 0
     deadlines = [float(v) for v in args.deadlines.split(",")] if args.deadlines else args.deadline
     params = RoundParams.from_dict({
-        "min_participants": args.min, "max_participants": args.max, "clip": args.clip,
+        "min_participants": args.min, "max_participants": args.max or args.min, "clip": args.clip,
         "noise_multiplier": args.noise, "threshold": args.threshold, "colluders": args.colluders,
         "graph": args.graph, "degree": args.degree, "deadlines": deadlines,
         "strategy": args.strategy, "server_lr": args.server_lr})
@@ -198,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     rnd.add_parser("list", parents=[common])
     op = rnd.add_parser("open", parents=[common])
     op.add_argument("--min", type=int, default=3)
-    op.add_argument("--max", type=int, default=100)
+    op.add_argument("--max", type=int, default=None, help="cohort cap (default: --min)")
     op.add_argument("--clip", type=float, default=1.0)
     op.add_argument("--noise", type=float, default=0.0, help="noise multiplier z of the sum")
     op.add_argument("--threshold", type=int, default=None)

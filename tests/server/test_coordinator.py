@@ -1,0 +1,169 @@
+"""The coordinator in-process with a fake clock: deadlines, cohort caps, replay, FedAdam state,
+the audit's epsilon. Devices are real ``edgerec.sync`` participants over Starlette's TestClient;
+their "sleep" advances nothing but lets the server tick, so every wait is deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from edgerec.federated import FedAdam, StrategyState
+from edgerec.privacy import epsilon
+from edgerec.secagg import RoundAbortedError, Stage
+from edgerec.sync import HttpxTransport, RoundParticipant, ServerApi, new_identity_key
+from edgerec_server import Coordinator, Publisher, RoundParams, SqliteBackend, create_app, load_config
+from edgerec_server import auth
+from edgerec_server._exceptions import ConflictError, NotFoundError
+from edgerec_server.audit import audit_rows, cumulative_epsilon
+from edgerec_server.keys import load_or_create_key
+from edgerec_server.publisher import flat_weights
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class World:
+    """A server (state, publisher, coordinator, app) on ``tmp`` and helpers to make devices."""
+
+    def __init__(self, tmp, bundle_dir) -> None:
+        self.tmp, self.clock = tmp, Clock()
+        self.config = load_config(data_dir=tmp, tick_interval_s=0, env={})
+        self.start(bundle_dir)
+
+    def start(self, bundle_dir=None) -> None:
+        self.state = SqliteBackend(self.config.database_path)
+        self.publisher = Publisher(self.state, load_or_create_key(self.config.signing_key_path))
+        if bundle_dir is not None:
+            self.publisher.import_bundle(bundle_dir, self.clock())
+        self.co = Coordinator(self.state, self.publisher, self.config, clock=self.clock)
+        self.client = TestClient(create_app(self.co))
+
+    def restart(self) -> None:
+        self.client.close()
+        self.state.close()
+        self.start()
+
+    def devices(self, n: int) -> list[ServerApi]:
+        token, _ = auth.create_token(self.state, self.clock(), 3600, n)
+        transport = HttpxTransport(client=self.client)
+        out = []
+        for _ in range(n):
+            identity = ServerApi(transport).enrol(token, new_identity_key())
+            api = ServerApi(transport, identity.credential)
+            api.identity = identity  # type: ignore[attr-defined]
+            out.append(api)
+        return out
+
+    def participant(self, api: ServerApi, delta=None) -> RoundParticipant:
+        ann = api.current_round()
+        assert ann is not None
+        delta = np.zeros(ann.vector_length) if delta is None else delta
+        return RoundParticipant(api, api.identity, ann, delta, poll_interval=0, stage_timeout=5,  # type: ignore[attr-defined]
+                                clock=self.clock, sleep=lambda s: self.tick(0.5))
+
+    def tick(self, seconds: float = 0.0) -> None:
+        self.clock.now += seconds
+        self.co.tick()
+
+
+@pytest.fixture
+def world(tmp_path, bundle_dir):
+    w = World(tmp_path / "state", bundle_dir)
+    yield w
+    w.client.close()
+    w.state.close()
+
+
+def test_advertise_deadline_with_too_few_aborts_and_keeps_the_model(world):
+    apis = world.devices(5)
+    record = world.co.open_round(RoundParams(min_participants=4, max_participants=5, deadlines=(10, 10, 10, 10)))
+    parts = [world.participant(a) for a in apis[:3]]
+    for p in parts:
+        p.advertise()
+    world.tick(9.9)
+    assert world.co.status(record.id).state == "open"
+    world.tick(0.2)
+    status = world.co.status(record.id)
+    assert status.state == "aborted" and "3 participants" in status.reason
+    with pytest.raises(RoundAbortedError):
+        parts[0].share_keys()
+    assert world.publisher.latest().version == 1 and apis[0].current_round() is None
+    assert [r["state"] for r in audit_rows(world.state, 1e-5)] == ["aborted"]
+
+
+def test_cohort_cap_full_round_refuses_the_next_device(world):
+    apis = world.devices(5)
+    world.co.open_round(RoundParams(min_participants=4, max_participants=4))
+    parts = [world.participant(a) for a in apis[:4]]
+    late = world.participant(apis[4])
+    for p in parts:
+        p.advertise()
+    with pytest.raises(Exception) as full:
+        late.advertise()
+    assert getattr(full.value, "status", None) == 409
+    assert apis[4].current_round() is None  # not announced once full
+
+
+def test_replay_after_restart_serves_identical_messages_and_fedadam_state_persists(world):
+    apis = world.devices(4)
+    params = RoundParams(min_participants=4, max_participants=4, strategy="fedadam", server_lr=0.1)
+    record = world.co.open_round(params)
+    rng = np.random.default_rng(5)
+    length = apis[0].current_round().vector_length
+    deltas = [rng.normal(0, 0.02, length) for _ in apis]
+    parts = [world.participant(a, d) for a, d in zip(apis, deltas)]
+    for step in ("advertise", "share_keys", "masked_input"):
+        for p in parts:
+            getattr(p, step)()
+    before = {a.identity.device_id: a.download(record.id, Stage.UNMASK) for a in apis}
+    world.restart()
+    for p, a in zip(parts, apis):
+        p.api.transport = a.transport = HttpxTransport(client=world.client)
+    assert {a.identity.device_id: a.download(record.id, Stage.UNMASK) for a in apis} == before
+    for p in parts:
+        p.unmask()
+    assert {p.result().status.model_version_out for p in parts} == {2}
+    base = flat_weights(world.publisher.load(1)).astype(np.float32)
+    expected, state = FedAdam(lr=0.1).apply(base, np.mean(deltas, axis=0), StrategyState())
+    got = flat_weights(world.publisher.load(2))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    step, arrays = world.state.strategy_state("fedadam")
+    assert step == 1 and np.allclose(arrays["m"], state.arrays["m"], atol=1e-6)
+
+
+def test_audit_epsilon_matches_the_accountant_for_identical_rounds(world):
+    apis = world.devices(4)
+    for _ in range(2):
+        world.co.open_round(RoundParams(min_participants=4, max_participants=4, noise_multiplier=1.0))
+        parts = [world.participant(a) for a in apis]
+        for step in ("advertise", "share_keys", "masked_input", "unmask"):
+            for p in parts:
+                getattr(p, step)()
+        assert parts[0].result().status.state == "done"
+    rows = audit_rows(world.state, 1e-5)
+    assert [r["cumulative_epsilon"] for r in rows] == pytest.approx(
+        [epsilon(4, 4, 1.0, k, 1e-5) for k in (1, 2)], rel=1e-6)
+    assert rows[1]["sampling_rate"] == 1.0 and rows[1]["model_version_out"] == 3
+    assert cumulative_epsilon([(0.5, 0.0)], 1e-5) == float("inf")
+
+
+def test_open_round_preconditions(world, tmp_path):
+    with pytest.raises(ConflictError, match="active devices"):
+        world.co.open_round(RoundParams(min_participants=3, max_participants=3))
+    world.devices(3)
+    world.co.open_round(RoundParams(min_participants=3, max_participants=3))
+    with pytest.raises(ConflictError, match="already open"):
+        world.co.open_round(RoundParams(min_participants=3, max_participants=3))
+    empty = World(tmp_path / "empty", None)
+    try:
+        with pytest.raises(NotFoundError, match="init"):
+            empty.co.open_round(RoundParams(min_participants=3, max_participants=3))
+    finally:
+        empty.client.close()
+        empty.state.close()

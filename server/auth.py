@@ -19,6 +19,7 @@ from edgerec.secagg import crypto
 from edgerec.sync import EnrolRequest, enrol_proof_bytes
 
 from ._exceptions import BadRequestError, ForbiddenError, UnauthorizedError
+from .ed25519_check import is_strong_ed25519_key
 from .state import DeviceRecord, StateBackend, TokenRecord
 
 __all__ = ["Enrolment", "authenticate", "create_token", "enrol", "revoke_token"]
@@ -81,6 +82,9 @@ def enrol(state: StateBackend, request: EnrolRequest, now: float,
     key = request.identity_key
     if len(key) != crypto.KEY_BYTES or len(request.proof) != crypto.SIGNATURE_BYTES:
         raise BadRequestError("identity_key must be 32 bytes and proof 64 bytes (Ed25519)")
+    if not is_strong_ed25519_key(key):
+        raise BadRequestError("identity_key is not a usable Ed25519 public key (off the curve, "
+                              "non-canonical, or of small order)")
     if not crypto.verify(key, request.proof, enrol_proof_bytes(request.token, key)):
         raise BadRequestError("proof does not verify: sign enrol_proof_bytes(token, key) "
                               "with the identity key")

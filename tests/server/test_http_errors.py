@@ -55,9 +55,14 @@ def test_enrolment_and_credentials(server, data_dir):
 
     # The proof must be made with the registered key.
     token = cli(data_dir, "token", "create")
-    forged = {"type": "enrol_request", "token": token, "identity_key": bytes(32).hex(),
-              "proof": bytes(64).hex()}
-    assert _error(httpx.post(url + "/v1/enrol", json=forged))[0] == 400
+    weak = {"type": "enrol_request", "token": token, "identity_key": bytes(32).hex(),
+            "proof": bytes(64).hex()}  # a small-order key, under which forgeries can verify
+    answer = httpx.post(url + "/v1/enrol", json=weak)
+    assert _error(answer)[0] == 400 and "small order" in answer.json()["message"]
+    real = crypto.ed25519_public(new_identity_key())
+    forged = {**weak, "identity_key": real.hex(), "proof": crypto.sign(new_identity_key(), b"x").hex()}
+    answer = httpx.post(url + "/v1/enrol", json=forged)
+    assert _error(answer)[0] == 400 and "proof does not verify" in answer.json()["message"]
 
     rounds = url + "/v1/rounds/current"
     assert _error(httpx.get(rounds)) == (401, "unauthorized")

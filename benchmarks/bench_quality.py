@@ -54,8 +54,9 @@ def main() -> None:
         f"\n- edgerec per-seed NDCG@10: {', '.join(f'{v:.4f}' for v in ours.ndcg_per_seed)}."
         + notes
     )
+    shown = "../shared/data/ml-100k" if Path(args.data).resolve() == ML100K.resolve() else args.data
     write_section(f"quality-{dataset.name}", f"Quality, LOO-full, {dataset.name}",
-                  f"python -m benchmarks.bench_quality --data {args.data} --seeds {args.seeds}", body)
+                  f"python -m benchmarks.bench_quality --data {shown} --seeds {args.seeds}", body)
 
 
 if __name__ == "__main__":

@@ -233,9 +233,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="federated learning simulated in one process, LOO-full per round")
     _add_data_args(p)
-    p.add_argument("--rounds", type=int, default=60)
+    p.add_argument("--rounds", type=int, default=120)
     p.add_argument("--clients", type=int, default=100, help="devices per round (default: 100)")
-    p.add_argument("--clip", type=float, default=0.5, help="L2 clip bound C of each delta")
+    p.add_argument("--clip", type=float, default=1.0, help="L2 clip bound C of each delta")
     p.add_argument("--noise", type=float, default=0.0, help="noise multiplier z of the sum (0: none)")
     p.add_argument("--strategy", choices=["fedavg", "fedadam"], default="fedadam")
     p.add_argument("--server-lr", type=float, default=None)

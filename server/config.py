@@ -46,7 +46,10 @@ class ServerConfig:
     log_json: bool = True
     signing_key_file: str = "signing_key.pem"
     database_file: str = "state.sqlite3"
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: open a round automatically this many seconds after the last one closed; 0 = never
+    schedule_every_s: float = 0.0
+    #: the scheduled rounds' parameters (``RoundParams`` fields; JSON in the environment)
+    schedule_round: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -142,6 +145,8 @@ def _coerce(value: Any, kind: type, name: str) -> Any:
         return Path(value)
     if kind in (int, float, str):
         return kind(value)
+    if kind is dict and isinstance(value, str):
+        value = json.loads(value)
     if kind is dict and isinstance(value, dict):
         return value
     raise ValueError(f"{name}: cannot use {value!r}")

@@ -83,6 +83,8 @@ class Coordinator:
         self._lock = threading.RLock()
         self._active: dict[int, ActiveRound] = {}
         self._failures: dict[int, int] = {}
+        self._schedule = (RoundParams.from_dict(config.schedule_round).resolved()
+                          if config.schedule_every_s > 0 else None)
         self.recover()
 
     # -- start-up and housekeeping -----------------------------------------------------------
@@ -107,6 +109,7 @@ class Coordinator:
         """Pick up new rounds and close every stage whose turnout or deadline has come."""
         with self._lock:
             self.recover()
+            self._maybe_schedule()
             for active in list(self._active.values()):
                 try:
                     self._maybe_close(active)
@@ -119,6 +122,18 @@ class Coordinator:
                         self._abort_record(active.record, f"closing failed {failures} times: {exc}",
                                            len(active.advertised))
                     raise
+
+    def _maybe_schedule(self) -> None:
+        """Open the scheduled round when none is open and the last closed long enough ago."""
+        if self._schedule is None or self._active:
+            return
+        closed = [r.closed_at or r.opened_at for r in self.state.rounds()]
+        if closed and self.clock() - max(closed) < self.config.schedule_every_s:
+            return
+        try:
+            self.open_round(self._schedule)
+        except (ConflictError, NotFoundError):  # too few devices or no model yet: next tick
+            return
 
     def open_round(self, params: RoundParams) -> RoundRecord:
         """Open a round now (the CLI does the same on the database directly)."""

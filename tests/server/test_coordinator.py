@@ -167,3 +167,25 @@ def test_open_round_preconditions(world, tmp_path):
     finally:
         empty.client.close()
         empty.state.close()
+
+
+def test_a_schedule_opens_rounds_when_devices_are_there(tmp_path, bundle_dir):
+    w = World(tmp_path / "sched", bundle_dir)
+    try:
+        w.config = load_config(data_dir=w.tmp, tick_interval_s=0, schedule_every_s=60, env={},
+                               schedule_round={"min_participants": 3, "max_participants": 3})
+        w.co = Coordinator(w.state, w.publisher, w.config, clock=w.clock)
+        w.tick()
+        assert w.state.rounds() == []  # no devices yet
+        w.devices(3)
+        w.tick()
+        (first,) = w.state.rounds()
+        w.tick(301)  # the advertise deadline passes with nobody: aborted
+        assert w.co.status(first.id).state == "aborted"
+        w.tick(30)
+        assert len(w.state.rounds()) == 1  # not yet: 60 s after the last round closed
+        w.tick(31)
+        assert [r.state for r in w.state.rounds()] == ["aborted", "open"]
+    finally:
+        w.client.close()
+        w.state.close()

@@ -160,10 +160,13 @@ class Coordinator:
     def status(self, round_id: int) -> RoundStatus:
         """Where a round is."""
         with self._lock:
-            active = self._active.get(round_id)
             record = self.state.round(round_id)
             if record is None:
                 raise NotFoundError(f"no round {round_id}")
+            if record.state == "open" and round_id not in self._active:
+                self.recover()  # opened by the CLI a moment ago, or failed to rebuild just now
+                record = self.state.round(round_id) or record
+            active = self._active.get(round_id)
             if active is not None:
                 return RoundStatus(round_id, "open", UPLOAD_KINDS.get(active.stage, "closing"),
                                    len(active.advertised), None, record.base_version)

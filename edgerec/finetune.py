@@ -11,7 +11,6 @@ Pure: arrays in, arrays out; randomness from the config's seed. Two things come 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -19,9 +18,9 @@ from ._exceptions import ConfigError
 from .data._types import Sequences
 from .model.config import ModelConfig
 from .model.examples import next_item_examples
-from .model.network import loss_and_grads
+from .model.network import mean_loss
 from .model.params import Params, flatten, param_names
-from .training import SGD, Adam
+from .training import SGD, TABLES, Adam, run_epochs
 
 __all__ = ["FineTuneConfig", "LocalUpdate", "fine_tune"]
 
@@ -37,6 +36,7 @@ class FineTuneConfig:
     batch_size: int = 128
     lr: float = 1e-3  # shared weights: small steps away from the global model
     optimizer: str = "adam"  # for the shared weights: "adam" or "sgd" (federated rounds)
+    max_grad_norm: float = 2.0  # SGD only: per-step gradient norm cap
     adapter_lr: float = 2e-2
     l2: float = 1e-5
     # The adapter is fitted on one device's few events; a firm pull to zero keeps it from running
@@ -77,9 +77,7 @@ def _recent(seqs: Sequences, max_examples: int) -> Sequences:
 
 def _mean_loss(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray,
                targets: np.ndarray) -> float:
-    if len(targets) == 0:
-        return 0.0
-    return loss_and_grads(params, features, items, signals, targets)[0]
+    return 0.0 if len(targets) == 0 else mean_loss(params, features, items, signals, targets)
 
 
 def fine_tune(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelConfig,
@@ -99,29 +97,14 @@ def fine_tune(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelCon
     # First the personal adapter alone, then the shared weights around it: the adapter takes
     # what is particular to this device, so the shared delta carries what generalises.
     adapter_step = Adam(fcfg.adapter_lr)
-    _train(params, features, examples, fcfg, fcfg.adapter_epochs, rng,
-           lambda grads: adapter_step.step(params, {"adapter": grads["adapter"]}),
-           l2={"adapter": fcfg.adapter_l2})
-    shared_step = Adam(fcfg.lr) if fcfg.optimizer == "adam" else SGD(fcfg.lr)
-    _train(params, features, examples, fcfg, fcfg.epochs, rng,
-           lambda grads: shared_step.step(params, grads, frozenset({"adapter"})),
-           l2={n: fcfg.l2 for n in ("emb_in", "emb_out", "feat_in", "feat_out")})
+    run_epochs(params, features, examples, epochs=fcfg.adapter_epochs, batch_size=fcfg.batch_size,
+               rng=rng, step=lambda grads: adapter_step.step(params, {"adapter": grads["adapter"]}),
+               l2={"adapter": fcfg.adapter_l2})
+    shared_step = Adam(fcfg.lr) if fcfg.optimizer == "adam" else SGD(fcfg.lr, fcfg.max_grad_norm)
+    run_epochs(params, features, examples, epochs=fcfg.epochs, batch_size=fcfg.batch_size, rng=rng,
+               step=lambda grads: shared_step.step(params, grads, frozenset({"adapter"})),
+               l2={n: fcfg.l2 for n in TABLES})
     after = _mean_loss(params, features, *examples)
     adapter_out = params.pop("adapter")
     delta = flatten(params, shared) - flatten(base, shared)
     return LocalUpdate(params, adapter_out, delta, len(examples[2]), before, after)
-
-
-def _train(params: Params, features: np.ndarray, examples: tuple[np.ndarray, ...],
-           fcfg: FineTuneConfig, epochs: int, rng: np.random.Generator,
-           step: Callable[[Params], None], l2: dict[str, float]) -> None:
-    """Minibatch passes over ``examples``; ``step`` applies the gradients it cares about."""
-    items, signals, targets = examples
-    for _ in range(epochs):
-        order = rng.permutation(len(targets))
-        for start in range(0, len(order), fcfg.batch_size):
-            batch = order[start : start + fcfg.batch_size]
-            _, grads = loss_and_grads(params, features, items[batch], signals[batch], targets[batch])
-            for name, weight in l2.items():
-                grads[name] = grads[name] + 2 * weight * params[name]
-            step(grads)

@@ -17,9 +17,12 @@ from .model.examples import next_item_examples
 from .model.network import loss_and_grads
 from .model.params import Params, init_params
 
-__all__ = ["Adam", "SGD", "train_model", "fit_params"]
+__all__ = ["Adam", "SGD", "TABLES", "run_epochs", "train_model", "fit_params"]
 
 Progress = Callable[[Iterable[int]], Iterable[int]]
+
+# The embedding tables: where L2 regularisation applies (the small scalars and layers are free).
+TABLES = ("emb_in", "emb_out", "feat_in", "feat_out")
 
 
 @dataclass
@@ -56,11 +59,18 @@ class SGD:
     gradients of items a device never saw, so deltas stay concentrated and survive clipping."""
 
     lr: float
+    max_norm: float | None = None  # clip the step's gradient to this global L2 norm
 
     def step(self, params: Params, grads: Params, frozen: frozenset[str] = frozenset()) -> None:
-        for name, grad in grads.items():
-            if name not in frozen:
-                params[name] -= (self.lr * grad).astype(params[name].dtype)
+        live = {n: g for n, g in grads.items() if n not in frozen}
+        scale = 1.0
+        if self.max_norm is not None:
+            # A sharp global model can hand a device a huge gradient; without a cap a few
+            # large steps diverge and the device would have nothing sendable.
+            norm = float(np.sqrt(sum(float(np.sum(g * g)) for g in live.values())))
+            scale = min(1.0, self.max_norm / max(norm, 1e-12))
+        for name, grad in live.items():
+            params[name] -= (self.lr * scale * grad).astype(params[name].dtype)
 
 
 def _drop_history(signals: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -70,26 +80,43 @@ def _drop_history(signals: np.ndarray, rate: float, rng: np.random.Generator) ->
     return np.where(rng.random(signals.shape) < rate, PAD_SIGNAL, signals).astype(signals.dtype)
 
 
+def run_epochs(params: Params, features: np.ndarray, examples: tuple[np.ndarray, ...], *,
+               epochs: int, batch_size: int, rng: np.random.Generator,
+               step: Callable[[Params], None], l2: dict[str, float] | None = None,
+               dropout: float = 0.0, progress: Progress | None = None) -> list[float]:
+    """Minibatch passes over ``(items, signals, targets)``; ``step(grads)`` applies the update.
+
+    ``l2`` adds ``weight * ||param||^2`` to the named parameters' gradients. Returns the mean
+    loss of each epoch (before the L2 term).
+    """
+    items, signals, targets = examples
+    rounds: Iterable[int] = range(epochs)
+    losses = []
+    for _ in progress(rounds) if progress else rounds:
+        order = rng.permutation(len(targets))
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            sig = _drop_history(signals[batch], dropout, rng)
+            loss, grads = loss_and_grads(params, features, items[batch], sig, targets[batch])
+            for name, weight in (l2 or {}).items():
+                grads[name] = grads[name] + 2 * weight * params[name]
+            step(grads)
+            total += loss * len(batch)
+        losses.append(total / max(1, len(order)))
+    return losses
+
+
 def train_model(params: Params, features: np.ndarray, seqs: Sequences, cfg: ModelConfig,
                 tcfg: TrainConfig, *, progress: Progress | None = None,
                 frozen: frozenset[str] = frozenset()) -> list[float]:
     """Train ``params`` in place on next-event prediction over ``seqs``; returns the epoch losses."""
-    rng = np.random.default_rng(tcfg.seed)
-    items, signals, targets = next_item_examples(seqs, cfg.history)
     opt = Adam(tcfg.lr)
-    epochs: Iterable[int] = range(tcfg.epochs)
-    losses = []
-    for _ in progress(epochs) if progress else epochs:
-        order = rng.permutation(len(targets))
-        total = 0.0
-        for start in range(0, len(order), tcfg.batch_size):
-            batch = order[start : start + tcfg.batch_size]
-            sig = _drop_history(signals[batch], tcfg.history_dropout, rng)
-            loss, grads = loss_and_grads(params, features, items[batch], sig, targets[batch], tcfg.l2)
-            opt.step(params, grads, frozen)
-            total += loss * len(batch)
-        losses.append(total / max(1, len(order)))
-    return losses
+    return run_epochs(params, features, next_item_examples(seqs, cfg.history), epochs=tcfg.epochs,
+                      batch_size=tcfg.batch_size, rng=np.random.default_rng(tcfg.seed),
+                      step=lambda grads: opt.step(params, grads, frozen),
+                      l2={n: tcfg.l2 for n in TABLES}, dropout=tcfg.history_dropout,
+                      progress=progress)
 
 
 def fit_params(seqs: Sequences, features: np.ndarray, cfg: ModelConfig, tcfg: TrainConfig,

@@ -20,7 +20,7 @@ import numpy as np
 from ..events import PAD_SIGNAL
 from .params import Params, item_tables
 
-__all__ = ["Forward", "forward", "user_vectors", "loss_and_grads", "scatter_rows"]
+__all__ = ["Forward", "forward", "user_vectors", "loss_and_grads", "mean_loss", "scatter_rows"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,16 @@ def _softmax_grad(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.nd
     grad = exp / total
     grad[rows, targets] -= 1.0
     return loss, grad / len(targets)
+
+
+def mean_loss(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray,
+              targets: np.ndarray) -> float:
+    """Mean softmax cross-entropy of ``targets``, forward only (no gradients)."""
+    fwd = forward(params, features, items, signals)
+    logits = fwd.user @ fwd.table_out.T + params["bias"]
+    top = logits.max(axis=1, keepdims=True)
+    log_total = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+    return float(np.mean(log_total - logits[np.arange(len(targets)), targets]))
 
 
 def _backward_user(params: Params, fwd: Forward, g_user: np.ndarray, grads: Params) -> np.ndarray:

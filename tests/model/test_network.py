@@ -92,3 +92,11 @@ def test_flatten_round_trips():
         np.testing.assert_allclose(back[n], params[n], rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError):
         unflatten(vec[:-1], params, names)
+
+
+def test_mean_loss_is_the_loss_without_gradients():
+    from edgerec.model.network import mean_loss
+
+    cfg, params, features, items, signals, targets = _problem(True)
+    expected, _ = loss_and_grads(params, features, items, signals, targets)
+    assert mean_loss(params, features, items, signals, targets) == pytest.approx(expected, rel=1e-12)

@@ -43,11 +43,13 @@ class NumpyScorer:
         self.table_out = np.ascontiguousarray(table_out, np.float32)
         self.history = history
 
-    def top_k(self, items, signals, exclude, k, offset=None):
+    def top_k(self, items, signals, exclude, k, offset=None, adapter=None):
         pad = self.history - len(items)
         it = np.pad(items, (0, pad))[None, :]
         sg = np.pad(signals, (0, pad))[None, :]
         user = user_vectors(self.params, self.table_in, it, sg)[0]
+        if adapter is not None:
+            user = user + adapter
         scores = self.table_out @ user + self.params["bias"]
         if offset is not None:
             scores = scores + offset[0]

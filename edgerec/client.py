@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from .privacy.ledger import PrivacyLedger
 from .reasons import attribute, reason_text
 from .scoring import Scorer
 from .store import DeviceState, InteractionStore, Retention
+
+if TYPE_CHECKING:
+    from .sync.client import SyncResult
 
 __all__ = ["EdgeRec", "Recommendation", "open"]
 
@@ -180,6 +183,17 @@ class EdgeRec:
                         model_version=self.bundle.version, now=self._clock())
         self._adapter = update.adapter.astype(np.float32)
         return update
+
+    def sync(self, server_url: str, **options: Any) -> SyncResult:
+        """Enrol, take part in a federated round when ``allow`` permits, install new bundles.
+
+        Options and statuses: ``edgerec.sync.client.SyncSession``. Never raises for network or
+        server problems (they come back as ``SyncResult.status``); bad arguments raise
+        ``ConfigError``.
+        """
+        from .sync.client import sync
+
+        return sync(self, server_url, **options)
 
     # -- data-subject requests and housekeeping -------------------------------------------------
     def forget(self, user: Any) -> int:

@@ -1,6 +1,7 @@
 """The device <-> server protocol: messages, their bytes, HTTP transport, a round participant,
-and signed bundle transport. The device's ``sync`` (fine-tuning, ledger, retries, conditions)
-is built on these pieces; the server (``edgerec_server``) speaks the same messages.
+and signed bundle transport. The device's ``sync`` (``client.py``: fine-tuning, ledger, retries,
+conditions; ``rec.sync(...)``) is built on these pieces; the server (``edgerec_server``) speaks
+the same messages.
 
 A device's round, in short::
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from .api import BundleDownload, DeviceIdentity, ServerApi, UploadHook, new_identity_key
 from .bundles import install_bundle, pack_bundle, verify_archive
+from .client import SyncConditions, SyncResult, SyncSession, SyncStatus, sync
 from .codec import decode, decode_secagg, encode, encode_secagg
 from .errors import ProtocolError, ServerRejectedError, SyncError, TransportError
 from .messages import (
@@ -43,12 +45,14 @@ from .messages import (
     enrol_proof_bytes,
 )
 from .participant import ParticipationResult, RoundParticipant
+from .retry import Backoff
 from .transport import HttpxTransport, RecordingTransport, Response, Transport
 
 __all__ = [
     "DOWNLOAD_NAMES",
     "PROTOCOL_VERSION",
     "UPLOAD_KINDS",
+    "Backoff",
     "BundleDownload",
     "DeviceIdentity",
     "EnrolRequest",
@@ -65,7 +69,11 @@ __all__ = [
     "ServerApi",
     "ServerKey",
     "ServerRejectedError",
+    "SyncConditions",
     "SyncError",
+    "SyncResult",
+    "SyncSession",
+    "SyncStatus",
     "Transport",
     "TransportError",
     "UploadAck",
@@ -78,5 +86,6 @@ __all__ = [
     "install_bundle",
     "new_identity_key",
     "pack_bundle",
+    "sync",
     "verify_archive",
 ]

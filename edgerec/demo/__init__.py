@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .client import open as open_rec
-from .workflows import DataSpec, compare, load_data, peer_notes, result_rows, train_bundle
+from ..client import open as open_rec
+from ..workflows import DataSpec, compare, load_data, peer_notes, result_rows, train_bundle
 
 __all__ = ["run_demo"]
 

@@ -1,0 +1,73 @@
+"""Who is who in the demo: pilot users (train the first model centrally, not devices), device
+users (each becomes a device holding all of its interactions but the held-out test item).
+
+Pure: a dataset and a seed in, index arrays and event dicts out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data import Dataset, Sequences
+from ..evaluation import LOOSplit, loo_split
+from ..evaluation.split import MIN_INTERACTIONS
+
+__all__ = ["Population", "device_events", "plan_population"]
+
+_EVENT_OF_SIGNAL = {1: "impression", 2: "view", 3: "click", 4: "add_to_cart", 5: "purchase", 6: "dismiss"}
+_RATING_BASE = 7
+
+
+@dataclass(frozen=True, eq=False)
+class Population:
+    """The LOO split and the users' roles (indices into the dataset's users)."""
+
+    split: LOOSplit
+    pilot: np.ndarray
+    devices: np.ndarray
+
+    def pilot_sequences(self) -> Sequences:
+        """The pilot users' train+validation sequences (everyone else empty)."""
+        return _only(self.split.train_val, set(self.pilot.tolist()))
+
+    def eval_users(self) -> np.ndarray:
+        """The device users with a held-out test item: whom quality is measured on."""
+        return np.intersect1d(self.devices, self.split.eval_users)
+
+
+def plan_population(dataset: Dataset, *, pilot_share: float, devices: int | None,
+                    seed: int) -> Population:
+    """Draw ``pilot_share`` of the users as pilot users and up to ``devices`` of the rest."""
+    split = loo_split(dataset.sequences())
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(dataset.n_users)
+    n_pilot = int(round(pilot_share * dataset.n_users))
+    rest = order[n_pilot:]
+    chosen = rest if devices is None else rest[:devices]
+    return Population(split, np.sort(order[:n_pilot]), np.sort(chosen))
+
+
+def device_events(dataset: Dataset, user: int) -> list[dict[str, Any]]:
+    """``user``'s interactions as ``log_many`` dicts, oldest first, without the test item
+    (the last one in (timestamp, item id) order, when the user has enough to hold one out)."""
+    rows = np.flatnonzero(dataset.user == user)
+    rows = rows[np.lexsort((dataset.item[rows], dataset.ts[rows]))]
+    if len(rows) >= MIN_INTERACTIONS:
+        rows = rows[:-1]
+    uid, ids = dataset.user_ids[user], dataset.catalogue.item_ids
+    out = []
+    for r in rows.tolist():
+        code = int(dataset.signal[r])
+        event = "rating" if code >= _RATING_BASE else _EVENT_OF_SIGNAL[code]
+        value = float(code - _RATING_BASE + 1) if event == "rating" else float(dataset.value[r])
+        out.append({"user": uid, "item": ids[int(dataset.item[r])], "event": event, "value": value,
+                    "ts": float(dataset.ts[r]), "event_id": f"{uid}:{r}"})
+    return out
+
+
+def _only(seqs: Sequences, keep: set[int]) -> Sequences:
+    return Sequences([s if u in keep else s[:0] for u, s in enumerate(seqs.items)],
+                     [s if u in keep else s[:0] for u, s in enumerate(seqs.signals)])

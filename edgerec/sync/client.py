@@ -1,0 +1,390 @@
+"""The device's sync: enrol once, take part in a round when the app allows it, install bundles.
+
+::
+
+    result = rec.sync("https://fl.example.com", enrolment_token=TOKEN, server_key=PINNED_KEY,
+                      allow=SyncConditions(unmetered=wifi, charging=plugged, idle=screen_off))
+    if not result.ok:
+        log.info("sync: %s (%s)", result.status.value, result.message)
+
+``rec.sync`` is :func:`sync`; it is :class:`SyncSession` run start to end. A host (such as the
+demo) that drives many devices stage by stage calls ``begin()``, then each of ``STEPS`` with
+``step()``, then ``finish()``; each returns a final :class:`SyncResult` as soon as the sync is
+over (None means "go on").
+
+Guarantees: network and server problems never raise into the app (they come back as a
+status: ``OFFLINE``, ``SERVER_ERROR``, ``ROUND_ABORTED``, ``BUNDLE_REJECTED``); only bad
+arguments raise (``ConfigError``). Requests that got no answer are retried with bounded
+exponential backoff and jitter. Every byte sent goes through the privacy ledger first (the
+``on_upload`` hook of :class:`ServerApi`). A bundle is installed only if its signature verifies
+against the pinned ``server_key``, atomically; on any failure the current bundle keeps serving.
+Logged events are never touched, so nothing is lost when the device is offline.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from .._exceptions import (BundleError, ConfigError, EdgeRecError, MessageRejectedError,
+                           RoundAbortedError)
+from ..finetune import FineTuneConfig
+from .api import DeviceIdentity, ServerApi, new_identity_key
+from .bundles import install_bundle
+from .device import SyncRecords, device_epsilon
+from .errors import ProtocolError, ServerRejectedError, SyncError, TransportError
+from .messages import RoundAnnouncement
+from .participant import RoundParticipant
+from .retry import Backoff
+from .transport import HttpxTransport, Transport
+
+if TYPE_CHECKING:
+    from ..client import EdgeRec
+
+__all__ = ["FEDERATED_FINETUNE", "STEPS", "SyncConditions", "SyncResult", "SyncSession",
+           "SyncStatus", "sync"]
+
+#: Local training for a round: the settings the federated simulation chose on validation items
+#: (SGD on the shared weights). The personal adapter is kept as it is and used in the forward
+#: pass, but not refitted here: refitting it is ``fine_tune()``'s job, outside rounds.
+FEDERATED_FINETUNE = FineTuneConfig(epochs=2, adapter_epochs=0, optimizer="sgd", lr=0.2, batch_size=64)
+#: The round's steps after ``begin()``, in order (``RoundParticipant`` method names).
+STEPS = ("advertise", "share_keys", "masked_input", "unmask")
+
+
+class SyncStatus(str, Enum):
+    """How a sync ended."""
+
+    OFFLINE = "offline"  # no answer from the server (after retries); nothing lost, try later
+    NOT_ENROLLED = "not_enrolled"  # no identity yet and no enrolment token given (or refused)
+    NO_ROUND = "no_round"  # enrolled, model up to date, no round open for this device
+    CONDITIONS_NOT_MET = "conditions_not_met"  # the app's flags or too few new interactions
+    MODEL_OUT_OF_DATE = "model_out_of_date"  # a round needs another base model than installed
+    PARTICIPATED = "participated"  # sent a delta to a round that completed
+    ROUND_ABORTED = "round_aborted"  # the round ended without a result (too few survivors)
+    BUNDLE_INSTALLED = "bundle_installed"  # a newer signed bundle was installed
+    BUNDLE_REJECTED = "bundle_rejected"  # a downloaded bundle failed its checks; old one kept
+    SERVER_ERROR = "server_error"  # the server refused a request or answered garbage
+    DEVICE_ERROR = "device_error"  # this device failed (its database, disk); nothing sent
+
+
+_OK = frozenset({SyncStatus.NO_ROUND, SyncStatus.CONDITIONS_NOT_MET, SyncStatus.PARTICIPATED,
+                 SyncStatus.BUNDLE_INSTALLED})
+
+
+@dataclass(frozen=True)
+class SyncConditions:
+    """What the app says about the device right now. Bundles download only on an unmetered
+    network; a round also needs charging, idle and ``min_new_interactions`` events stored
+    since the device last took part."""
+
+    unmetered: bool = True
+    charging: bool = True
+    idle: bool = True
+    min_new_interactions: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_new_interactions, bool) or not isinstance(self.min_new_interactions, int) \
+                or self.min_new_interactions < 0:
+            raise ConfigError("min_new_interactions must be an int >= 0")
+
+    def refusal(self, new_interactions: int) -> str | None:
+        """Why a round may not run now, or None when it may."""
+        missing = [name for name in ("unmetered", "charging", "idle") if not getattr(self, name)]
+        if missing:
+            return "device is not " + ", ".join(missing)
+        if new_interactions < self.min_new_interactions:
+            return (f"{new_interactions} new interaction(s) since the last round; "
+                    f"{self.min_new_interactions} needed")
+        return None
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one sync did. ``ok`` is False for the statuses that report a problem."""
+
+    status: SyncStatus
+    message: str
+    model_version_before: int
+    model_version_after: int
+    round_id: int | None = None
+    participated: bool = False
+    bytes_sent: int = 0
+    device_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in _OK
+
+
+class SyncSession:
+    """One sync of one device with one server (see the module docstring).
+
+    Args:
+        rec: the device (``edgerec.open(...)``).
+        server_url: the server's base URL; also the ledger's destination.
+        enrolment_token: an operator's token, needed only until the device is enrolled.
+        server_key: the server's pinned Ed25519 public key (raw or hex); without it no bundle
+            is downloaded and the device only joins rounds on the model it has.
+        allow: the app's conditions (default: all met, at least one new interaction).
+        budget: local training for the round (default :data:`FEDERATED_FINETUNE`).
+        transport: a :class:`Transport` (default an httpx one, closed at the end).
+        bundle_dir: where new bundles are installed (default: the installed bundle's folder).
+        backoff: retry policy of single requests.
+        timeout: seconds per HTTP request (default transport only).
+        poll_interval, stage_timeout: while waiting for the server in a round.
+        sleep, clock, jitter, key_rng, noise_rng: injected time and randomness (tests).
+        dp_delta: the delta of the device's own epsilon on the ledger.
+    """
+
+    def __init__(self, rec: EdgeRec, server_url: str, *, enrolment_token: str | None = None,
+                 server_key: bytes | str | None = None, allow: SyncConditions | None = None,
+                 budget: FineTuneConfig | None = None, transport: Transport | None = None,
+                 bundle_dir: str | os.PathLike[str] | None = None, backoff: Backoff = Backoff(),
+                 timeout: float = 10.0, poll_interval: float = 0.5, stage_timeout: float = 300.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 jitter: Callable[[], float] = random.random,
+                 key_rng: Callable[[int], bytes] = os.urandom,
+                 noise_rng: np.random.Generator | None = None, dp_delta: float = 1e-5) -> None:
+        _check_args(server_url, enrolment_token, server_key, allow, budget, backoff, timeout)
+        self.rec, self.url = rec, server_url.rstrip("/")
+        self.token, self.server_key = enrolment_token, server_key
+        self.allow, self.budget = allow or SyncConditions(), budget or FEDERATED_FINETUNE
+        self._owned = transport is None
+        self.transport: Transport = transport or HttpxTransport(self.url, timeout=timeout)
+        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else rec.bundle.path
+        self.backoff, self._poll, self._stage_timeout = backoff, poll_interval, stage_timeout
+        self._sleep, self._clock, self._jitter = sleep, clock, jitter
+        self._key_rng, self._noise_rng, self._dp_delta = key_rng, noise_rng, dp_delta
+        self.records = SyncRecords(rec._state, rec._clock)
+        self.version_before = rec.model_version
+        self.identity: DeviceIdentity | None = None
+        self.participant: RoundParticipant | None = None
+        self.bytes_sent = 0
+        self._installed = False
+        self._epsilon: float | None = None
+        self._done: SyncResult | None = None
+
+    # -- the whole sync ----------------------------------------------------------------------
+    def run(self) -> SyncResult:
+        """Enrol if needed, update the bundle, take part in a round if allowed; never raises
+        for network or server problems."""
+        outcome = self.begin()
+        for name in STEPS:
+            if outcome is not None:
+                return outcome
+            outcome = self.step(name)
+        return outcome if outcome is not None else self.finish()
+
+    def begin(self) -> SyncResult | None:
+        """Enrol, update the bundle, check conditions, fetch the round and fine-tune.
+        None: a round is ready to run (``self.participant``)."""
+        return self._guarded(self._begin)
+
+    def step(self, name: str) -> SyncResult | None:
+        """Run one round step (``advertise``, ``share_keys``, ``masked_input``, ``unmask``)."""
+        if name not in STEPS:
+            raise ConfigError(f"step must be one of {STEPS}, got {name!r}")
+        if self.participant is None:
+            raise ConfigError("no round to step through (begin() did not return None)")
+        return self._guarded(getattr(self.participant, name))
+
+    def finish(self) -> SyncResult:
+        """Wait for the round's outcome, then install the model it produced."""
+        if self.participant is None:
+            raise ConfigError("no round to finish (begin() did not return None)")
+        outcome = self._guarded(self._finish)
+        assert outcome is not None
+        return outcome
+
+    def enrol(self) -> SyncResult:
+        """Only enrol (or confirm the saved identity); nothing else is sent."""
+        return self._guarded(lambda: self._enrolled() or self._result(
+            SyncStatus.NO_ROUND, f"enrolled as device {self.identity.device_id}"))  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """Close the transport if this session made it."""
+        if self._owned and hasattr(self.transport, "close"):
+            self.transport.close()  # type: ignore[union-attr]
+
+    # -- stages ------------------------------------------------------------------------------
+    def _begin(self) -> SyncResult | None:
+        refused = self._enrolled()
+        if refused is not None:
+            return refused
+        if self.allow.unmetered:
+            self._update_bundle()
+        new = self.rec.store.count() - self.records.last_count()
+        reason = self.allow.refusal(new)
+        if reason is not None:
+            return self._after_bundle(SyncStatus.CONDITIONS_NOT_MET, reason)
+        ann = self._retry(self._api().current_round)
+        if ann is None:
+            return self._after_bundle(SyncStatus.NO_ROUND, "no round open for this device")
+        if ann.base_model_version != self.rec.model_version:
+            return self._result(SyncStatus.MODEL_OUT_OF_DATE,
+                                f"round {ann.round_id} builds on model {ann.base_model_version}; "
+                                f"this device has {self.rec.model_version}", ann.round_id)
+        self._prepare(ann)
+        return None
+
+    def _prepare(self, ann: RoundAnnouncement) -> None:
+        update = self.rec.fine_tune(self.budget)
+        assert self.identity is not None
+        self.participant = RoundParticipant(
+            self._api(), self.identity, ann, update.delta, rng=self._key_rng,
+            noise_rng=self._noise_rng, poll_interval=self._poll, stage_timeout=self._stage_timeout,
+            transport_retries=self.backoff.attempts - 1, sleep=self._sleep, clock=self._clock)
+        self.records.save_count(self.rec.store.count())
+
+    def _finish(self) -> SyncResult:
+        assert self.participant is not None
+        outcome = self.participant.result()
+        rid = outcome.round_id
+        if outcome.status.state != "done":
+            return self._result(SyncStatus.ROUND_ABORTED,
+                                f"round {rid} aborted: {outcome.status.reason}", rid)
+        note = f"round {rid} done with {outcome.status.survivors} devices"
+        if self.allow.unmetered:
+            try:
+                self._update_bundle()
+            except BundleError as exc:
+                return self._result(SyncStatus.BUNDLE_REJECTED,
+                                    f"{note}; its bundle was refused, old model kept: {exc}", rid, True)
+        return self._result(SyncStatus.PARTICIPATED, note, rid, True)
+
+    # -- enrolment and bundles ---------------------------------------------------------------
+    def _enrolled(self) -> SyncResult | None:
+        self.identity = self.records.identity(self.url)
+        if self.identity is not None:
+            return None
+        if not self.token:
+            return self._result(SyncStatus.NOT_ENROLLED, "not enrolled and no enrolment token given")
+        key = self.records.pending_key(self.url, lambda: new_identity_key(self._key_rng))
+        api = ServerApi(self.transport, on_upload=self._record)
+        try:
+            identity = self._retry(lambda: api.enrol(self.token, key))  # type: ignore[arg-type]
+        except ServerRejectedError as exc:
+            if exc.status in (400, 401, 403):
+                return self._result(SyncStatus.NOT_ENROLLED, f"enrolment refused: {exc}")
+            raise
+        self.records.save_identity(self.url, identity)
+        self.identity = identity
+        return None
+
+    def _update_bundle(self) -> None:
+        """Install the server's newest bundle if it is newer than ours (raises BundleError)."""
+        if self.server_key is None:
+            return
+        try:
+            download = self._retry(lambda: self._api().latest_bundle(self.records.etag()))
+        except ServerRejectedError as exc:
+            if exc.status != 404:  # 404: the server has no model yet; nothing to install
+                raise
+            return
+        if download is None or download.model_version < self.rec.model_version:
+            return
+        if download.model_version == self.rec.model_version:
+            self.records.save_etag(download.etag, download.model_version)
+            return
+        from ..scoring import Scorer
+
+        bundle = install_bundle(download.archive, self.bundle_dir, self.server_key)
+        self.rec._install(bundle, Scorer(bundle.model_path, len(bundle.catalogue), bundle.config.history))
+        self.records.save_etag(download.etag, bundle.version)
+        self._installed = True
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _api(self) -> ServerApi:
+        assert self.identity is not None
+        return ServerApi(self.transport, self.identity.credential, on_upload=self._record)
+
+    def _record(self, kind: str, body: bytes) -> None:
+        """The ledger row of ``body``, committed before it is sent (raising stops the send)."""
+        part = self.participant
+        if part is None:
+            self.rec.ledger.record(body, kind=kind, destination=self.url)
+        else:
+            ann = part.announcement
+            if self._epsilon is None:
+                # Charged when the first byte of this round leaves, i.e. before the delta can.
+                eps = device_epsilon(self.records.add_round(ann.round_id, ann.noise_multiplier),
+                                     self._dp_delta)
+                self._epsilon = -1.0 if eps is None or eps == float("inf") else eps
+            self.rec.ledger.record(body, kind=kind, round_id=ann.round_id, clip=ann.clip,
+                                   noise_multiplier=ann.noise_multiplier,
+                                   epsilon=self._epsilon if self._epsilon >= 0 else None,
+                                   delta=self._dp_delta if self._epsilon >= 0 else None,
+                                   destination=self.url, model_version=ann.base_model_version)
+        self.bytes_sent += len(body)
+
+    def _retry(self, request: Callable[[], object]):  # type: ignore[no-untyped-def]
+        return self.backoff.call(request, sleep=self._sleep, rng=self._jitter)
+
+    def _after_bundle(self, status: SyncStatus, message: str) -> SyncResult:
+        if self._installed:
+            return self._result(SyncStatus.BUNDLE_INSTALLED,
+                                f"installed model {self.rec.model_version}; {message}")
+        return self._result(status, message)
+
+    def _result(self, status: SyncStatus, message: str, round_id: int | None = None,
+                participated: bool = False) -> SyncResult:
+        return SyncResult(status, message, self.version_before, self.rec.model_version, round_id,
+                          participated, self.bytes_sent,
+                          self.identity.device_id if self.identity else None)
+
+    def _guarded(self, work: Callable[[], SyncResult | None]) -> SyncResult | None:
+        """``work()``, with every network, server and device failure turned into a result."""
+        if self._done is not None:
+            return self._done
+        rid = self.participant.round_id if self.participant else None
+        try:
+            outcome = work()
+        except TransportError as exc:
+            outcome = self._result(SyncStatus.OFFLINE, f"server unreachable: {exc}", rid)
+        except RoundAbortedError as exc:
+            outcome = self._result(SyncStatus.ROUND_ABORTED, f"round {rid} aborted: {exc}", rid)
+        except BundleError as exc:
+            outcome = self._result(SyncStatus.BUNDLE_REJECTED, f"bundle refused, old model kept: {exc}")
+        except ServerRejectedError as exc:
+            outcome = self._result(SyncStatus.SERVER_ERROR, f"server refused: {exc}", rid)
+        except (ProtocolError, MessageRejectedError, SyncError) as exc:
+            outcome = self._result(SyncStatus.SERVER_ERROR,
+                                   f"unusable answer from the server: {type(exc).__name__}: {exc}", rid)
+        except (EdgeRecError, OSError) as exc:
+            outcome = self._result(SyncStatus.DEVICE_ERROR, f"{type(exc).__name__}: {exc}", rid)
+        if outcome is not None:
+            self._done = outcome
+            self.close()
+        return outcome
+
+
+def sync(rec: EdgeRec, server_url: str, **options: object) -> SyncResult:
+    """One whole sync of ``rec`` with ``server_url`` (options: :class:`SyncSession`'s)."""
+    return SyncSession(rec, server_url, **options).run()  # type: ignore[arg-type]
+
+
+def _check_args(url: object, token: object, key: object, allow: object, budget: object,
+                backoff: object, timeout: object) -> None:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"server_url must be an http(s) URL, got {url!r}")
+    if token is not None and (not isinstance(token, str) or not token):
+        raise ConfigError("enrolment_token must be a non-empty str or None")
+    if key is not None and not isinstance(key, (bytes, str)):
+        raise ConfigError("server_key must be the pinned key as bytes or hex str, or None")
+    if allow is not None and not isinstance(allow, SyncConditions):
+        raise ConfigError("allow must be a SyncConditions")
+    if budget is not None and not isinstance(budget, FineTuneConfig):
+        raise ConfigError("budget must be a FineTuneConfig")
+    if not isinstance(backoff, Backoff):
+        raise ConfigError("backoff must be a Backoff")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError("timeout must be a positive number of seconds")

@@ -1,0 +1,115 @@
+"""What the sync client keeps in the device database (``DeviceState`` rows, JSON values).
+
+- ``sync_identity``: device id, Ed25519 identity key and bearer credential, and the server
+  they belong to. Secret: it lives in the app's own database file like the events do.
+- ``sync_bundle_etag``: the ETag of the last bundle installed from the server.
+- ``sync_rounds``: the rounds this device sent a delta to (id and noise multiplier), which is
+  what its own privacy charge is computed from.
+- ``sync_last_count``: the number of stored events when the device last took part, so that
+  "at least N new interactions" can be checked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .._exceptions import StoreError
+from ..store import DeviceState
+from .api import DeviceIdentity
+
+__all__ = ["SyncRecords", "device_epsilon"]
+
+_IDENTITY, _ETAG, _ROUNDS, _COUNT = "sync_identity", "sync_bundle_etag", "sync_rounds", "sync_last_count"
+
+
+@dataclass
+class SyncRecords:
+    """Typed access to the sync client's rows in ``DeviceState``."""
+
+    state: DeviceState
+    clock: Callable[[], float]
+
+    def _get(self, key: str) -> Any:
+        row = self.state.get(key)
+        if row is None:
+            return None
+        try:
+            return json.loads(row.value.decode())
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise StoreError(f"device state {key!r} is not valid JSON") from exc
+
+    def _put(self, key: str, value: Any, model_version: int | None = None) -> None:
+        self.state.put(key, json.dumps(value).encode(), model_version=model_version, now=self.clock())
+
+    # -- identity ----------------------------------------------------------------------------
+    def identity(self, server_url: str) -> DeviceIdentity | None:
+        """The identity enrolled with ``server_url``, if any (another server's does not count)."""
+        saved = self._get(_IDENTITY)
+        if not saved or saved.get("server") != server_url or saved.get("device_id") is None:
+            return None
+        return DeviceIdentity(int(saved["device_id"]), bytes.fromhex(saved["identity_key"]),
+                              saved["credential"])
+
+    def pending_key(self, server_url: str, make: Callable[[], bytes]) -> bytes:
+        """The identity key to enrol with: made once and saved before it is used, so a retry
+        after a lost answer presents the same key."""
+        saved = self._get(_IDENTITY)
+        if saved and saved.get("server") == server_url:
+            return bytes.fromhex(saved["identity_key"])
+        key = make()
+        self._put(_IDENTITY, {"server": server_url, "identity_key": key.hex(), "device_id": None,
+                              "credential": None})
+        return key
+
+    def save_identity(self, server_url: str, identity: DeviceIdentity) -> None:
+        self._put(_IDENTITY, {"server": server_url, "identity_key": identity.identity_key.hex(),
+                              "device_id": identity.device_id, "credential": identity.credential})
+
+    # -- bundles -----------------------------------------------------------------------------
+    def etag(self) -> str | None:
+        return self._get(_ETAG)
+
+    def save_etag(self, etag: str, model_version: int) -> None:
+        self._put(_ETAG, etag, model_version)
+
+    # -- participation -----------------------------------------------------------------------
+    def rounds(self) -> list[dict[str, Any]]:
+        return list(self._get(_ROUNDS) or [])
+
+    def add_round(self, round_id: int, noise_multiplier: float) -> list[dict[str, Any]]:
+        """Note that this device's delta goes to ``round_id`` (before it leaves); all rounds."""
+        rounds = [r for r in self.rounds() if r["round_id"] != round_id]
+        rounds.append({"round_id": int(round_id), "z": float(noise_multiplier)})
+        self._put(_ROUNDS, rounds)
+        return rounds
+
+    def last_count(self) -> int:
+        return int(self._get(_COUNT) or 0)
+
+    def save_count(self, count: int) -> None:
+        self._put(_COUNT, int(count))
+
+
+def device_epsilon(rounds: list[dict[str, Any]], delta: float) -> float | None:
+    """This device's own cumulative epsilon over the rounds it sent a delta to.
+
+    Conservative on purpose: each such round counts as a Gaussian release of this device's
+    clipped delta with no amplification by sampling (q = 1), because the device cannot check
+    how many devices the server sampled from. The server's audit reports the population-level
+    figure with sampling (smaller). The smallest z seen is used for every round (an upper
+    bound when z varied). None when dp-accounting is not installed here.
+    """
+    if not rounds:
+        return 0.0
+    z = min(r["z"] for r in rounds)
+    if z <= 0:
+        return math.inf
+    try:
+        from ..privacy import epsilon
+
+        return epsilon(1, 1, z, len(rounds), delta)
+    except ImportError:
+        return None

@@ -27,6 +27,7 @@ from edgerec import EdgeRecError
 
 from .filters import FilterError
 from .forms import BadRequest, query_fields, read_form
+from .federation import SyncWorker
 from .kiosk import Kiosk, UnknownItem
 from .sessions import Visit
 
@@ -54,8 +55,9 @@ def _finish(request: Request, kiosk: Kiosk, visit: Visit, ended: list[str], resp
     return response
 
 
-def create_app(kiosk: Kiosk, *, sweep_every: float | None = None) -> Starlette:
-    """The ASGI app serving ``kiosk``. Idle sessions are swept every ``sweep_every`` seconds."""
+def create_app(kiosk: Kiosk, *, sweep_every: float | None = None, worker: SyncWorker | None = None) -> Starlette:
+    """The ASGI app serving ``kiosk``. Idle sessions are swept every ``sweep_every`` seconds;
+    ``worker`` (federated learning) runs in its own thread while the app is up."""
     sweep_every = sweep_every or min(kiosk.config.idle_timeout / 3, 30.0)
 
     async def page(request: Request) -> Response:
@@ -111,8 +113,9 @@ def create_app(kiosk: Kiosk, *, sweep_every: float | None = None) -> Starlette:
         return TEMPLATES.TemplateResponse(request, "operator.html", {"op": view}, headers=_NO_STORE)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"ok": True, "model_version": kiosk.rec.model_version,
-                             "items": len(kiosk.rec.bundle.catalogue)})
+        rec = kiosk.rec
+        return JSONResponse({"ok": True, "model_version": rec.model_version,
+                             "items": len(rec.bundle.catalogue)})
 
     async def bad_request(request: Request, exc: Exception) -> Response:
         if isinstance(exc, BadRequest):
@@ -133,9 +136,13 @@ def create_app(kiosk: Kiosk, *, sweep_every: float | None = None) -> Starlette:
                 await run_in_threadpool(kiosk.end, kiosk.sessions.sweep())
 
         task = asyncio.create_task(sweeper())
+        if worker is not None:
+            worker.start()
         try:
             yield
         finally:
+            if worker is not None:
+                await run_in_threadpool(worker.stop)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

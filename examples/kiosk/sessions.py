@@ -90,6 +90,11 @@ class Sessions:
         with self._lock:
             return self._end(list(self._live))
 
+    def live_ids(self) -> set[str]:
+        """The ids of the live sessions now."""
+        with self._lock:
+            return set(self._live)
+
     @property
     def live(self) -> int:
         with self._lock:

@@ -48,18 +48,18 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def make_kiosk(kiosk_bundle: Path, tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Any]]:
-    """``make_kiosk(**config)``: a Kiosk over a fresh database, on the fake clock."""
+    """``make_kiosk(view=None, **config)``: a Kiosk over a fresh database, on the fake clock;
+    ``view`` is what its federation hook returns."""
     import edgerec
     from examples.kiosk import Kiosk, KioskConfig
 
     opened = []
 
-    def make(federation: Any = None, **overrides: Any) -> Kiosk:
+    def make(view: Any = None, **overrides: Any) -> Kiosk:
         config = KioskConfig(db=tmp_path / "kiosk.db", bundle=kiosk_bundle, **overrides)
         rec = edgerec.open(config.db, bundle=kiosk_bundle)
         opened.append(rec)
-        hook = (lambda: federation) if federation is not None else (lambda: None)
-        return Kiosk(rec, config, clock=clock, federation=hook)
+        return Kiosk(rec, config, clock=clock, federation=lambda: view)
 
     yield make
     for rec in opened:

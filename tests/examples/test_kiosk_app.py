@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("starlette", reason="the kiosk needs its extra: pip install -e '.[kiosk]'")
 
 from examples.kiosk.app import COOKIE, FETCH_HEADER  # noqa: E402
-from examples.kiosk.operator_view import FederationView, LedgerRow  # noqa: E402
 
 FETCH = {FETCH_HEADER: "1"}
 K = 12
@@ -195,15 +194,6 @@ def test_operator_view_shows_the_model_and_hides_federation_without_a_server(cli
     assert data["model_version"] == 1 and data["federation"] is None
     assert data["events_this_run"] == 1 and data["actions_timed"] == 1 and data["action_ms_p50"] > 0
     assert data["visitors"] == 1 and data["live_sessions"] == 1
-
-
-def test_operator_view_shows_the_federation_section_once_a_status_is_plugged_in(
-        make_kiosk: Any, serve: Any) -> None:
-    status = FederationView("https://coord.example", "idle", 3, "round 7",
-                            (LedgerRow("2025-01-01T10:00Z", 7, 1234, "clip 1.0, SecAgg+", 0.5),))
-    with serve(make_kiosk(federation=status)) as c:
-        page = c.get("/operator").text
-    assert 'id="federation"' in page and "https://coord.example" in page and "clip 1.0, SecAgg+" in page
 
 
 def test_startup_forgets_sessions_a_previous_run_left_and_shutdown_forgets_live_ones(

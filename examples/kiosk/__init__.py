@@ -6,7 +6,8 @@ re-rendered from ``rec.recommend()`` at once. See ``examples/kiosk/README.md``.
 """
 
 from .app import create_app
-from .config import KioskConfig
+from .config import FederationSettings, KioskConfig
+from .federation import SyncWorker
 from .kiosk import Kiosk
 
-__all__ = ["Kiosk", "KioskConfig", "create_app"]
+__all__ = ["FederationSettings", "Kiosk", "KioskConfig", "SyncWorker", "create_app"]

@@ -182,9 +182,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import DemoConfig, run_demo
 
-    return run_demo(Path(args.out), data=args.data, seeds=args.seeds, progress=_progress(True))
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "run", "quiet") and v is not None}
+    run_demo(DemoConfig(**options), progress=not args.quiet)
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -245,10 +247,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_simulate)
 
-    p = sub.add_parser("demo", help="the end-to-end demo on embedded defaults")
-    p.add_argument("--data", default="synthetic", help="'synthetic' or a MovieLens-100K folder")
-    p.add_argument("--out", default="reports/demo", help="report folder (default: reports/demo)")
-    p.add_argument("--seeds", type=int, default=1)
+    p = sub.add_parser("demo", help="the federated demo: a server, devices, rounds, a report")
+    p.add_argument("--data", default=None, help="'synthetic' (default) or a MovieLens-100K folder")
+    p.add_argument("--out", default=None, help="report folder (default: reports/demo)")
+    p.add_argument("--devices", type=int, default=None, help="devices (default: every non-pilot user)")
+    p.add_argument("--rounds", type=int, default=None, help="federated rounds (default: 6)")
+    p.add_argument("--per-round", type=int, default=None, help="devices sampled per round (default: 40)")
+    p.add_argument("--noise", type=float, default=None, help="noise multiplier z of the sum (default: 1)")
+    p.add_argument("--clip", type=float, default=None, help="L2 clip C of each delta (default: 1)")
+    p.add_argument("--workers", type=int, default=None, help="device worker processes (default: 2)")
+    p.add_argument("--port", type=int, default=None, help="server port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--dropout", type=float, default=None, help="share of a round's devices that drop (default: 0.05)")
+    p.add_argument("--pilot-share", type=float, default=None, help="users who train the first model centrally (default: 0.15)")
+    p.add_argument("--strategy", choices=["fedavg", "fedadam"], default=None, help="server optimizer (default: fedavg)")
+    p.add_argument("--server-lr", type=float, default=None, help="server lr, cosine-decayed (default: 1.0)")
+    p.add_argument("--graph", choices=["complete", "harary"], default=None, help="secure aggregation graph")
+    p.add_argument("--stage-deadline", type=float, default=None, help="seconds per later stage (default: 10)")
+    p.add_argument("--dim", type=int, default=None, help="model width (default: 64 MovieLens, 32 synthetic)")
+    p.add_argument("--central-epochs", type=int, default=None, help="epochs of central training (default: 16)")
+    p.add_argument("--synthetic-users", type=int, default=None, help="users of the synthetic set (default: 500)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_demo)
     return parser
 

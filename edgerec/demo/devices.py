@@ -1,0 +1,190 @@
+"""The demo's devices, hosted in a small pool of worker processes.
+
+A device is a folder with its own SQLite file (events, identity, credential, ledger); it talks
+to the server only over HTTP, through ``SyncSession`` (what ``rec.sync`` runs). A worker
+drives its share of a round's devices stage by stage (all their advertisements, then all
+their key shares, ...), so it never blocks a stage waiting for one of its own devices.
+
+Devices of one worker process share that process's bundle folder and onnxruntime session: the
+model is the same for all of them, and 943 copies of a bundle would not be a realistic use of
+one machine's disk. Each device still downloads and verifies new bundles itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..bundle import Bundle, load_bundle
+from ..client import EdgeRec
+from ..store import InteractionStore
+from ..sync import HttpxTransport, Response, SyncConditions, SyncSession
+from ..sync.client import STEPS
+
+__all__ = ["DeviceTask", "RoundReport", "Worker", "setup_devices", "run_round"]
+
+
+@dataclass(frozen=True)
+class DeviceTask:
+    """One device's part in a call: its folder, and (in a round) where it drops, if it does."""
+
+    index: int
+    folder: str
+    events: tuple[Mapping[str, Any], ...] = ()
+    drop_before: str | None = None  # a step name: the device vanishes before sending it
+
+
+@dataclass
+class RoundReport:
+    """What one worker's devices did in a round (seconds summed over its devices)."""
+
+    statuses: dict[int, str] = field(default_factory=dict)
+    dropped: dict[int, str] = field(default_factory=dict)
+    bytes_sent: int = 0
+    train_s: float = 0.0
+    secagg_s: float = 0.0
+    http_s: float = 0.0
+    install_s: float = 0.0
+    wait_s: float = 0.0  # polling pauses while the server collects a stage
+    wall_s: float = 0.0
+
+
+class TimingTransport:
+    """An httpx transport that adds up the time its requests take (waiting for the server too)."""
+
+    def __init__(self, url: str):
+        self.inner, self.seconds, self.slept = HttpxTransport(url, timeout=120.0), 0.0, 0.0
+
+    def sleep(self, seconds: float) -> None:
+        """The device's wait between polls (counted apart from its own work)."""
+        time.sleep(seconds)
+        self.slept += seconds
+
+    def request(self, method: str, path: str, *, body: bytes | None = None,
+                headers: Mapping[str, str] | None = None) -> Response:
+        started = time.perf_counter()
+        try:
+            return self.inner.request(method, path, body=body, headers=headers)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Worker:
+    """Per-process state: the server's address and key, and the shared bundle and scorer."""
+
+    def __init__(self, url: str, server_key: bytes, token: str, root: Path, first_bundle: Path,
+                 seed: int):
+        import os
+
+        self.url, self.key, self.token, self.seed = url, server_key, token, seed
+        self.bundle_dir = root / f"bundles-{os.getpid()}"
+        if not self.bundle_dir.exists():
+            shutil.copytree(first_bundle, self.bundle_dir)
+        self.bundle: Bundle = load_bundle(self.bundle_dir, public_key=server_key)
+        self.scorer = None
+
+    def open(self, folder: str) -> EdgeRec:
+        """The device in ``folder``, on the process's current bundle."""
+        from ..scoring import Scorer
+
+        if self.scorer is None:
+            self.scorer = Scorer(self.bundle.model_path, len(self.bundle.catalogue), self.bundle.config.history)
+        return EdgeRec(InteractionStore(Path(folder) / "app.db"), self.bundle, scorer=self.scorer)
+
+    def adopt(self, rec: EdgeRec) -> None:
+        """Share a bundle a device just installed with the process's next devices."""
+        if rec.bundle.version != self.bundle.version:
+            self.bundle, self.scorer = rec.bundle, rec._scorer
+
+    def session(self, rec: EdgeRec, transport: TimingTransport, index: int, round_: int) -> SyncSession:
+        return SyncSession(rec, self.url, enrolment_token=self.token, server_key=self.key,
+                           transport=transport, bundle_dir=self.bundle_dir,
+                           allow=SyncConditions(min_new_interactions=0), poll_interval=0.05,
+                           stage_timeout=900.0, sleep=transport.sleep, noise_rng=np.random.default_rng((self.seed, index, round_)))
+
+
+_WORKER: Worker | None = None
+
+
+def init_worker(url: str, server_key: bytes, token: str, root: str, first_bundle: str, seed: int) -> None:
+    """Pool initializer: one Worker per process."""
+    global _WORKER
+    _WORKER = Worker(url, server_key, token, Path(root), Path(first_bundle), seed)
+
+
+def setup_devices(tasks: list[DeviceTask]) -> list[tuple[int, str]]:
+    """Create each device (its database with its user's events) and enrol it."""
+    assert _WORKER is not None
+    out = []
+    for task in tasks:
+        Path(task.folder).mkdir(parents=True, exist_ok=True)
+        rec = _WORKER.open(task.folder)
+        try:
+            rec.log_many(task.events)
+            transport = TimingTransport(_WORKER.url)
+            result = _WORKER.session(rec, transport, task.index, 0).enrol()
+            out.append((task.index, result.status.value if not result.ok else "enrolled"))
+        finally:
+            rec.close()
+    return out
+
+
+def run_round(round_: int, tasks: list[DeviceTask]) -> RoundReport:
+    """Take ``tasks``' devices through one round, stage by stage; drops as the tasks say."""
+    assert _WORKER is not None
+    report, started = RoundReport(), time.perf_counter()
+    live: dict[int, tuple[DeviceTask, EdgeRec, SyncSession, TimingTransport]] = {}
+    for task in tasks:
+        rec, transport = _WORKER.open(task.folder), TimingTransport(_WORKER.url)
+        session = _WORKER.session(rec, transport, task.index, round_)
+        t0, http0 = time.perf_counter(), transport.seconds + transport.slept
+        outcome = session.begin()
+        _WORKER.adopt(rec)
+        report.train_s += time.perf_counter() - t0 - (transport.seconds + transport.slept - http0)
+        if outcome is not None:
+            _end(report, task, rec, session, transport, outcome.status.value)
+        else:
+            live[task.index] = (task, rec, session, transport)
+    for step in STEPS:
+        for index in list(live):
+            task, rec, session, transport = live[index]
+            if task.drop_before == step:
+                report.dropped[index] = step
+                del live[index]
+                _end(report, task, rec, session, transport, "dropped")
+                continue
+            t0, http0 = time.perf_counter(), transport.seconds + transport.slept
+            outcome = session.step(step)
+            report.secagg_s += time.perf_counter() - t0 - (transport.seconds + transport.slept - http0)
+            if outcome is not None:
+                del live[index]
+                _end(report, task, rec, session, transport, outcome.status.value)
+    for index, (task, rec, session, transport) in live.items():
+        if _WORKER.bundle.version > rec.model_version:  # a device of this process installed it
+            rec._install(_WORKER.bundle, _WORKER.scorer)
+        t0, http0 = time.perf_counter(), transport.seconds + transport.slept
+        outcome = session.finish()
+        _WORKER.adopt(rec)
+        report.install_s += time.perf_counter() - t0 - (transport.seconds + transport.slept - http0)
+        _end(report, task, rec, session, transport, outcome.status.value)
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _end(report: RoundReport, task: DeviceTask, rec: EdgeRec, session: SyncSession,
+         transport: TimingTransport, status: str) -> None:
+    report.statuses[task.index] = status
+    report.bytes_sent += session.bytes_sent
+    report.http_s += transport.seconds
+    report.wait_s += transport.slept
+    session.close()
+    transport.close()
+    rec.close()

@@ -1,0 +1,135 @@
+"""The operator's side of the demo: a real ``edgerec-server`` process on loopback, driven by its
+own CLI (``python -m edgerec_server ...`` on the data dir) and read over HTTP (audit, bundles).
+
+The SDK never imports the server (DESIGN.md): everything here goes through a subprocess or HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .._exceptions import ConfigError
+
+__all__ = ["ServerProcess", "free_port", "server_lr"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_lr(base: float, round_: int, rounds: int) -> float:
+    """Cosine decay to 10% over the run (the federated simulation's schedule)."""
+    import math
+
+    return base * (0.1 + 0.45 * (1 + math.cos(math.pi * (round_ - 1) / max(1, rounds - 1))))
+
+
+@dataclass
+class ServerProcess:
+    """``edgerec-server serve`` as a child process, plus its operator commands."""
+
+    data_dir: Path
+    port: int = 0
+    tick: float = 0.05
+    proc: subprocess.Popen | None = None
+    cli_seconds: float = 0.0
+    _log: Any = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self, *args: str) -> str:
+        """Run one operator command on the data dir; its stdout (ConfigError if it fails)."""
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "edgerec_server", *args, "--data-dir", str(self.data_dir)],
+                              capture_output=True, text=True, env=self._env())
+        self.cli_seconds += time.perf_counter() - started
+        if done.returncode != 0:
+            raise ConfigError(f"edgerec-server {' '.join(args)}: {done.stderr.strip()[-500:]}")
+        return done.stdout.strip()
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        """Start serving on 127.0.0.1 and wait until /healthz answers."""
+        self.port = self.port or free_port()
+        self._log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgerec_server", "serve", "--data-dir", str(self.data_dir),
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self._env(), stdout=self._log, stderr=self._log)
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            if self.proc.poll() is not None:
+                raise ConfigError(f"edgerec-server exited with {self.proc.returncode}; see "
+                                  f"{self.data_dir / 'server.log'}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise ConfigError("edgerec-server did not become healthy in time")
+
+    def stop(self) -> None:
+        """Terminate the server (kill it if it does not stop within 10 s)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _env(self) -> dict[str, str]:
+        # Bundles are public here so the evaluator can fetch them without being a device
+        # (they are signed and hold only the aggregate model).
+        return {**os.environ, "EDGEREC_SERVER_TICK_INTERVAL_S": str(self.tick),
+                "EDGEREC_SERVER_LOG_LEVEL": "warning", "EDGEREC_SERVER_PUBLIC_MODELS": "true"}
+
+    # -- HTTP reads ----------------------------------------------------------------------------
+    def audit(self) -> list[dict[str, Any]]:
+        """``GET /v1/audit``: one row per closed round."""
+        return httpx.get(self.url + "/v1/audit", timeout=30).json()["rounds"]
+
+    def bundle_archive(self) -> bytes:
+        """The newest signed bundle archive."""
+        answer = httpx.get(self.url + "/v1/models/latest", timeout=60)
+        answer.raise_for_status()
+        return answer.content
+
+    def metrics(self) -> dict[str, float]:
+        """Sums of the server's Prometheus histograms and counters the report uses."""
+        text = httpx.get(self.url + "/metrics", timeout=30).text
+        wanted = ("edgerec_publish_seconds_sum", "edgerec_aggregate_seconds_sum",
+                  "edgerec_stage_close_seconds_sum", "edgerec_stage_receive_seconds_total",
+                  "edgerec_http_request_seconds_sum", "edgerec_http_request_seconds_count")
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in wanted:
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
+
+    def open_round(self, **params: Any) -> dict[str, Any]:
+        """``round open`` with ``--key value`` flags from ``params`` (underscores become dashes)."""
+        flags: list[str] = []
+        for key, value in params.items():
+            flags += [f"--{key.replace('_', '-')}", str(value)]
+        return json.loads(self.command("round", "open", *flags))

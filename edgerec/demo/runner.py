@@ -1,0 +1,191 @@
+"""The federated demo from start to end (``edgerec demo``).
+
+1. Load the data (MovieLens-100K with ``--data``, the synthetic set otherwise); split LOO-full.
+2. Train the first global model centrally on the pilot users (not devices), and the central
+   comparison on every user's training data (the same run, the same split).
+3. Start ``edgerec-server`` on 127.0.0.1 with a temporary data dir; ``init`` the pilot model.
+4. Create the devices (each its own SQLite file with its user's events, identity, credential)
+   in a pool of worker processes, and enrol them over HTTP.
+5. For each round: open it (FedAdam, cosine-decayed server lr, clip, noise, secure aggregation),
+   let the sampled devices take part stage by stage (some drop out), then evaluate the
+   published model LOO-full and read epsilon from the server's audit.
+6. Print the table; write report.json and report.png.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..bundle import load_bundle, write_bundle
+from ..data import Dataset
+from ..model.config import ModelConfig, TrainConfig
+from ..sync import install_bundle
+from ..sync.client import STEPS
+from ..training import fit_params
+from ..workflows import DEFAULT_TRAINING, DataSpec, load_data
+from . import devices as dev
+from .config import DemoConfig
+from .operator import ServerProcess, server_lr
+from .population import Population, device_events, plan_population
+from .report import evaluator, format_table, write_report
+
+__all__ = ["run_demo"]
+
+_DP_DELTA = 1e-5  # the server's default dp_delta
+
+
+def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run the demo; returns the report (also written to ``cfg.out``)."""
+    started = time.perf_counter()
+    timing: dict[str, float] = {}
+    dataset = load_data(DataSpec(cfg.data, synthetic_users=cfg.synthetic_users,
+                                 synthetic_items=cfg.synthetic_items, seed=cfg.seed))
+    pop = plan_population(dataset, pilot_share=cfg.pilot_share, devices=cfg.devices, seed=cfg.seed)
+    mcfg = ModelConfig(dim=cfg.dim or (32 if cfg.data == "synthetic" else 64))
+    _say(f"dataset {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, {len(dataset)} "
+         f"interactions; {len(pop.pilot)} pilot users, {len(pop.devices)} devices")
+    evaluate = evaluator(pop, dataset, mcfg)
+    with tempfile.TemporaryDirectory(prefix="edgerec-demo-") as tmp:
+        work = Path(tmp)
+        first, central = _train(cfg, dataset, pop, mcfg, work, timing)
+        server = ServerProcess(work / "server", port=cfg.port)
+        server.data_dir.mkdir()
+        try:
+            rows = _federate(cfg, dataset, pop, server, first, work, evaluate, timing, progress)
+        finally:
+            server.stop()
+    timing["operator_cli_s"] = server.cli_seconds
+    timing["total_s"] = time.perf_counter() - started
+    hr, ndcg = evaluate(central)
+    report = {"config": cfg.to_dict(), "dataset": dataset.name, "eval_users": int(len(pop.eval_users())),
+              "pilot_users": int(len(pop.pilot)), "devices": int(len(pop.devices)),
+              "model": mcfg.to_dict(), "delta": _DP_DELTA, "rounds": rows,
+              "central": {"hr": hr, "ndcg": ndcg}, "timing": timing}
+    written = write_report(Path(cfg.out), report)
+    _say("\n" + format_table(report))
+    _say(f"\nwall time {timing['total_s']:.0f} s; wrote " + ", ".join(str(p) for p in written))
+    return report
+
+
+def _train(cfg: DemoConfig, dataset: Dataset, pop: Population, mcfg: ModelConfig, work: Path,
+           timing: dict[str, float]) -> tuple[Path, Any]:
+    """The pilot bundle (the first global model) and the central comparison's weights."""
+    training = TrainConfig(**{**DEFAULT_TRAINING, "seed": cfg.seed,
+                              **({"epochs": cfg.central_epochs} if cfg.central_epochs else {})})
+    features = dataset.catalogue.features
+    t0 = time.perf_counter()
+    pilot = fit_params(pop.pilot_sequences(), features, mcfg, training)
+    write_bundle(work / "pilot", pilot, dataset.catalogue, mcfg, model_version=1,
+                 hyperparameters={"pilot_users": int(len(pop.pilot))})
+    timing["pilot_training_s"] = time.perf_counter() - t0
+    _say(f"pilot model trained on {len(pop.pilot)} users in {timing['pilot_training_s']:.0f} s")
+    t0 = time.perf_counter()
+    central = fit_params(pop.split.train_val, features, mcfg, training)
+    timing["central_training_s"] = time.perf_counter() - t0
+    _say(f"central model trained on all {dataset.n_users} users in {timing['central_training_s']:.0f} s")
+    return work / "pilot", central
+
+
+def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: ServerProcess, first: Path,
+              work: Path, evaluate: Callable, timing: dict[str, float], progress: bool) -> list[dict]:
+    server.command("init", "--bundle", str(first))
+    server.start()
+    key = bytes.fromhex(server.command("public-key"))
+    token = json.loads(server.command("token", "create", "--uses", str(len(pop.devices)), "--json"))["token"]
+    install_bundle(server.bundle_archive(), work / "first-bundle", key)
+    _say(f"server on {server.url} (data dir {server.data_dir}); pinned key {key.hex()[:16]}...")
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding threads and sessions
+    with ctx.Pool(cfg.workers, initializer=dev.init_worker,
+                  initargs=(server.url, key, token, str(work), str(work / "first-bundle"), cfg.seed)) as pool:
+        t0 = time.perf_counter()
+        _setup(pool, dataset, pop, work, progress)
+        timing["device_setup_s"] = time.perf_counter() - t0
+        hr, ndcg = evaluate(load_bundle(work / "first-bundle").params)
+        rows = [{"round": 0, "model_version": 1, "hr": hr, "ndcg": ndcg, "epsilon": 0.0}]
+        rng = np.random.default_rng(cfg.seed)
+        bar = _bar(progress, cfg.rounds, "rounds")
+        for r in range(1, cfg.rounds + 1):
+            rows.append(_round(cfg, r, pop, pool, server, key, work, evaluate, rng, timing))
+            bar.set_postfix(ndcg=f"{rows[-1]['ndcg']:.4f}", eps=f"{rows[-1]['epsilon'] or 0:.2f}")
+            bar.update(1)
+        bar.close()
+        pool.close()
+        pool.join()
+    timing.update({f"server_{k}": v for k, v in server.metrics().items()})
+    return rows
+
+
+def _setup(pool: Any, dataset: Dataset, pop: Population, work: Path, progress: bool) -> None:
+    tasks = [dev.DeviceTask(i, str(work / "devices" / f"d{i:04d}"), tuple(device_events(dataset, int(u))))
+             for i, u in enumerate(pop.devices)]
+    chunks = [tasks[k:k + 10] for k in range(0, len(tasks), 10)]
+    bar = _bar(progress, len(tasks), "devices (database + enrolment)")
+    failed = []
+    for done in pool.imap_unordered(dev.setup_devices, chunks):
+        failed += [(i, s) for i, s in done if s != "enrolled"]
+        bar.update(len(done))
+    bar.close()
+    if failed:
+        raise RuntimeError(f"{len(failed)} devices could not enrol, e.g. {failed[:3]}")
+
+
+def _round(cfg: DemoConfig, r: int, pop: Population, pool: Any, server: ServerProcess, key: bytes,
+           work: Path, evaluate: Callable, rng: np.random.Generator, timing: dict[str, float]) -> dict:
+    started = time.perf_counter()
+    m = cfg.per_round
+    chosen = np.sort(rng.choice(len(pop.devices), size=m, replace=False))
+    drops = rng.choice(chosen, size=int(round(cfg.dropout * m)), replace=False)
+    # Drops happen after fine-tuning and advertising, before a later stage: the server then
+    # waits for that stage's deadline and goes on with the rest (Shamir shares cover them).
+    where = {int(i): str(rng.choice(STEPS[1:])) for i in drops}
+    d = cfg.stage_deadline
+    server.open_round(min=min(m, m // 2 + 3), max=m, clip=cfg.clip, noise=cfg.noise, graph=cfg.graph,
+                      deadlines=f"{max(600.0, 5.0 * m)},{d},{d},{d}", strategy=cfg.strategy,
+                      server_lr=server_lr(cfg.server_lr, r, cfg.rounds))
+    tasks = [dev.DeviceTask(int(i), str(work / "devices" / f"d{int(i):04d}"), (), where.get(int(i)))
+             for i in chosen]
+    reports = pool.starmap(dev.run_round, [(r, tasks[w::cfg.workers]) for w in range(cfg.workers)])
+    round_s = time.perf_counter() - started
+    audit = server.audit()[-1]
+    t0 = time.perf_counter()
+    bundle = install_bundle(server.bundle_archive(), work / "eval-bundle", key)
+    hr, ndcg = evaluate(bundle.params)
+    timing["evaluation_s"] = timing.get("evaluation_s", 0.0) + time.perf_counter() - t0
+    for name in ("train_s", "secagg_s", "http_s", "wait_s", "install_s"):
+        timing[f"devices_{name}"] = timing.get(f"devices_{name}", 0.0) + sum(getattr(x, name) for x in reports)
+    timing["rounds_s"] = timing.get("rounds_s", 0.0) + round_s
+    statuses = [s for x in reports for s in x.statuses.values()]
+    return {"round": r, "model_version": bundle.version, "hr": hr, "ndcg": ndcg,
+            "state": audit["state"], "participants": audit["participants"],
+            "survivors": audit["survivors"], "dropouts": sum(len(x.dropped) for x in reports),
+            "epsilon": audit["cumulative_epsilon"], "server_lr": server_lr(cfg.server_lr, r, cfg.rounds),
+            "bytes_sent": sum(x.bytes_sent for x in reports), "wall_s": round_s,
+            "statuses": {s: statuses.count(s) for s in sorted(set(statuses))}}
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kw: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _bar(enabled: bool, total: int, desc: str) -> Any:
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)

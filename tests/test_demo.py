@@ -1,0 +1,58 @@
+"""`edgerec demo` with tiny settings: a real server process, devices in 2 worker processes, 2
+rounds over HTTP; the report folder, the table and the ledger/audit figures it shows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgerec.cli import main
+from edgerec.demo import DemoConfig
+from edgerec.demo.report import format_table
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "report"
+    code = main(["demo", "--devices", "8", "--rounds", "2", "--per-round", "6", "--dropout", "0.2",
+                 "--stage-deadline", "3", "--dim", "8", "--central-epochs", "3",
+                 "--synthetic-users", "120", "--out", str(out), "--quiet"])
+    assert code == 0
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_demo_writes_the_report_folder(demo):
+    out, report = demo
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = report["rounds"]
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert [r["model_version"] for r in rows] == [1, 2, 3]  # every round published a model
+    for r in rows[1:]:
+        assert r["state"] == "done" and r["participants"] == 6
+        assert r["dropouts"] == 1 and r["survivors"] in (5, 6)  # a drop before unmask still counts
+        assert r["statuses"] == {"dropped": 1, "participated": 5}
+        assert 0 <= r["ndcg"] <= r["hr"] <= 1 and r["epsilon"] > 0  # 8 users: 0 is possible
+    assert rows[2]["epsilon"] > rows[1]["epsilon"]
+    assert report["devices"] == 8 and report["central"]["ndcg"] > 0
+    timing = report["timing"]
+    for key in ("central_training_s", "devices_train_s", "devices_secagg_s", "devices_http_s",
+                "server_edgerec_publish_seconds_sum", "total_s"):
+        assert timing[key] >= 0
+
+
+def test_the_table_has_a_row_per_round_and_the_comparison(demo, capsys):
+    _, report = demo
+    table = format_table(report).splitlines()
+    assert table[0].split()[:4] == ["round", "model", "NDCG@10", "HR@10"]
+    assert [line.split()[0] for line in table[2:5]] == ["0", "1", "2"]
+    assert "federated / central NDCG@10" in table[-1]
+
+
+def test_bad_demo_settings_are_refused():
+    from edgerec._exceptions import ConfigError
+
+    with pytest.raises(ConfigError):
+        DemoConfig(devices=4, per_round=6)
+    with pytest.raises(ConfigError):
+        DemoConfig(dropout=0.6)

@@ -55,10 +55,13 @@ def audit_rows(state: StateBackend, delta: float) -> list[dict[str, Any]]:
         p = r.params
         q, z = sampling_rate(p["max_participants"], r.population), p["noise_multiplier"]
         eps = r.epsilon if r.state == "done" else None
+        received = state.messages(r.id)  # digests and sizes stay after the bodies are erased
         rows.append({
             "round_id": r.id, "state": r.state, "reason": r.reason or None,
             "opened_at": r.opened_at, "closed_at": r.closed_at,
             "participants": r.participants, "survivors": r.survivors,
+            # What devices uploaded to this round, for matching against their privacy ledgers.
+            "messages_received": len(received), "bytes_received": sum(m.size for m in received),
             "clip": p["clip"], "noise_multiplier": z, "threshold": p["threshold"],
             "min_survivors": p["threshold"] - p.get("colluders", 0),
             "population": r.population, "sampling_rate": q, "strategy": p["strategy"],

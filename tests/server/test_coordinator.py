@@ -150,6 +150,9 @@ def test_audit_epsilon_matches_the_accountant_for_identical_rounds(world):
     assert [r["cumulative_epsilon"] for r in rows] == pytest.approx(
         [epsilon(4, 4, 1.0, k, 1e-5) for k in (1, 2)], rel=1e-6)
     assert rows[1]["sampling_rate"] == 1.0 and rows[1]["model_version_out"] == 3
+    # Four stages from four devices, the same shapes both times: what ledgers are matched against.
+    assert [r["messages_received"] for r in rows] == [16, 16]
+    assert rows[0]["bytes_received"] == rows[1]["bytes_received"] > 0
     assert cumulative_epsilon([(0.5, 0.0)], 1e-5) == float("inf")
 
 

@@ -7,9 +7,10 @@ each of those adapts exactly one outside library.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -45,11 +46,27 @@ class Recommendation:
     because: str | None = None  # the history item behind the reason, if any
 
 
+@dataclass(frozen=True, eq=False)
+class _Installed:
+    """Everything a recommendation reads about the model, swapped as one reference so a request
+    running during an install sees the old model or the new one, never a mix."""
+
+    bundle: Bundle
+    scorer: Any  # Scorer, or any object with its top_k (benchmarks pass float32 baselines)
+    adapter: np.ndarray | None
+    offsets: OrderedDict = field(default_factory=OrderedDict)  # candidate filter -> score offset
+
+    @property
+    def index(self) -> dict[str, int]:
+        return self.bundle.catalogue.index
+
+
 class EdgeRec:
     """An on-device recommender: a local interaction store plus an installed model bundle.
 
-    Thread-safe: the store keeps one SQLite connection per thread and onnxruntime sessions may
-    be shared. Use ``edgerec.open()`` to make one.
+    Thread-safe: the store keeps one SQLite connection per thread, onnxruntime sessions may be
+    shared, and a new bundle or adapter replaces the model state in one assignment. Use
+    ``edgerec.open()`` to make one.
     """
 
     def __init__(self, store: InteractionStore, bundle: Bundle, *, threads: int = 1,
@@ -57,19 +74,25 @@ class EdgeRec:
         self.store = store
         self._clock = clock
         self._state = DeviceState(store)
+        self._lock = threading.Lock()  # adapter writes vs erasure; the filter cache
+        self._erasures = 0  # bumped by forget(): an adapter fitted before it is stale
         #: Every payload that left this device, written before it was sent (append-only).
         self.ledger = PrivacyLedger(store, clock=clock)
         self._install(bundle, scorer or Scorer(bundle.model_path, len(bundle.catalogue),
                                                bundle.config.history, threads=threads))
 
     def _install(self, bundle: Bundle, scorer: Scorer) -> None:
-        """Switch to ``bundle``; ``scorer`` is any object with Scorer's ``top_k`` (the int8
-        session by default; benchmarks pass float32 baselines)."""
-        self.bundle = bundle
-        self._scorer = scorer
-        self._adapter = self._load_adapter()
-        self._index = bundle.catalogue.index
-        self._offsets: OrderedDict[frozenset[str], np.ndarray] = OrderedDict()
+        """Switch to ``bundle`` and its ``scorer`` (the int8 session by default)."""
+        self._m = _Installed(bundle, scorer, self._load_adapter(bundle))
+
+    @property
+    def bundle(self) -> Bundle:
+        """The installed bundle."""
+        return self._m.bundle
+
+    @property
+    def _scorer(self) -> Any:
+        return self._m.scorer
 
     # -- logging --------------------------------------------------------------------------------
     def log(self, user: Any, item: Any, event: Any = "click", value: Any = 1.0, *, ts: Any = None,
@@ -82,27 +105,28 @@ class EdgeRec:
         return self.store.log_many(events)
 
     # -- recommending ---------------------------------------------------------------------------
-    def _offset(self, candidates: Iterable[Any] | None) -> np.ndarray | None:
+    def _offset(self, m: _Installed, candidates: Iterable[Any] | None) -> np.ndarray | None:
         """-inf for every item outside ``candidates`` (cached: apps reuse a few filters)."""
         if candidates is None:
             return None
         key = frozenset(str(c) for c in candidates)
-        cached = self._offsets.get(key)
-        if cached is None:
-            cached = np.full((1, len(self._index)), -np.inf, np.float32)
-            rows = [self._index[c] for c in key if c in self._index]
-            cached[0, rows] = 0.0
-            self._offsets[key] = cached
-            if len(self._offsets) > _OFFSET_CACHE:
-                self._offsets.popitem(last=False)
-        else:
-            self._offsets.move_to_end(key)
+        with self._lock:
+            cached = m.offsets.get(key)
+            if cached is not None:
+                m.offsets.move_to_end(key)
+                return cached
+        cached = np.full((1, len(m.index)), -np.inf, np.float32)
+        cached[0, [m.index[c] for c in key if c in m.index]] = 0.0
+        with self._lock:
+            m.offsets[key] = cached
+            if len(m.offsets) > _OFFSET_CACHE:
+                m.offsets.popitem(last=False)
         return cached
 
-    def _history(self, user: str):
+    def _history(self, m: _Installed, user: str):
         """Known items of the user's non-impression events, most recent first."""
         rows, signals, events = [], [], []
-        index = self._index
+        index = m.index
         for item, event, value in self.store.profile(user):
             row = index.get(item)
             if row is not None:
@@ -123,23 +147,25 @@ class EdgeRec:
         user = check_id("user", user)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive int, got {k!r}")
-        rows, signals, events = self._history(user)
+        m = self._m  # read once: an install during this call does not mix two models
+        rows, signals, events = self._history(m, user)
         if exclude_seen:
             drop = rows
         else:
             drop = rows[np.array([e == "dismiss" for e in events], bool)] if events else rows
-        extra = [self._index[i] for i in map(str, exclude) if i in self._index]
+        extra = [m.index[i] for i in map(str, exclude) if i in m.index]
         if extra:
             drop = np.concatenate([drop, np.array(extra, np.int64)])
-        length = self.bundle.config.history
-        top, scores = self._scorer.top_k(rows[:length], signals[:length], np.unique(drop), k,
-                                         self._offset(candidates), self._adapter)
-        return self._explain(top, scores, rows[:length], signals[:length], events)
+        length = m.bundle.config.history
+        top, scores = m.scorer.top_k(rows[:length], signals[:length], np.unique(drop), k,
+                                     self._offset(m, candidates), m.adapter)
+        return self._explain(m.bundle, top, scores, rows[:length], signals[:length], events)
 
-    def _explain(self, top: np.ndarray, scores: np.ndarray, rows: np.ndarray, signals: np.ndarray,
-                 events: list[str]) -> list[Recommendation]:
-        cat = self.bundle.catalogue
-        causes = attribute(self.bundle.params, cat.features, rows, signals, top)
+    @staticmethod
+    def _explain(bundle: Bundle, top: np.ndarray, scores: np.ndarray, rows: np.ndarray,
+                 signals: np.ndarray, events: list[str]) -> list[Recommendation]:
+        cat = bundle.catalogue
+        causes = attribute(bundle.params, cat.features, rows, signals, top)
         out = []
         for row, score, cause in zip(top.tolist(), scores.tolist(), causes.tolist()):
             if cause >= 0:
@@ -151,17 +177,16 @@ class EdgeRec:
         return out
 
     # -- on-device learning ---------------------------------------------------------------------
-    def _load_adapter(self) -> np.ndarray | None:
+    def _load_adapter(self, bundle: Bundle) -> np.ndarray | None:
         saved = self._state.get(_ADAPTER_KEY)
-        if saved is None or saved.model_version != self.bundle.version:
+        if saved is None or saved.model_version != bundle.version:
             return None  # an adapter only fits the model it was trained against
         adapter = np.frombuffer(saved.value, np.float32)
-        return adapter if adapter.shape == (self.bundle.config.dim,) else None
+        return adapter if adapter.shape == (bundle.config.dim,) else None
 
-    def _device_sequences(self) -> Sequences:
+    def _device_sequences(self, index: dict[str, int]) -> Sequences:
         """Every user's consumption and dismissals on this device, oldest first, as model rows."""
         items, signals = [], []
-        index = self._index
         for user in self.store.users():
             pairs = [(index[e.item], signal_code(e.event, e.value)) for e in self.store.history(user)
                      if e.event != "impression" and e.item in index]
@@ -174,14 +199,20 @@ class EdgeRec:
 
         The personal adapter is saved and used by ``recommend()`` at once; it never leaves the
         device. The returned update's ``delta`` is what a federated round may send, after
-        clipping, noise and secure aggregation. Nothing is sent here.
+        clipping, noise and secure aggregation. Nothing is sent here. If ``forget()`` runs
+        meanwhile, the new adapter is not kept (it saw the erased events).
         """
-        update = fine_tune(self.bundle.params, self.bundle.catalogue.features,
-                           self._device_sequences(), self.bundle.config, budget or FineTuneConfig(),
-                           adapter=self._adapter)
-        self._state.put(_ADAPTER_KEY, update.adapter.astype(np.float32).tobytes(),
-                        model_version=self.bundle.version, now=self._clock())
-        self._adapter = update.adapter.astype(np.float32)
+        with self._lock:
+            m, erasures = self._m, self._erasures
+        update = fine_tune(m.bundle.params, m.bundle.catalogue.features,
+                           self._device_sequences(m.index), m.bundle.config,
+                           budget or FineTuneConfig(), adapter=m.adapter)
+        adapter = update.adapter.astype(np.float32)
+        with self._lock:
+            if erasures == self._erasures and self._m.bundle is m.bundle:
+                self._state.put(_ADAPTER_KEY, adapter.tobytes(), model_version=m.bundle.version,
+                                now=self._clock())
+                self._m = replace(self._m, adapter=adapter)
         return update
 
     def sync(self, server_url: str, **options: Any) -> SyncResult:
@@ -202,9 +233,18 @@ class EdgeRec:
         The personal adapter was fitted on everyone's events on this device, the erased user's
         included, so it is dropped too (the next ``fine_tune()`` fits a new one).
         """
-        deleted = self.store.forget(check_id("user", user))
-        self._state.delete(_ADAPTER_KEY)
-        self._adapter = None
+        from .sync.device import SyncRecords
+
+        with self._lock:
+            deleted = self.store.forget(check_id("user", user))
+            self._erasures += 1
+            self._state.delete(_ADAPTER_KEY)
+            self._m = replace(self._m, adapter=None)
+        if deleted:
+            # sync counts new events as (stored now - stored at the last round): erased events
+            # must not read as negative progress that blocks the next round.
+            records = SyncRecords(self._state, self._clock)
+            records.save_count(max(0, records.last_count() - deleted))
         return deleted
 
     def export(self, user: Any) -> list[dict[str, Any]]:

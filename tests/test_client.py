@@ -131,3 +131,42 @@ def test_fine_tune_personalises_at_once_and_sends_nothing(tmp_path, trained_bund
         assert [(r.item, r.score) for r in rec.recommend("me", k=10)] == after  # adapter persisted
         rec.forget("someone")
         assert [(r.item, r.score) for r in rec.recommend("me", k=10)] == before  # erased with data
+
+
+def test_forget_does_not_hold_back_the_next_round(tmp_path, trained_bundle):
+    from edgerec.sync.device import SyncRecords
+
+    with edgerec.open(tmp_path / "app.db", bundle=trained_bundle) as rec:
+        rec.log_many([{"user": u, "item": str(i)} for u in ("a", "b") for i in range(5)])
+        records = SyncRecords(rec._state, rec._clock)
+        records.save_count(rec.store.count())  # as after taking part in a round
+        assert rec.forget("a") == 5
+        rec.log("b", "9")
+        assert rec.store.count() - records.last_count() == 1  # the new event counts as new
+
+
+def test_a_recommendation_never_mixes_two_installed_models(rec, trained_bundle):
+    import threading
+
+    from edgerec import load_bundle
+    from edgerec.scoring import Scorer
+
+    other = load_bundle(trained_bundle)
+    errors, stop = [], threading.Event()
+
+    def swap():
+        while not stop.is_set():
+            rec._install(other, Scorer(other.model_path, len(other.catalogue), other.config.history))
+
+    t = threading.Thread(target=swap)
+    t.start()
+    try:
+        for n in range(200):
+            try:
+                assert len(rec.recommend(user="u9", k=5, candidates=["1", "2", "3", "4", "5", "6"])) == 5
+            except Exception as exc:  # noqa: BLE001 - any failure under a swap is the bug
+                errors.append(exc)
+    finally:
+        stop.set()
+        t.join()
+    assert errors == []

@@ -30,9 +30,7 @@ from typing import Any, Callable
 
 from edgerec import EdgeRec
 from edgerec.privacy.ledger import iso_utc
-from edgerec.store import DeviceState
 from edgerec.sync import SyncConditions, SyncResult, SyncStatus
-from edgerec.sync.device import SyncRecords
 
 from .config import FederationSettings
 from .kiosk import Kiosk
@@ -134,13 +132,10 @@ class SyncWorker:
         return result
 
     def _erase_used(self, held: list[str]) -> int:
+        # rec.forget also lowers the sync client's "events at the last round" count by what it
+        # erased, so these erasures do not hold back the kiosk's next round.
         erased = self.kiosk.erase(held)
         self.erased_after_rounds += erased
-        # The SDK counts "new interactions" as stored events minus the count at the last round;
-        # these events were part of that count, so lower it by as many or the kiosk would wait
-        # for that many extra events before its next round (see the README).
-        records = self._records()
-        records.save_count(max(0, records.last_count() - erased))
         return erased
 
     def _erase_expired(self) -> int:
@@ -153,12 +148,7 @@ class SyncWorker:
             return 0
         erased = self.kiosk.erase(expired)
         self.erased_at_retention += erased
-        records = self._records()  # some may have been counted, some not: never above the store
-        records.save_count(min(records.last_count(), rec.store.count()))
         return erased
-
-    def _records(self) -> SyncRecords:
-        return SyncRecords(DeviceState(self.kiosk.rec.store), self._wall)
 
     def _note(self, result: SyncResult | None, message: str, seconds: float) -> None:
         version = self.kiosk.rec.model_version

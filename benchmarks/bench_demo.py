@@ -46,12 +46,37 @@ def _body(report: dict) -> str:
         "",
         table(["where the time goes", "seconds"], [[k, f"{v:.1f}"] for k, v in _split(t)]),
         "",
+        *(_why_short(report) if ratio < 0.9 else []),
         "Device-side seconds are summed over devices (two worker processes run at once, so they add "
         "up to about twice the rounds' wall time); HTTP includes the server's handling of each request; "
         "waiting is the devices' pauses between polls while a stage is open (the stage deadline after a "
         "dropout is most of it). Server figures are from its Prometheus metrics.",
     ]
     return "\n".join(lines)
+
+
+def _why_short(report: dict) -> list[str]:
+    """What the failed bar means (stated, not hidden)."""
+    cfg = report["config"]
+    m, z, c = cfg["per_round"], cfg["noise"], cfg["clip"]
+    t = m // 2 + 1  # the complete graph's threshold: devices calibrate their noise to it
+    return [
+        "Why the bar is missed: with a cohort of "
+        f"{m} devices the noise in the averaged update swamps the signal. Each device adds noise "
+        f"for {t} survivors (the secure-aggregation threshold, the fewest the server could unmask), "
+        f"so the mean of ~{m} deltas carries noise of std z*C*sqrt({m}/{t})/{m} per weight, "
+        f"{z * c * (m / t) ** 0.5 / m:.4f} here, i.e. an L2 norm of about "
+        f"{z * c * (m / t) ** 0.5 / m * 478:.1f} over the 228,560 shared weights, against a clipped "
+        f"signal of norm at most C={c}. The in-process simulation (`edgerec.federated.simulate`, same "
+        "pilot, same split) shows the same picture without the network: from this pilot, 10 rounds "
+        "of 100 devices without any noise moved NDCG@10 from 0.0403 to 0.0404 with the validation-"
+        "chosen local settings (SGD lr 0.2, 2 epochs, C=1), and to 0.0495 with larger steps (C=5, "
+        "local lr 0.5, 3 epochs, server lr 2, 8 rounds); z=0.3 (epsilon 45 after 10 rounds) stayed "
+        "at 0.040. Reaching 90% of central privately needs far larger cohorts per round (thousands "
+        "of devices, as in production federated learning), or sharing fewer weights per round "
+        "(e.g. the user tower only, item tables from the pilot); both are follow-ups, not done here.",
+        "",
+    ]
 
 
 def _split(t: dict) -> list[tuple[str, float]]:
@@ -81,7 +106,16 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--dropout", type=float, default=0.02)
     parser.add_argument("--out", default="reports/demo-ml100k")
+    parser.add_argument("--from-report", help="write the section from a report.json of an earlier run")
     args = parser.parse_args()
+    if args.from_report:
+        report = json.loads(Path(args.from_report).read_text())
+        c = report["config"]
+        write_section("demo", "Federated demo on MovieLens-100K (edgerec demo)",
+                      f"python -m benchmarks.bench_demo --data {c['data']} --rounds {c['rounds']} "
+                      f"--per-round {c['per_round']} --noise {c['noise']} --dropout {c['dropout']}",
+                      _body(report))
+        return
     cfg = DemoConfig(data=args.data, rounds=args.rounds, per_round=args.per_round, noise=args.noise,
                      dropout=args.dropout, out=args.out)
     report = run_demo(cfg)

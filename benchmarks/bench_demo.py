@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--dropout", type=float, default=0.02)
+    parser.add_argument("--pilot-share", type=float, default=0.15)
     parser.add_argument("--out", default="reports/demo-ml100k")
     parser.add_argument("--from-report", help="write the section from a report.json of an earlier run")
     args = parser.parse_args()
@@ -113,16 +114,18 @@ def main() -> None:
         c = report["config"]
         write_section("demo", "Federated demo on MovieLens-100K (edgerec demo)",
                       f"python -m benchmarks.bench_demo --data {c['data']} --rounds {c['rounds']} "
-                      f"--per-round {c['per_round']} --noise {c['noise']} --dropout {c['dropout']}",
+                      f"--per-round {c['per_round']} --noise {c['noise']} --dropout {c['dropout']} "
+                      f"--pilot-share {c['pilot_share']}",
                       _body(report))
         return
     cfg = DemoConfig(data=args.data, rounds=args.rounds, per_round=args.per_round, noise=args.noise,
-                     dropout=args.dropout, out=args.out)
+                     dropout=args.dropout, pilot_share=args.pilot_share, out=args.out)
     report = run_demo(cfg)
     Path(args.out, "bench.json").write_text(json.dumps(report["timing"], indent=1))
     write_section("demo", "Federated demo on MovieLens-100K (edgerec demo)",
                   f"python -m benchmarks.bench_demo --data {args.data} --rounds {args.rounds} "
-                  f"--per-round {args.per_round} --noise {args.noise} --dropout {args.dropout}",
+                  f"--per-round {args.per_round} --noise {args.noise} --dropout {args.dropout} "
+                  f"--pilot-share {args.pilot_share}",
                   _body(report))
 
 

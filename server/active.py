@@ -50,6 +50,10 @@ class ActiveRound:
     digests: dict[tuple[int, int], bytes] = field(default_factory=dict)
     advertised: set[int] = field(default_factory=set)
     receive_seconds: float = 0.0
+    #: messages accepted in the stage being collected, and when the last one came (for
+    #: ``quiet_close``; after a rebuild both start afresh, so the stage waits a full quiet spell)
+    stage_messages: int = 0
+    last_message_at: float | None = None
 
     @property
     def id(self) -> int:
@@ -62,6 +66,15 @@ class ActiveRound:
     def deadline(self) -> float:
         """When the stage being collected closes, whoever has answered."""
         return self.stage_started_at + self.params.deadlines[min(int(self.stage), 3)]
+
+    def quiet(self, now: float) -> bool:
+        """True when ``quiet_close`` lets the stage close now: enough answers, then silence."""
+        quiet, p = self.params.quiet_close, self.params
+        if quiet is None or self.last_message_at is None or now - self.last_message_at < quiet:
+            return False
+        assert p.threshold is not None
+        enough = p.min_participants if self.stage == Stage.ADVERTISE else p.threshold
+        return self.stage_messages >= enough
 
     def announcement(self) -> RoundAnnouncement:
         """What devices are told about this round."""

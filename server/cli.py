@@ -122,7 +122,7 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
         "min_participants": args.min, "max_participants": args.max or args.min, "clip": args.clip,
         "noise_multiplier": args.noise, "threshold": args.threshold, "colluders": args.colluders,
         "graph": args.graph, "degree": args.degree, "deadlines": deadlines,
-        "strategy": args.strategy, "server_lr": args.server_lr})
+        "strategy": args.strategy, "server_lr": args.server_lr, "quiet_close": args.quiet_close})
     record = open_round(s.state, s.publisher, params, time.time())
     print(json.dumps({"round_id": record.id, "members": record.population,
                       "threshold": record.params["threshold"]}))
@@ -209,6 +209,8 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--deadlines", help="four comma-separated per-stage seconds")
     op.add_argument("--strategy", choices=("fedavg", "fedadam"), default="fedavg")
     op.add_argument("--server-lr", type=float, default=None)
+    op.add_argument("--quiet-close", type=float, default=None,
+                    help="close a stage after this many silent seconds once enough devices answered")
     sub.add_parser("audit", parents=[common], help="privacy audit").add_argument("--json", action="store_true")
     sub.add_parser("public-key", parents=[common], help="print the bundle-signing key (hex)")
     export = sub.add_parser("export-bundle", parents=[common], help="write a model's bundle folder")

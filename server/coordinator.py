@@ -211,6 +211,8 @@ class Coordinator:
             if stage == Stage.ADVERTISE:
                 active.advertised.add(device.id)
             active.receive_seconds += time.perf_counter() - started
+            active.stage_messages += 1
+            active.last_message_at = self.clock()
             self.metrics.messages.labels(kind).inc()
             return UploadAck(round_id, kind)
 
@@ -260,7 +262,7 @@ class Coordinator:
                      or not machine.pending)
         else:
             ready = not machine.pending
-        if ready or now >= active.deadline():
+        if ready or now >= active.deadline() or active.quiet(now):
             self._close(active, now)
 
     def _close(self, active: ActiveRound, now: float) -> None:
@@ -279,6 +281,7 @@ class Coordinator:
         self.state.set_stage(active.id, int(stage) + 1, now)  # durable before any device sees it
         active.store_outbox(Stage(stage + 1), outbox)
         active.stage_started_at, active.receive_seconds = now, 0.0
+        active.stage_messages, active.last_message_at = 0, None
         self.metrics.stage_close.labels(stage.name).observe(time.perf_counter() - started)
         log_event("stage_closed", round_id=active.id, stage=stage.name,
                   next_recipients=len(outbox))

@@ -42,6 +42,11 @@ class RoundParams:
     deadlines: tuple[float, float, float, float] = (300.0, 120.0, 300.0, 120.0)
     strategy: str = "fedavg"
     server_lr: float | None = None  # None: 1.0 for FedAvg, 0.01 for FedAdam
+    # Seconds of silence after which a stage closes before its deadline, once it has heard
+    # from enough devices to go on (min_participants advertisements, threshold answers later).
+    # Devices that have not answered by then count as dropped, as they would at the deadline:
+    # without it one vanished device holds every stage until its deadline. None: deadlines only.
+    quiet_close: float | None = None
 
     def resolved(self) -> RoundParams:
         """These parameters with the threshold fixed, or a BadRequestError saying what is wrong."""
@@ -119,6 +124,8 @@ class RoundParams:
         if self.strategy not in STRATEGIES:
             raise BadRequestError(f"strategy must be one of {STRATEGIES}")
         _deadlines(self.deadlines)
+        if self.quiet_close is not None and not (_finite(self.quiet_close) and self.quiet_close > 0):
+            raise BadRequestError("quiet_close must be a positive number of seconds (or null)")
 
     def _secagg(self, round_id: int, length: int, threshold: int | None) -> SecAggConfig:
         try:

@@ -192,3 +192,53 @@ def test_a_schedule_opens_rounds_when_devices_are_there(tmp_path, bundle_dir):
     finally:
         w.client.close()
         w.state.close()
+
+
+def _quiet_world(world, n: int, quiet: float | None):
+    apis = world.devices(n)
+    params = RoundParams(min_participants=n - 1, max_participants=n, deadlines=(100, 100, 100, 100),
+                         quiet_close=quiet)
+    record = world.co.open_round(params)
+    parts = [world.participant(a) for a in apis]
+    for step in ("advertise", "share_keys"):
+        for p in parts:
+            getattr(p, step)()
+    return record, parts
+
+
+def test_quiet_close_ends_a_stage_soon_after_the_last_answer_once_enough_answered(world):
+    record, parts = _quiet_world(world, 5, quiet=2.0)
+    for p in parts[:4]:  # the fifth device has vanished
+        p.masked_input()
+    world.tick(1.9)
+    assert world.co.status(record.id).stage == "masked_input"  # not yet: still within quiet
+    world.tick(0.2)
+    assert world.co.status(record.id).stage == "unmask"  # long before the 100 s deadline
+    for p in parts[:4]:
+        p.unmask()
+    assert {p.result().status.model_version_out for p in parts[:4]} == {2}
+    assert audit_rows(world.state, 1e-5)[-1]["survivors"] == 4
+
+
+def test_quiet_close_waits_for_the_deadline_while_too_few_answered(world):
+    record, parts = _quiet_world(world, 5, quiet=2.0)
+    for p in parts[:1]:  # one answer is below any threshold: silence alone must not close
+        p.masked_input()
+    world.tick(50)
+    assert world.co.status(record.id).stage == "masked_input"
+
+
+def test_without_quiet_close_a_vanished_device_holds_the_stage_until_its_deadline(world):
+    record, parts = _quiet_world(world, 5, quiet=None)
+    for p in parts[:4]:
+        p.masked_input()
+    world.tick(99)
+    assert world.co.status(record.id).stage == "masked_input"
+    world.tick(1.5)
+    assert world.co.status(record.id).stage == "unmask"
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "2"])
+def test_quiet_close_must_be_a_positive_number(bad):
+    with pytest.raises(Exception, match="quiet_close"):
+        RoundParams(quiet_close=bad).resolved()

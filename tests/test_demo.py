@@ -56,3 +56,25 @@ def test_bad_demo_settings_are_refused():
         DemoConfig(devices=4, per_round=6)
     with pytest.raises(ConfigError):
         DemoConfig(dropout=0.6)
+
+
+def test_presets_follow_the_data_and_yield_to_explicit_settings():
+    synthetic, movielens = DemoConfig(), DemoConfig(data="../shared/data/ml-100k")
+    assert synthetic.pilot_share > 0 and synthetic.rounds < movielens.rounds
+    assert movielens.pilot_share == 0.0 and movielens.strategy == "fedadam"  # every user a device
+    assert movielens.noise > 0  # the demo always runs with DP noise unless told otherwise
+    mine = DemoConfig(data="../shared/data/ml-100k", rounds=3, noise=0.0, pilot_share=0.2)
+    assert (mine.rounds, mine.noise, mine.pilot_share, mine.per_round) == (3, 0.0, 0.2, movielens.per_round)
+
+
+def test_round_threshold_sits_below_the_expected_survivors_on_the_complete_graph():
+    from edgerec.demo.runner import _round_params
+
+    cfg = DemoConfig(data="../shared/data/ml-100k", per_round=100, rounds=10)
+    flags = _round_params(cfg, 1, drops=2)
+    # 98 survive; noise is calibrated to the threshold, so it must not sit at a bare majority
+    assert flags["threshold"] == 94 and flags["min"] == 95 and flags["max"] == 100
+    assert _round_params(cfg, 1, drops=40)["threshold"] == 51  # never below a majority
+    assert _round_params(cfg, 10, drops=2)["server_lr"] < flags["server_lr"]  # cosine decay
+    harary = _round_params(DemoConfig(per_round=60, graph="harary"), 1, drops=1)
+    assert "threshold" not in harary and harary["min"] == 33  # the server picks t

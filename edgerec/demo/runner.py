@@ -49,7 +49,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
     dataset = load_data(DataSpec(cfg.data, synthetic_users=cfg.synthetic_users,
                                  synthetic_items=cfg.synthetic_items, seed=cfg.seed))
     pop = plan_population(dataset, pilot_share=cfg.pilot_share, devices=cfg.devices, seed=cfg.seed)
-    mcfg = ModelConfig(dim=cfg.dim or (32 if cfg.data == "synthetic" else 64))
+    mcfg = ModelConfig(dim=cfg.dim)
     _say(f"dataset {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, {len(dataset)} "
          f"interactions; {len(pop.pilot)} pilot users, {len(pop.devices)} devices")
     evaluate = evaluator(pop, dataset, mcfg)
@@ -82,7 +82,9 @@ def _train(cfg: DemoConfig, dataset: Dataset, pop: Population, mcfg: ModelConfig
                               **({"epochs": cfg.central_epochs} if cfg.central_epochs else {})})
     features = dataset.catalogue.features
     t0 = time.perf_counter()
-    pilot = fit_params(pop.pilot_sequences(), features, mcfg, training)
+    # No pilot users: the first model is the random initialisation (0 epochs of training).
+    pilot = fit_params(pop.pilot_sequences(), features, mcfg,
+                       training if len(pop.pilot) else TrainConfig(epochs=0, seed=cfg.seed))
     write_bundle(work / "pilot", pilot, dataset.catalogue, mcfg, model_version=1,
                  hyperparameters={"pilot_users": int(len(pop.pilot))})
     timing["pilot_training_s"] = time.perf_counter() - t0
@@ -146,10 +148,7 @@ def _round(cfg: DemoConfig, r: int, pop: Population, pool: Any, server: ServerPr
     # Drops happen after fine-tuning and advertising, before a later stage: the server then
     # waits for that stage's deadline and goes on with the rest (Shamir shares cover them).
     where = {int(i): str(rng.choice(STEPS[1:])) for i in drops}
-    d = cfg.stage_deadline
-    server.open_round(min=min(m, m // 2 + 3), max=m, clip=cfg.clip, noise=cfg.noise, graph=cfg.graph,
-                      deadlines=f"{max(600.0, 5.0 * m)},{d},{d},{d}", strategy=cfg.strategy,
-                      server_lr=server_lr(cfg.server_lr, r, cfg.rounds))
+    server.open_round(**_round_params(cfg, r, len(drops)))
     tasks = [dev.DeviceTask(int(i), str(work / "devices" / f"d{int(i):04d}"), (), where.get(int(i)))
              for i in chosen]
     reports = pool.starmap(dev.run_round, [(r, tasks[w::cfg.workers]) for w in range(cfg.workers)])
@@ -169,6 +168,28 @@ def _round(cfg: DemoConfig, r: int, pop: Population, pool: Any, server: ServerPr
             "epsilon": audit["cumulative_epsilon"], "server_lr": server_lr(cfg.server_lr, r, cfg.rounds),
             "bytes_sent": sum(x.bytes_sent for x in reports), "wall_s": round_s,
             "statuses": {s: statuses.count(s) for s in sorted(set(statuses))}}
+
+
+def _round_params(cfg: DemoConfig, r: int, drops: int) -> dict[str, Any]:
+    """``round open`` flags for round ``r`` (which will see ``drops`` dropouts).
+
+    On the complete graph the secure-aggregation threshold, which devices calibrate their
+    noise to, sits just below the turnout the round expects (all but twice its dropouts, less one): the
+    default, a bare majority, would make every device add sqrt(2) times the noise needed when
+    nearly everyone survives. The cost: more dropouts than that abort the round. SecAgg+ keeps
+    the server's (small, per-neighbourhood) threshold.
+    """
+    m, d = cfg.per_round, cfg.stage_deadline
+    assert cfg.server_lr is not None and cfg.rounds is not None and m is not None
+    flags: dict[str, Any] = {
+        "min": min(m, m // 2 + 3), "max": m, "clip": cfg.clip, "noise": cfg.noise, "graph": cfg.graph,
+        "deadlines": f"{max(600.0, 5.0 * m)},{d},{d},{d}", "strategy": cfg.strategy,
+        "server_lr": server_lr(cfg.server_lr, r, cfg.rounds), "quiet_close": cfg.quiet_close}
+    if cfg.graph == "complete":
+        # t must stay below every turnout (a device's neighbours are the n - 1 others)
+        flags["threshold"] = max(m // 2 + 1, m - 2 * drops - 2)
+        flags["min"] = min(m, flags["threshold"] + 1)
+    return flags
 
 
 class _NoBar:

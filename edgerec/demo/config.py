@@ -22,8 +22,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "strategy": "fedavg", "server_lr": 1.0},
     # Every user a device, the first model random: all learning is federated. FedAdam with
     # the simulation's validation-chosen settings (edgerec.federated.SimulationConfig).
-    "movielens": {"rounds": 120, "per_round": 100, "noise": 0.1, "pilot_share": 0.0, "dim": 64,
-                  "strategy": "fedadam", "server_lr": 0.08},
+    "movielens": {"rounds": 120, "per_round": 100, "noise": 0.05, "pilot_share": 0.0, "dim": 64,
+                  "strategy": "fedadam", "server_lr": 0.12},
 }
 _PRESET_FIELDS = ("rounds", "per_round", "noise", "pilot_share", "dim", "strategy", "server_lr")
 

@@ -36,7 +36,7 @@ def _eps(value: float | None) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The per-round table (round 0 is the pilot model) and the central comparison."""
+    """The per-round table (round 0 is the first model) and the central comparison."""
     head = f"{'round':>5} {'model':>5} {'NDCG@10':>8} {'HR@10':>7} {'devices':>7} {'survived':>8} " \
            f"{'dropped':>7} {'epsilon':>8} {'wall s':>7}"
     lines = [head, "-" * len(head)]
@@ -89,7 +89,7 @@ def _plot(path: Path, report: dict[str, Any]) -> Path:
     quality.plot(rounds, [r["hr"] for r in rows], "s-", label="federated HR@10")
     quality.axhline(report["central"]["ndcg"], color="C0", ls="--", label="central NDCG@10")
     quality.axhline(report["central"]["hr"], color="C1", ls="--", label="central HR@10")
-    quality.set_xlabel("round (0 = pilot model)")
+    quality.set_xlabel("round (0 = the first model)")
     quality.set_title(f"LOO-full on {report['eval_users']} device users")
     quality.legend(fontsize=8)
     eps = [(r["round"], r["epsilon"]) for r in rows if r.get("epsilon") is not None]

@@ -88,7 +88,8 @@ def _train(cfg: DemoConfig, dataset: Dataset, pop: Population, mcfg: ModelConfig
     write_bundle(work / "pilot", pilot, dataset.catalogue, mcfg, model_version=1,
                  hyperparameters={"pilot_users": int(len(pop.pilot))})
     timing["pilot_training_s"] = time.perf_counter() - t0
-    _say(f"pilot model trained on {len(pop.pilot)} users in {timing['pilot_training_s']:.0f} s")
+    _say(f"first model trained on {len(pop.pilot)} pilot users in {timing['pilot_training_s']:.0f} s"
+         if len(pop.pilot) else "first model: random initialisation (every user is a device)")
     t0 = time.perf_counter()
     central = fit_params(pop.split.train_val, features, mcfg, training)
     timing["central_training_s"] = time.perf_counter() - t0

@@ -55,10 +55,16 @@ class RoundReport:
 
 
 class TimingTransport:
-    """An httpx transport that adds up the time its requests take (waiting for the server too)."""
+    """An httpx transport that adds up the time its requests take (waiting for the server too).
 
-    def __init__(self, url: str):
-        self.inner, self.seconds, self.slept = HttpxTransport(url, timeout=120.0), 0.0, 0.0
+    It rides on the worker's one ``httpx.Client``: devices authenticate per request, so they can
+    share a connection pool, and a client per device would spend most of a short sync building
+    its TLS context (httpx makes one even for plain-HTTP loopback), which no real device does
+    once per sync.
+    """
+
+    def __init__(self, client: Any):
+        self.inner, self.seconds, self.slept = HttpxTransport(client=client), 0.0, 0.0
 
     def sleep(self, seconds: float) -> None:
         """The device's wait between polls (counted apart from its own work)."""
@@ -84,7 +90,10 @@ class Worker:
                  seed: int):
         import os
 
+        import httpx
+
         self.url, self.key, self.token, self.seed = url, server_key, token, seed
+        self.client = httpx.Client(base_url=url, timeout=120.0)
         self.bundle_dir = root / f"bundles-{os.getpid()}"
         if not self.bundle_dir.exists():
             shutil.copytree(first_bundle, self.bundle_dir)
@@ -115,8 +124,19 @@ _WORKER: Worker | None = None
 
 
 def init_worker(url: str, server_key: bytes, token: str, root: str, first_bundle: str, seed: int) -> None:
-    """Pool initializer: one Worker per process."""
+    """Pool initializer: one Worker per process, computing on one core like a device.
+
+    Without the limit each worker's numpy would spread every small matrix product over all
+    cores, and two workers doing that at once spend several times longer in thread hand-offs
+    than in arithmetic (the pool's parent also sets the variables, so BLAS reads them at start).
+    """
     global _WORKER
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # the environment variables set by the parent still apply
+        pass
     _WORKER = Worker(url, server_key, token, Path(root), Path(first_bundle), seed)
 
 
@@ -129,7 +149,7 @@ def setup_devices(tasks: list[DeviceTask]) -> list[tuple[int, str]]:
         rec = _WORKER.open(task.folder)
         try:
             rec.log_many(task.events)
-            transport = TimingTransport(_WORKER.url)
+            transport = TimingTransport(_WORKER.client)
             result = _WORKER.session(rec, transport, task.index, 0).enrol()
             out.append((task.index, result.status.value if not result.ok else "enrolled"))
         finally:
@@ -143,7 +163,7 @@ def run_round(round_: int, tasks: list[DeviceTask]) -> RoundReport:
     report, started = RoundReport(), time.perf_counter()
     live: dict[int, tuple[DeviceTask, EdgeRec, SyncSession, TimingTransport]] = {}
     for task in tasks:
-        rec, transport = _WORKER.open(task.folder), TimingTransport(_WORKER.url)
+        rec, transport = _WORKER.open(task.folder), TimingTransport(_WORKER.client)
         session = _WORKER.session(rec, transport, task.index, round_)
         t0, http0 = time.perf_counter(), transport.seconds + transport.slept
         outcome = session.begin()

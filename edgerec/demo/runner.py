@@ -1,12 +1,13 @@
 """The federated demo from start to end (``edgerec demo``).
 
 1. Load the data (MovieLens-100K with ``--data``, the synthetic set otherwise); split LOO-full.
-2. Train the first global model centrally on the pilot users (not devices), and the central
-   comparison on every user's training data (the same run, the same split).
+2. Train the first global model centrally on the pilot users (not devices; with no pilot it is
+   the random initialisation), and the central comparison on every user's training data (the
+   same run, the same split).
 3. Start ``edgerec-server`` on 127.0.0.1 with a temporary data dir; ``init`` the pilot model.
 4. Create the devices (each its own SQLite file with its user's events, identity, credential)
    in a pool of worker processes, and enrol them over HTTP.
-5. For each round: open it (FedAdam, cosine-decayed server lr, clip, noise, secure aggregation),
+5. For each round: open it (the strategy, cosine-decayed server lr, clip, noise, secure aggregation),
    let the sampled devices take part stage by stage (some drop out), then evaluate the
    published model LOO-full and read epsilon from the server's audit.
 6. Print the table; write report.json and report.png.
@@ -14,19 +15,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..bundle import load_bundle, write_bundle
 from ..data import Dataset
 from ..model.config import ModelConfig, TrainConfig
+from ..model.params import param_names
 from ..sync import install_bundle
 from ..sync.client import STEPS
 from ..training import fit_params
@@ -67,7 +71,8 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
     hr, ndcg = evaluate(central)
     report = {"config": cfg.to_dict(), "dataset": dataset.name, "eval_users": int(len(pop.eval_users())),
               "pilot_users": int(len(pop.pilot)), "devices": int(len(pop.devices)),
-              "model": mcfg.to_dict(), "delta": _DP_DELTA, "rounds": rows,
+              "model": mcfg.to_dict(), "weights": int(sum(central[n].size for n in param_names(mcfg))),
+              "delta": _DP_DELTA, "rounds": rows,
               "central": {"hr": hr, "ndcg": ndcg}, "timing": timing}
     written = write_report(Path(cfg.out), report)
     _say("\n" + format_table(report))
@@ -106,7 +111,7 @@ def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: Server
     install_bundle(server.bundle_archive(), work / "first-bundle", key)
     _say(f"server on {server.url} (data dir {server.data_dir}); pinned key {key.hex()[:16]}...")
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding threads and sessions
-    with ctx.Pool(cfg.workers, initializer=dev.init_worker,
+    with _one_thread_children(), ctx.Pool(cfg.workers, initializer=dev.init_worker,
                   initargs=(server.url, key, token, str(work), str(work / "first-bundle"), cfg.seed)) as pool:
         t0 = time.perf_counter()
         _setup(pool, dataset, pop, work, progress)
@@ -124,6 +129,22 @@ def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: Server
         pool.join()
     timing.update({f"server_{k}": v for k, v in server.metrics().items()})
     return rows
+
+
+@contextlib.contextmanager
+def _one_thread_children() -> Iterator[None]:
+    """Spawned workers start with BLAS/OpenMP limited to one thread (see devices.init_worker)."""
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update({n: "1" for n in names})
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
 
 
 def _setup(pool: Any, dataset: Dataset, pop: Population, work: Path, progress: bool) -> None:

@@ -95,8 +95,13 @@ def _plot(path: Path, report: dict[str, Any]) -> Path:
     quality.set_xlabel("round (0 = the first model)")
     quality.set_title(f"LOO-full on {report['eval_users']} device users")
     quality.legend(fontsize=8)
+    if report["config"].get("noise") == 0:
+        privacy.text(0.5, 0.5, "no DP noise (z = 0): epsilon is infinite\n"
+                     f"deltas clipped to C = {report['config']['clip']}, summed by secure aggregation",
+                     ha="center", va="center", transform=privacy.transAxes)
+        privacy.set_axis_off()
     eps = [(r["round"], r["epsilon"]) for r in rows if r.get("epsilon") is not None]
-    if eps:
+    if eps and report["config"].get("noise") != 0:
         privacy.plot([e[0] for e in eps], [e[1] for e in eps], "o-", color="C3")
     privacy.set_xlabel("round")
     privacy.set_ylabel(f"cumulative epsilon (delta {report['delta']:g})")

@@ -6,7 +6,7 @@ MovieLens-100K (``--data`` pointing at it): the benchmark run, every user a devi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._exceptions import ConfigError
@@ -94,7 +94,3 @@ class DemoConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))

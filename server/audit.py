@@ -10,6 +10,7 @@ differential privacy: epsilon is infinite (``null`` in JSON, ``differentially_pr
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Iterable
 
@@ -34,9 +35,12 @@ def cumulative_epsilon(releases: Iterable[tuple[float, float]], delta: float,
     import dp_accounting as dp
 
     acct = dp.rdp.RdpAccountant() if accountant == "rdp" else dp.pld.PLDAccountant()
-    for q, z in releases:
-        acct.compose(dp.PoissonSampledDpEvent(sampling_probability=q,
-                                              event=dp.GaussianDpEvent(noise_multiplier=z)))
+    # Runs of identical rounds compose as one self-composed event: the same epsilon, computed
+    # once per run instead of once per round (the audit is recomputed after every round, and
+    # round-by-round composition made that quadratic: ~3 s per round after 100 rounds).
+    for (q, z), run in itertools.groupby(releases):
+        event = dp.PoissonSampledDpEvent(sampling_probability=q, event=dp.GaussianDpEvent(noise_multiplier=z))
+        acct.compose(event, len(list(run)))
     return float(acct.get_epsilon(delta))
 
 

@@ -51,7 +51,8 @@ class ActiveRound:
     advertised: set[int] = field(default_factory=set)
     receive_seconds: float = 0.0
     #: messages accepted in the stage being collected, and when the last one came (for
-    #: ``quiet_close``; after a rebuild both start afresh, so the stage waits a full quiet spell)
+    #: ``quiet_close``). A rebuild starts both afresh (replayed messages are not counted), so a
+    #: rebuilt stage falls back to closing by turnout or deadline: slower, never early.
     stage_messages: int = 0
     last_message_at: float | None = None
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benchmarks._report import table, write_section
 from edgerec.demo import DemoConfig, run_demo
+from edgerec.demo.runner import _round_params  # the threshold the run's rounds used
 
 
 def _who(report: dict) -> str:
@@ -112,7 +113,7 @@ def _privacy_note(report: dict) -> list[str]:
     """What the DP noise did to the run (stated next to the figure, with the arithmetic)."""
     cfg, final = report["config"], report["rounds"][-1]
     m, z, c = cfg["per_round"], cfg["noise"], cfg["clip"]
-    t = max(m // 2 + 1, m - 2 * round(cfg["dropout"] * m) - 2)  # the demo's threshold (runner)
+    t = _round_params(DemoConfig(**cfg), 1, round(cfg["dropout"] * m))["threshold"]
     k = final.get("survivors") or m
     sigma = z * c / (k * t) ** 0.5  # each device adds z*C/sqrt(t); the mean of k sums them
     weights = report.get("weights", 228560)

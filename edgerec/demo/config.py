@@ -22,10 +22,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "strategy": "fedavg", "server_lr": 1.0},
     # Every user a device, the first model random: all learning is federated. FedAdam, 100
     # rounds of 100, lr 0.16 cosine-decayed, local SGD as in edgerec.federated.SimulationConfig:
-    # the best of the in-process simulations of this session (95.8% of central at round 100;
-    # lr 0.08/0.12 and 120 rounds ended lower). No DP noise by default: on 943 devices every
-    # noise level tried cost quality (z=0.02, epsilon 1.4e5: 86% of central; z=0.3: ~45%),
-    # so the protection here is clipping and secure aggregation; --noise turns DP on.
+    # the best of the in-process simulations tried (95.8% of central at round 100; lr 0.08/0.12
+    # and 120 rounds ended lower). No DP noise by default: on 943 devices every noise level
+    # tried cost quality (z=0.02, epsilon 1.4e5: 86% of central; z=0.3, C=0.5: 0.037 after 40
+    # rounds against 0.067 without noise), so the protection here is clipping and secure
+    # aggregation; --noise turns DP on. BENCHMARKS.md has the figures.
     "movielens": {"rounds": 100, "per_round": 100, "noise": 0.0, "pilot_share": 0.0, "dim": 64,
                   "strategy": "fedadam", "server_lr": 0.16},
 }

@@ -58,9 +58,9 @@ class TimingTransport:
     """An httpx transport that adds up the time its requests take (waiting for the server too).
 
     It rides on the worker's one ``httpx.Client``: devices authenticate per request, so they can
-    share a connection pool, and a client per device would spend most of a short sync building
-    its TLS context (httpx makes one even for plain-HTTP loopback), which no real device does
-    once per sync.
+    share a connection pool. A client per device built a TLS context each time (httpx makes one
+    even for plain-HTTP loopback): 17% of a worker's time in a profiled MovieLens round, a cost
+    no real device pays once per sync.
     """
 
     def __init__(self, client: Any):
@@ -124,19 +124,13 @@ _WORKER: Worker | None = None
 
 
 def init_worker(url: str, server_key: bytes, token: str, root: str, first_bundle: str, seed: int) -> None:
-    """Pool initializer: one Worker per process, computing on one core like a device.
+    """Pool initializer: one Worker per process.
 
-    Without the limit each worker's numpy would spread every small matrix product over all
-    cores, and two workers doing that at once spend several times longer in thread hand-offs
-    than in arithmetic (the pool's parent also sets the variables, so BLAS reads them at start).
+    Workers compute on one core each, like a device: the runner starts them with the BLAS
+    thread variables at 1 (without that, two workers each spreading every small matrix
+    product over both cores spent most of their fine-tuning time in thread hand-offs).
     """
     global _WORKER
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # the environment variables set by the parent still apply
-        pass
     _WORKER = Worker(url, server_key, token, Path(root), Path(first_bundle), seed)
 
 

@@ -133,7 +133,8 @@ def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: Server
 
 @contextlib.contextmanager
 def _one_thread_children() -> Iterator[None]:
-    """Spawned workers start with BLAS/OpenMP limited to one thread (see devices.init_worker)."""
+    """Spawned workers start with BLAS/OpenMP limited to one thread: a spawned interpreter reads
+    these variables when it imports numpy (see devices.init_worker for why one thread)."""
     names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
     saved = {n: os.environ.get(n) for n in names}
     os.environ.update({n: "1" for n in names})

@@ -25,6 +25,7 @@
             ├── UnknownSenderError     the sender is not enrolled (no identity key to check it by)
             ├── MalformedMessageError  bytes or fields that do not parse or do not fit the round
             ├── BadCiphertextError     an encrypted share fails authentication (tampered, redirected)
+            ├── BadCertificateError    a peer's enrolment certificate is missing, expired or forged
             └── UnsafeRequestError     the server asked a device for more than the sum allows
 
 Adapters translate foreign exceptions (sqlite3, onnxruntime, ...) into these, keeping the
@@ -125,6 +126,11 @@ class MalformedMessageError(MessageRejectedError):
 
 class BadCiphertextError(MessageRejectedError):
     """An encrypted share fails AEAD authentication: tampered, or redirected to another recipient."""
+
+
+class BadCertificateError(MessageRejectedError):
+    """A peer's enrolment certificate is missing, malformed, expired, for another device or key,
+    or not signed by the enrolment authority the device pins: its keys cannot be trusted."""
 
 
 class UnsafeRequestError(MessageRejectedError):

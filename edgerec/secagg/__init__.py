@@ -1,7 +1,9 @@
 """Sans-IO secure aggregation: the server learns the sum of the devices' vectors, nothing else.
 
-After Bonawitz et al. 2017 (SecAgg) with the sparse neighbour graph of Bell et al. 2020
-(SecAgg+). Four stages: advertise keys, share keys, masked input, unmask. Clients and the server
+After Bonawitz et al. 2017 (SecAgg, the active-adversary variant) with the sparse neighbour
+graph of Bell et al. 2020 (SecAgg+). Five stages: advertise keys (with enrolment
+certificates), share keys, masked input (with a signed mask set), consistency check (clients
+sign the survivor set), unmask. Clients and the server
 are state machines that take messages and return messages; randomness is passed in as
 ``rng(n) -> bytes``; there is no clock, socket or ``os.urandom`` in this package.
 
@@ -13,12 +15,15 @@ A round, from the server's side::
     ...                    server.receive(msg)        # ShareKeys
     outbox = server.advance()                          # {client_id: ForwardedShares}
     ...                    server.receive(msg)        # MaskedInput
+    outbox = server.advance()                          # {client_id: ConsistencyRequest}
+    ...                    server.receive(msg)        # ConsistencyCheck
     outbox = server.advance()                          # {client_id: UnmaskRequest}
     ...                    server.receive(msg)        # UnmaskResponse
     server.advance(); server.result.total              # the sum mod 2^32
 
 and from a device's: ``msg = client.advertise()`` then ``reply = client.handle(server_msg)``
-for each of the three server messages.
+for each of the four server messages. Certificates (``certificate.py``) come from the
+operator's enrolment authority; ``issue_certificate`` is how the authority makes one.
 
 The errors are edgerec's own (``edgerec._exceptions``), re-exported here for drivers.
 """
@@ -26,6 +31,7 @@ The errors are edgerec's own (``edgerec._exceptions``), re-exported here for dri
 from __future__ import annotations
 
 from .._exceptions import (
+    BadCertificateError,
     BadCiphertextError,
     BadSignatureError,
     DuplicateSenderError,
@@ -40,12 +46,21 @@ from .._exceptions import (
     WrongLengthError,
     WrongRoundError,
 )
+from .certificate import (
+    Certificate,
+    check_certificate,
+    decode_certificate,
+    encode_certificate,
+    issue_certificate,
+)
 from .client import ClientMachine
 from .config import SecAggConfig, min_threshold
 from .messages import (
     VERSION,
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
+    ConsistencyRequest,
     ForwardedShares,
     KeyList,
     MaskedInput,
@@ -64,10 +79,14 @@ from .wire import decode, encode, sign_message, signature_ok, signing_bytes
 __all__ = [
     "AdvertiseKeys",
     "AggregateResult",
+    "BadCertificateError",
     "BadCiphertextError",
     "BadSignatureError",
+    "Certificate",
     "ClientMachine",
     "ClientMessage",
+    "ConsistencyCheck",
+    "ConsistencyRequest",
     "DuplicateSenderError",
     "ForwardedShares",
     "KeyList",
@@ -93,9 +112,13 @@ __all__ = [
     "VERSION",
     "WrongLengthError",
     "WrongRoundError",
+    "check_certificate",
     "decode",
+    "decode_certificate",
     "deterministic_rng",
     "encode",
+    "encode_certificate",
+    "issue_certificate",
     "min_threshold",
     "sign_message",
     "signature_ok",

@@ -3,6 +3,16 @@
 ``advertise()`` opens the round; then every server message goes to ``handle()``, which returns
 the one message to send back. A message that fails a check raises a
 :class:`~edgerec.MessageRejectedError` subclass and leaves the machine exactly as it was.
+
+What the device checks before it reveals anything (the server may lie; SECURITY.md):
+
+* every neighbour's keys are signed by that neighbour, whose identity key carries an
+  enrolment certificate from the pinned authority (``Trust``), one seat per identity;
+* the graph and threshold follow from the configuration (the threshold floor included);
+* it masks only with neighbours whose shares reached it, and signs that set;
+* it signs the survivor set it is given, and reveals shares only after ``t`` of its
+  neighbourhood signed the same set in the same view; seed shares only for survivors that
+  signed that they masked with it, key shares only for neighbours outside the set.
 """
 
 from __future__ import annotations
@@ -12,7 +22,6 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .._exceptions import (
-    BadSignatureError,
     ConfigError,
     MalformedMessageError,
     OutOfStageError,
@@ -22,13 +31,16 @@ from .._exceptions import (
     WrongLengthError,
     WrongRoundError,
 )
-from . import crypto, graph, masking, shamir, wire
+from . import crypto, graph, masking, shamir, statements, wire
+from ._verify import Trust, View, check_mask_sets, check_peer, count_survivor_signatures, distinct_identities
 from .config import MAX_CLIENT_ID, SecAggConfig
 from .messages import (
     SERVER_MESSAGE_STAGE,
     VERSION,
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
+    ConsistencyRequest,
     ForwardedShares,
     KeyList,
     MaskedInput,
@@ -50,9 +62,12 @@ class ClientMachine:
     """One device's part in one round.
 
     ``identity_key`` is the device's raw Ed25519 private key; ``vector`` its uint32 input;
-    ``rng(n) -> n random bytes`` (``os.urandom`` in production). ``peer_identities`` optionally
-    pins neighbours' Ed25519 public keys from a directory the device trusts; without it the
-    device trusts the identity keys the server relays and checks the signatures under them.
+    ``rng(n) -> n random bytes`` (``os.urandom`` in production). ``authority_key`` is the pinned
+    enrolment authority (raw Ed25519 public key): peers must show certificates it signed, valid
+    at ``now``; ``certificate`` is this device's own, sent with its keys. ``peer_identities``
+    optionally pins neighbours' identity keys as well. Without ``authority_key`` and
+    ``peer_identities`` the device believes the identity keys the server relays, which a lying
+    server can replace with its own: only for tests and closed setups.
     """
 
     def __init__(
@@ -63,6 +78,9 @@ class ClientMachine:
         vector: np.ndarray,
         rng: Rng,
         *,
+        authority_key: bytes | None = None,
+        certificate: bytes = b"",
+        now: float | None = None,
         peer_identities: Mapping[int, bytes] | None = None,
     ) -> None:
         if not 0 <= client_id <= MAX_CLIENT_ID:
@@ -70,19 +88,26 @@ class ClientMachine:
         values = np.asarray(vector)
         if values.dtype != np.uint32 or values.shape != (config.vector_length,):
             raise ConfigError(f"input must be a uint32 vector of length {config.vector_length}")
+        if authority_key is not None and (len(authority_key) != crypto.KEY_BYTES or now is None):
+            raise ConfigError("authority_key must be 32 bytes, and needs the time (now=...)")
         self.config = config
         self.client_id = client_id
         self._identity_key = identity_key
+        self._public_key = crypto.ed25519_public(identity_key)
+        self._certificate = bytes(certificate)
+        self._trust = Trust(authority_key, now, peer_identities)
         self._input = values
         self._rng = rng
-        self._pins = peer_identities
         self._stage = Stage.ADVERTISE
         self._handled: dict[type, ServerMessage] = {}
         self._peers: dict[int, PeerKeys] = {}
+        self._view: View | None = None
+        self._neighbours: frozenset[int] = frozenset()
         self._threshold = 0
         # Shares this device holds: peer -> (seed share, key share); its own seed share apart.
         self._held: dict[int, tuple[int, int]] = {}
         self._own_seed_share = 0
+        self._survivors: frozenset[int] = frozenset()
 
     @property
     def stage(self) -> Stage:
@@ -90,12 +115,13 @@ class ClientMachine:
         return self._stage
 
     def advertise(self) -> AdvertiseKeys:
-        """Stage 0: make this round's X25519 keys and return them signed."""
+        """Stage 0: make this round's X25519 keys and return them signed, with the certificate."""
         if self._stage != Stage.ADVERTISE:
             raise OutOfStageError("keys were already advertised this round")
         self._enc_private, enc_public = crypto.x25519_keypair(self._rng)
         self._mask_private, mask_public = crypto.x25519_keypair(self._rng)
-        msg = AdvertiseKeys(self.config.round_id, self.client_id, enc_public, mask_public)
+        msg = AdvertiseKeys(self.config.round_id, self.client_id, enc_public, mask_public,
+                            self._certificate)
         self._stage = Stage.SHARE_KEYS
         return self._sign(msg)
 
@@ -112,12 +138,10 @@ class ClientMachine:
             raise ReplayError(f"{type(message).__name__} already handled")
         if expected_stage != self._stage:
             raise OutOfStageError(f"{type(message).__name__} in stage {self._stage.name}")
-        if isinstance(message, KeyList):
-            reply: ClientMessage = self._on_key_list(message)
-        elif isinstance(message, ForwardedShares):
-            reply = self._on_forwarded(message)
-        else:
-            reply = self._on_unmask_request(message)
+        handler = {KeyList: self._on_key_list, ForwardedShares: self._on_forwarded,
+                   ConsistencyRequest: self._on_consistency_request,
+                   UnmaskRequest: self._on_unmask_request}[type(message)]
+        reply = handler(message)  # type: ignore[operator]
         self._handled[type(message)] = message
         self._stage = Stage(self._stage + 1)
         return reply
@@ -127,7 +151,8 @@ class ClientMachine:
         neighbours = self._check_key_list(msg)
         peers = {p.client_id: p for p in msg.neighbours}
         for peer in msg.neighbours:
-            self._check_peer(peer)
+            check_peer(peer, self.config.round_id, self._trust)
+        distinct_identities(msg.neighbours, self._public_key)
         self_seed = self._rng(masking.SEED_BYTES)
         holders = sorted(neighbours | {self.client_id})
         xs = [shamir.x_of(c) for c in holders]
@@ -143,6 +168,8 @@ class ClientMachine:
             plaintext = shamir.to_bytes(seed_share) + shamir.to_bytes(key_share)
             ciphertexts.append((holder, self._seal_for(peers[holder], plaintext)))
         self._self_seed, self._peers, self._threshold = self_seed, peers, msg.threshold
+        self._neighbours = neighbours
+        self._view = View(msg.round_id, msg.participants, msg.graph_seed, msg.degree, msg.threshold)
         return self._sign(ShareKeys(msg.round_id, self.client_id, tuple(ciphertexts)))
 
     def _check_key_list(self, msg: KeyList) -> frozenset[int]:
@@ -168,20 +195,6 @@ class ClientMachine:
             raise MalformedMessageError("the key list does not match my neighbours in the graph")
         return neighbours
 
-    def _check_peer(self, peer: PeerKeys) -> None:
-        sizes = (len(peer.identity_key), len(peer.enc_public_key), len(peer.mask_public_key))
-        if sizes != (32, 32, 32) or len(peer.signature) != crypto.SIGNATURE_BYTES:
-            raise WrongLengthError(f"peer {peer.client_id}: key or signature of the wrong size")
-        if self._pins is not None and self._pins.get(peer.client_id) != peer.identity_key:
-            raise BadSignatureError(f"peer {peer.client_id}: identity key is not the pinned one")
-        advert = AdvertiseKeys(
-            self.config.round_id, peer.client_id, peer.enc_public_key, peer.mask_public_key, peer.signature
-        )
-        if not wire.signature_ok(advert, peer.identity_key):
-            raise BadSignatureError(f"peer {peer.client_id}: advertised keys are not signed by it")
-        if not (crypto.is_usable_x25519(peer.enc_public_key) and crypto.is_usable_x25519(peer.mask_public_key)):
-            raise MalformedMessageError(f"peer {peer.client_id}: unusable public key")
-
     def _seal_for(self, peer: PeerKeys, plaintext: bytes) -> bytes:
         round_id, me, them = self.config.round_id, self.client_id, peer.client_id
         key = crypto.share_key(self._enc_private, peer.enc_public_key, round_id, me, them)
@@ -206,7 +219,11 @@ class ClientMachine:
             )
             masking.apply(masked, seed, masking.pairwise_sign(self.client_id, sender))
         self._held = held
-        return self._sign(MaskedInput.from_array(msg.round_id, self.client_id, masked))
+        assert self._view is not None
+        bits = statements.bitmap(held, sorted(self._neighbours))
+        statement = statements.mask_statement(self._view.digest, msg.round_id, self.client_id, bits)
+        mask_signature = crypto.sign(self._identity_key, statement)
+        return self._sign(MaskedInput.from_array(msg.round_id, self.client_id, masked, bits, mask_signature))
 
     def _open_from(self, sender: int, ciphertext: bytes) -> tuple[int, int]:
         if len(ciphertext) != SHARE_CIPHERTEXT_BYTES:
@@ -222,21 +239,38 @@ class ClientMachine:
         except ValueError as exc:
             raise MalformedMessageError(f"share from {sender} is not a field element") from exc
 
-    # -- stage 3: reveal exactly one share per neighbour -----------------------------------
+    # -- stage 3: sign the survivor set --------------------------------------------------------
+    def _on_consistency_request(self, msg: ConsistencyRequest) -> ConsistencyCheck:
+        assert self._view is not None
+        survivors = msg.survivors
+        if list(survivors) != sorted(set(survivors)) or not set(survivors) <= set(self._view.participants):
+            raise MalformedMessageError("survivors must be sorted, unique participants")
+        if self.client_id not in survivors:
+            raise UnsafeRequestError("the survivor set leaves out this device, which sent its input")
+        nearby = len((self._neighbours | {self.client_id}) & set(survivors))
+        if nearby < self._threshold:
+            raise UnsafeRequestError(f"only {nearby} of my neighbourhood survived; threshold {self._threshold}")
+        self._survivors = frozenset(survivors)
+        statement = statements.survivors_statement(self._view.digest, msg.round_id, survivors)
+        return self._sign(ConsistencyCheck(msg.round_id, self.client_id,
+                                           crypto.sign(self._identity_key, statement)))
+
+    # -- stage 4: reveal exactly one share per neighbour, if enough agree ---------------------
     def _on_unmask_request(self, msg: UnmaskRequest) -> UnmaskResponse:
-        survivors, dropped = set(msg.survivors), set(msg.dropped)
-        if len(survivors) != len(msg.survivors) or len(dropped) != len(msg.dropped):
-            raise MalformedMessageError("a peer is listed twice")
-        if survivors & dropped:
-            raise UnsafeRequestError(f"peers {sorted(survivors & dropped)} listed as both survived and dropped")
-        if self.client_id in survivors | dropped:
-            raise UnsafeRequestError("the request lists this device itself")
-        if survivors | dropped != set(self._held):
-            raise UnsafeRequestError("the request does not match the neighbours that shared keys with me")
-        if len(survivors) + 1 < self._threshold:
-            raise UnsafeRequestError(f"only {len(survivors)} surviving neighbours; threshold {self._threshold}")
-        seed_shares = sorted([(p, self._held[p][0]) for p in survivors] + [(self.client_id, self._own_seed_share)])
-        key_shares = sorted((p, self._held[p][1]) for p in dropped)
+        assert self._view is not None
+        survivors = self._survivors
+        keys = {p: peer.identity_key for p, peer in self._peers.items()}
+        statement = statements.survivors_statement(self._view.digest, msg.round_id, sorted(survivors))
+        agreeing = 1 + count_survivor_signatures(msg.signatures, statement,
+                                                 self._neighbours & survivors, keys)
+        if agreeing < self._threshold:
+            raise UnsafeRequestError(f"only {agreeing} of my neighbourhood signed this survivor set; "
+                                     f"threshold {self._threshold}")
+        alive = frozenset(self._held) & survivors
+        check_mask_sets(msg.mask_sets, alive, self.client_id, self._view, keys)
+        gone = frozenset(self._held) - survivors
+        seed_shares = sorted([(p, self._held[p][0]) for p in alive] + [(self.client_id, self._own_seed_share)])
+        key_shares = sorted((p, self._held[p][1]) for p in gone)
         response = UnmaskResponse(msg.round_id, self.client_id, tuple(seed_shares), tuple(key_shares))
         # The round is over for this device: forget every secret it held.
         self._held, self._own_seed_share, self._self_seed = {}, 0, b""

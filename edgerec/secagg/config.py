@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from .._exceptions import ConfigError, RoundAbortedError
 
@@ -22,9 +23,12 @@ class SecAggConfig:
 
     ``threshold`` is the Shamir threshold t. A client's self-mask seed is shared among its k
     neighbours and itself, its mask key among its k neighbours. The default, and the floor the
-    clients enforce, is the smallest t with ``2 t > k + 1``: then no split view of the round can
-    collect t shares of both secrets of one client, so its input stays hidden even if the
-    server lies about who dropped. The largest usable t is k.
+    clients enforce, is :func:`min_threshold`: ``2 t > k + 1 + 2 c`` for ``colluders`` c
+    (clients that may share everything with a lying server), and ``t > min_fraction (k + 1)``
+    (2/3 by default, the active-adversary setting of Bonawitz et al.). With the signed
+    survivor sets and mask sets (``statements.py``) this makes every sum a lying server can
+    unmask hold the inputs of at least ``t - c`` honest clients (SECURITY.md has the argument).
+    The largest usable t is k.
     """
 
     round_id: int
@@ -33,6 +37,8 @@ class SecAggConfig:
     graph: str = COMPLETE
     degree: int | None = None
     threshold: int | None = None
+    colluders: int = 0
+    min_fraction: Fraction = Fraction(2, 3)
 
     def __post_init__(self) -> None:
         if not 0 <= self.round_id < 2**64:
@@ -47,6 +53,10 @@ class SecAggConfig:
             raise ConfigError("degree is for the harary graph and must be even and at least 2")
         if self.threshold is not None and self.threshold < 2:
             raise ConfigError("threshold must be at least 2")
+        if not isinstance(self.colluders, int) or self.colluders < 0:
+            raise ConfigError("colluders must be an int >= 0")
+        if not 0 <= Fraction(self.min_fraction) < 1:
+            raise ConfigError("min_fraction must be in [0, 1)")
 
     def degree_for(self, n: int) -> int:
         """The number of neighbours each of ``n`` participants has."""
@@ -55,9 +65,13 @@ class SecAggConfig:
         wanted = self.degree if self.degree is not None else 2 * math.ceil(math.log2(max(n, 2)))
         return min(wanted, n - 1)
 
+    def floor_for(self, degree: int) -> int:
+        """The smallest threshold this configuration accepts for neighbourhoods of ``degree``."""
+        return min_threshold(degree, self.colluders, self.min_fraction)
+
     def threshold_for(self, degree: int) -> int:
         """The Shamir threshold for neighbourhoods of ``degree`` (the explicit one if set)."""
-        return self.threshold if self.threshold is not None else min_threshold(degree)
+        return self.threshold if self.threshold is not None else self.floor_for(degree)
 
     def parameters_for(self, n: int) -> tuple[int, int]:
         """(degree, threshold) for ``n`` participants; aborts if the turnout cannot be safe."""
@@ -65,14 +79,18 @@ class SecAggConfig:
             raise RoundAbortedError(f"{n} participants, at least {self.min_clients} required")
         degree = self.degree_for(n)
         threshold = self.threshold_for(degree)
-        if threshold < min_threshold(degree) or threshold > degree:
+        floor = self.floor_for(degree)
+        if threshold < floor or threshold > degree:
             raise RoundAbortedError(
-                f"threshold {threshold} unusable with degree {degree}: "
-                f"needs {min_threshold(degree)} <= t <= {degree}"
+                f"threshold {threshold} unusable with degree {degree} and {self.colluders} "
+                f"colluders: needs {floor} <= t <= {degree}"
             )
         return degree, threshold
 
 
-def min_threshold(degree: int) -> int:
-    """The smallest t with 2t > degree + 1 (see :class:`SecAggConfig`)."""
-    return (degree + 1) // 2 + 1
+def min_threshold(degree: int, colluders: int = 0, min_fraction: Fraction = Fraction(2, 3)) -> int:
+    """The smallest safe t for neighbourhoods of ``degree`` (see :class:`SecAggConfig`):
+    ``2 t > degree + 1 + 2 colluders`` and ``t > min_fraction * (degree + 1)``."""
+    split_view = (degree + 1 + 2 * colluders) // 2 + 1
+    share = Fraction(min_fraction) * (degree + 1)
+    return max(split_view, math.floor(share) + 1)

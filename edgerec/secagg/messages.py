@@ -2,8 +2,12 @@
 
 Client -> server messages carry an Ed25519 ``signature`` by the sender's identity key over
 their encoding (see :func:`edgerec.secagg.wire.signing_bytes`). Server -> client messages are
-not signed: clients trust nothing in them that they cannot check (peer signatures, AEAD tags,
-the graph and threshold recomputed from the configuration).
+not signed: clients trust nothing in them that they cannot check (peer certificates and
+signatures, AEAD tags, the graph and threshold recomputed from the configuration, the
+survivor set signed by enough peers). Two statements inside client messages carry signatures
+of their own, so that the server can show them to other clients (``statements.py``): the set
+of peers a client masked with (in :class:`MaskedInput`) and the survivor set it was given
+(in :class:`ConsistencyCheck`).
 
 Vectors are held as raw little-endian uint32 ``bytes`` so the message is truly immutable and
 compares cheaply; :attr:`MaskedInput.values` gives a read-only numpy view.
@@ -17,7 +21,7 @@ from typing import Union
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # 2: enrolment certificates, signed mask sets, the consistency stage
 
 
 class Stage(enum.IntEnum):
@@ -26,32 +30,37 @@ class Stage(enum.IntEnum):
     ADVERTISE = 0
     SHARE_KEYS = 1
     MASKED_INPUT = 2
-    UNMASK = 3
-    DONE = 4
-    ABORTED = 5
+    CONSISTENCY = 3
+    UNMASK = 4
+    DONE = 5
+    ABORTED = 6
 
 
 @dataclass(frozen=True)
 class AdvertiseKeys:
-    """Stage 0, client -> server: fresh X25519 public keys, signed by the identity key."""
+    """Stage 0, client -> server: fresh X25519 public keys, signed by the identity key, and the
+    sender's enrolment certificate (``certificate.py``; empty in rounds without an authority)."""
 
     round_id: int
     sender: int
     enc_public_key: bytes
     mask_public_key: bytes
+    certificate: bytes = b""
     signature: bytes = b""
     version: int = VERSION
 
 
 @dataclass(frozen=True)
 class PeerKeys:
-    """One neighbour's advertised keys as relayed by the server, with its identity key."""
+    """One neighbour's advertised keys as relayed by the server, with its identity key and
+    enrolment certificate (``signature`` is the neighbour's, over its :class:`AdvertiseKeys`)."""
 
     client_id: int
     identity_key: bytes
     enc_public_key: bytes
     mask_public_key: bytes
     signature: bytes
+    certificate: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -92,11 +101,15 @@ class ForwardedShares:
 
 @dataclass(frozen=True)
 class MaskedInput:
-    """Stage 2, client -> server: the masked vector as raw little-endian uint32 bytes."""
+    """Stage 2, client -> server: the masked vector as raw little-endian uint32 bytes, and the
+    sender's signed statement of which neighbours it masked with (a bitmap over its sorted
+    neighbour list; ``statements.mask_statement``)."""
 
     round_id: int
     sender: int
     vector: bytes
+    mask_set: bytes = b""
+    mask_signature: bytes = b""
     signature: bytes = b""
     version: int = VERSION
 
@@ -106,26 +119,53 @@ class MaskedInput:
         return np.frombuffer(self.vector, dtype="<u4").astype(np.uint32, copy=False)
 
     @classmethod
-    def from_array(cls, round_id: int, sender: int, values: np.ndarray) -> MaskedInput:
+    def from_array(cls, round_id: int, sender: int, values: np.ndarray, mask_set: bytes = b"",
+                   mask_signature: bytes = b"") -> MaskedInput:
         """An unsigned message holding ``values`` (uint32)."""
-        return cls(round_id, sender, np.ascontiguousarray(values, dtype="<u4").tobytes())
+        return cls(round_id, sender, np.ascontiguousarray(values, dtype="<u4").tobytes(),
+                   mask_set, mask_signature)
 
 
 @dataclass(frozen=True)
-class UnmaskRequest:
-    """Stage 2 -> 3, server -> one client: which of its neighbours survived, which dropped."""
+class ConsistencyRequest:
+    """Stage 2 -> 3, server -> one client: the round's survivors (every client whose masked
+    input arrived), the set the client is asked to sign."""
 
     round_id: int
     recipient: int
     survivors: tuple[int, ...]
-    dropped: tuple[int, ...]
+    version: int = VERSION
+
+
+@dataclass(frozen=True)
+class ConsistencyCheck:
+    """Stage 3, client -> server: the sender's signature over the survivor set it was given
+    (``statements.survivors_statement``)."""
+
+    round_id: int
+    sender: int
+    survivors_signature: bytes
+    signature: bytes = b""
+    version: int = VERSION
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    """Stage 3 -> 4, server -> one client: its neighbours' signatures over the survivor set,
+    and the signed mask sets of the surviving neighbours whose self-mask seeds it is asked to
+    reveal, each as (peer, bitmap, signature)."""
+
+    round_id: int
+    recipient: int
+    signatures: tuple[tuple[int, bytes], ...]
+    mask_sets: tuple[tuple[int, bytes, bytes], ...]
     version: int = VERSION
 
 
 @dataclass(frozen=True)
 class UnmaskResponse:
-    """Stage 3, client -> server: self-mask seed shares of survivors (and of itself),
-    mask-key shares of the dropped; each as (peer, field element)."""
+    """Stage 4, client -> server: self-mask seed shares of the surviving neighbours it holds
+    shares of (and of itself), mask-key shares of the dropped ones; each (peer, field element)."""
 
     round_id: int
     sender: int
@@ -135,8 +175,8 @@ class UnmaskResponse:
     version: int = VERSION
 
 
-ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, UnmaskResponse]
-ServerMessage = Union[KeyList, ForwardedShares, UnmaskRequest]
+ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, ConsistencyCheck, UnmaskResponse]
+ServerMessage = Union[KeyList, ForwardedShares, ConsistencyRequest, UnmaskRequest]
 Message = Union[ClientMessage, ServerMessage]
 
 #: The stage in which each client message is accepted by the server.
@@ -144,6 +184,7 @@ CLIENT_MESSAGE_STAGE: dict[type, Stage] = {
     AdvertiseKeys: Stage.ADVERTISE,
     ShareKeys: Stage.SHARE_KEYS,
     MaskedInput: Stage.MASKED_INPUT,
+    ConsistencyCheck: Stage.CONSISTENCY,
     UnmaskResponse: Stage.UNMASK,
 }
 
@@ -151,5 +192,6 @@ CLIENT_MESSAGE_STAGE: dict[type, Stage] = {
 SERVER_MESSAGE_STAGE: dict[type, Stage] = {
     KeyList: Stage.SHARE_KEYS,
     ForwardedShares: Stage.MASKED_INPUT,
+    ConsistencyRequest: Stage.CONSISTENCY,
     UnmaskRequest: Stage.UNMASK,
 }

@@ -4,6 +4,11 @@
 round goes on); ``advance()`` closes the current stage and returns the messages to send, one
 per client id. After the unmask stage ``advance()`` computes :attr:`result`. Any stage that
 leaves too few clients raises :class:`~edgerec.RoundAbortedError` before anything is revealed.
+
+An honest server is all this module implements; the clients do not rely on it being honest
+(see ``client.py``). It does check what it can, so that one bad client cannot make the round
+fail for everyone: signatures, certificates, signed mask sets that match what it forwarded,
+survivor signatures over the set it sent.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from .._exceptions import (
     WrongLengthError,
     WrongRoundError,
 )
-from . import crypto, graph, masking, shamir, wire
+from . import crypto, graph, shamir, statements, wire
+from ._unmask import unmask_sum
+from .certificate import check_certificate
 from .client import SHARE_CIPHERTEXT_BYTES
 from .config import MAX_CLIENT_ID, SecAggConfig
 from .messages import (
@@ -34,6 +41,8 @@ from .messages import (
     VERSION,
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
+    ConsistencyRequest,
     ForwardedShares,
     KeyList,
     MaskedInput,
@@ -62,25 +71,34 @@ class ServerMachine:
     """The server's part in one round.
 
     ``identities`` maps each enrolled client id to its raw Ed25519 public key; ``rng`` supplies
-    the graph seed. The server never holds a single client's unmasked input: it keeps a running
-    sum of masked vectors and removes masks only for the set it has closed.
+    the graph seed. With ``authority_key`` every advertisement must carry a certificate from
+    that enrolment authority for its sender's identity key (valid at ``now``, if given). The
+    server never holds a single client's unmasked input: it keeps a running sum of masked
+    vectors and removes masks only for the survivor set the clients signed.
     """
 
-    def __init__(self, config: SecAggConfig, identities: Mapping[int, bytes], rng: Rng) -> None:
+    def __init__(self, config: SecAggConfig, identities: Mapping[int, bytes], rng: Rng, *,
+                 authority_key: bytes | None = None, now: float | None = None) -> None:
         for client_id, key in identities.items():
             if not 0 <= client_id <= MAX_CLIENT_ID or len(key) != crypto.KEY_BYTES:
                 raise ConfigError(f"enrolled client {client_id}: id out of range or key not 32 bytes")
         self.config = config
         self._identities = dict(identities)
         self._rng = rng
+        self._authority, self._now = authority_key, now
         self._stage = Stage.ADVERTISE
         self._fingerprints: dict[type, dict[int, bytes]] = {kind: {} for kind in CLIENT_MESSAGE_STAGE}
         self._adverts: dict[int, AdvertiseKeys] = {}
         self._shares: dict[int, ShareKeys] = {}
-        self._masked: set[int] = set()
+        self._masked: dict[int, tuple[bytes, bytes]] = {}  # sender -> signed mask set
+        self._checks: dict[int, bytes] = {}  # sender -> signature over the survivor set
         self._responses: dict[int, UnmaskResponse] = {}
+        self._asked: dict[int, ConsistencyRequest] = {}
         self._requests: dict[int, UnmaskRequest] = {}
         self._graph: dict[int, frozenset[int]] = {}
+        self._masked_with: dict[int, frozenset[int]] = {}  # whose shares each client received
+        self._survivors: frozenset[int] = frozenset()
+        self._view = b""
         self._threshold = 0
         self._sum = np.zeros(config.vector_length, dtype=np.uint32)
         self._result: AggregateResult | None = None
@@ -94,15 +112,14 @@ class ServerMachine:
     @property
     def pending(self) -> frozenset[int]:
         """Clients whose message for the current stage has not arrived yet."""
-        if self._stage == Stage.ADVERTISE:
-            return frozenset(self._identities) - frozenset(self._adverts)
-        if self._stage == Stage.SHARE_KEYS:
-            return frozenset(self._adverts) - frozenset(self._shares)
-        if self._stage == Stage.MASKED_INPUT:
-            return frozenset(self._shares) - frozenset(self._masked)
-        if self._stage == Stage.UNMASK:
-            return frozenset(self._requests) - frozenset(self._responses)
-        return frozenset()
+        expected, arrived = {
+            Stage.ADVERTISE: (self._identities, self._adverts),
+            Stage.SHARE_KEYS: (self._adverts, self._shares),
+            Stage.MASKED_INPUT: (self._shares, self._masked),
+            Stage.CONSISTENCY: (self._asked, self._checks),
+            Stage.UNMASK: (self._requests, self._responses),
+        }.get(self._stage, ({}, {}))
+        return frozenset(expected) - frozenset(arrived)
 
     @property
     def result(self) -> AggregateResult:
@@ -147,6 +164,7 @@ class ServerMachine:
             Stage.ADVERTISE: self._identities,
             Stage.SHARE_KEYS: self._adverts,
             Stage.MASKED_INPUT: self._shares,
+            Stage.CONSISTENCY: self._asked,
             Stage.UNMASK: self._requests,
         }[self._stage]
 
@@ -156,11 +174,9 @@ class ServerMachine:
         elif isinstance(msg, ShareKeys):
             self._accept_shares(msg)
         elif isinstance(msg, MaskedInput):
-            if len(msg.vector) != 4 * self.config.vector_length:
-                raise WrongLengthError(f"vector of {len(msg.vector)} bytes, {4 * self.config.vector_length} expected")
-            # Only the running sum is kept: the server never stores one client's masked vector.
-            np.add(self._sum, msg.values, out=self._sum)
-            self._masked.add(msg.sender)
+            self._accept_masked(msg)
+        elif isinstance(msg, ConsistencyCheck):
+            self._accept_check(msg)
         else:
             self._accept_response(msg)
 
@@ -169,6 +185,9 @@ class ServerMachine:
             raise WrongLengthError("public keys must be 32 bytes")
         if not (crypto.is_usable_x25519(msg.enc_public_key) and crypto.is_usable_x25519(msg.mask_public_key)):
             raise MalformedMessageError("unusable (low-order) public key")
+        if self._authority is not None:
+            check_certificate(msg.certificate, self._authority, device_id=msg.sender,
+                              identity_key=self._identities[msg.sender], now=self._now)
         self._adverts[msg.sender] = msg
 
     def _accept_shares(self, msg: ShareKeys) -> None:
@@ -180,15 +199,35 @@ class ServerMachine:
             raise WrongLengthError(f"each share ciphertext must be {SHARE_CIPHERTEXT_BYTES} bytes")
         self._shares[msg.sender] = msg
 
+    def _accept_masked(self, msg: MaskedInput) -> None:
+        if len(msg.vector) != 4 * self.config.vector_length:
+            raise WrongLengthError(f"vector of {len(msg.vector)} bytes, {4 * self.config.vector_length} expected")
+        expected = statements.bitmap(self._masked_with[msg.sender], sorted(self._graph[msg.sender]))
+        if msg.mask_set != expected:
+            raise MalformedMessageError("the signed mask set is not the set of shares forwarded to it")
+        statement = statements.mask_statement(self._view, self.config.round_id, msg.sender, msg.mask_set)
+        if not crypto.verify(self._identities[msg.sender], msg.mask_signature, statement):
+            raise BadSignatureError(f"mask set of {msg.sender} is not signed by it")
+        # Only the running sum is kept: the server never stores one client's masked vector.
+        np.add(self._sum, msg.values, out=self._sum)
+        self._masked[msg.sender] = (msg.mask_set, msg.mask_signature)
+
+    def _accept_check(self, msg: ConsistencyCheck) -> None:
+        statement = statements.survivors_statement(self._view, self.config.round_id, sorted(self._survivors))
+        if not crypto.verify(self._identities[msg.sender], msg.survivors_signature, statement):
+            raise BadSignatureError(f"{msg.sender}'s signature over the survivor set does not verify")
+        self._checks[msg.sender] = msg.survivors_signature
+
     def _accept_response(self, msg: UnmaskResponse) -> None:
-        request = self._requests[msg.sender]
+        held = self._masked_with[msg.sender]
         seed_peers = [p for p, _ in msg.seed_shares]
         key_peers = [p for p, _ in msg.key_shares]
-        wanted_seeds = set(request.survivors) | {msg.sender}
+        wanted_seeds = (held & self._survivors) | {msg.sender}
+        wanted_keys = held - self._survivors
         if len(seed_peers) != len(wanted_seeds) or set(seed_peers) != wanted_seeds:
-            raise MalformedMessageError("seed shares must cover exactly the survivors asked about")
-        if len(key_peers) != len(request.dropped) or set(key_peers) != set(request.dropped):
-            raise MalformedMessageError("key shares must cover exactly the dropped asked about")
+            raise MalformedMessageError("seed shares must cover exactly the surviving peers it holds")
+        if len(key_peers) != len(wanted_keys) or set(key_peers) != wanted_keys:
+            raise MalformedMessageError("key shares must cover exactly the dropped peers it holds")
         if any(not 0 <= v < shamir.PRIME for _, v in msg.seed_shares + msg.key_shares):
             raise MalformedMessageError("share value outside the field")
         self._responses[msg.sender] = msg
@@ -208,6 +247,7 @@ class ServerMachine:
             Stage.ADVERTISE: self._close_advertise,
             Stage.SHARE_KEYS: self._close_share_keys,
             Stage.MASKED_INPUT: self._close_masked_input,
+            Stage.CONSISTENCY: self._close_consistency,
             Stage.UNMASK: self._close_unmask,
         }[self._stage]
         try:
@@ -230,6 +270,7 @@ class ServerMachine:
         seed = self._rng(32)
         self._graph = graph.neighbourhoods(participants, seed, degree)
         self._threshold = threshold
+        self._view = statements.view_hash(self.config.round_id, participants, seed, degree, threshold)
         return {u: self._key_list(u, participants, seed, degree) for u in participants}
 
     def _key_list(self, u: int, participants: tuple[int, ...], seed: bytes, degree: int) -> KeyList:
@@ -238,7 +279,8 @@ class ServerMachine:
 
     def _peer_keys(self, v: int) -> PeerKeys:
         a = self._adverts[v]
-        return PeerKeys(v, self._identities[v], a.enc_public_key, a.mask_public_key, a.signature)
+        return PeerKeys(v, self._identities[v], a.enc_public_key, a.mask_public_key, a.signature,
+                        a.certificate)
 
     def _close_share_keys(self) -> dict[int, ServerMessage]:
         self._require(len(self._shares), "clients shared keys")
@@ -247,71 +289,52 @@ class ServerMachine:
             for recipient, ct in self._shares[sender].ciphertexts:
                 if recipient in inbox:
                     inbox[recipient].append((sender, ct))
+        self._masked_with = {u: frozenset(s for s, _ in cts) for u, cts in inbox.items()}
         return {u: ForwardedShares(self.config.round_id, u, tuple(cts)) for u, cts in inbox.items()}
 
     def _close_masked_input(self) -> dict[int, ServerMessage]:
         survivors = frozenset(self._masked)
         self._require(len(survivors), "clients sent masked inputs")
-        # Check feasibility before asking anyone to reveal a share, so an abort reveals nothing.
+        self._survivors = survivors
+        # Check feasibility before asking anyone to sign, so an abort reveals nothing.
         self._check_recoverable(survivors)
-        dropped = frozenset(self._shares) - survivors
-        for u in sorted(survivors):
-            near = self._graph[u]
-            self._requests[u] = UnmaskRequest(
-                self.config.round_id, u, tuple(sorted(near & survivors)), tuple(sorted(near & dropped))
-            )
+        listed = tuple(sorted(survivors))
+        self._asked = {u: ConsistencyRequest(self.config.round_id, u, listed) for u in listed}
+        return dict(self._asked)
+
+    def _close_consistency(self) -> dict[int, ServerMessage]:
+        signers = frozenset(self._checks)
+        # A client answers only if t of its neighbourhood (itself included) signed the set.
+        answering = frozenset(u for u in signers if 1 + len(self._graph[u] & signers) >= self._threshold)
+        self._require(len(answering), "clients can see enough survivor signatures")
+        self._check_recoverable(answering)
+        for u in sorted(answering):
+            signatures = tuple((p, self._checks[p]) for p in sorted(self._graph[u] & signers))
+            alive = sorted(self._masked_with[u] & self._survivors)
+            mask_sets = tuple((p, *self._masked[p]) for p in alive)
+            self._requests[u] = UnmaskRequest(self.config.round_id, u, signatures, mask_sets)
         return dict(self._requests)
 
     def _check_recoverable(self, answering: frozenset[int]) -> None:
-        for v in frozenset(self._shares) - frozenset(self._masked):
-            self._require(len(self._graph[v] & answering), f"neighbours of dropped client {v} can answer")
-        for u in self._masked:
-            self._require(len((self._graph[u] | {u}) & answering), f"holders of survivor {u}'s seed can answer")
+        for v in frozenset(self._shares) - self._survivors:
+            holders = {w for w in answering if v in self._masked_with[w]}
+            self._require(len(holders), f"holders of dropped client {v}'s key can answer")
+        for u in self._survivors:
+            holders = {w for w in answering if u in self._masked_with[w]} | ({u} & answering)
+            self._require(len(holders), f"holders of survivor {u}'s seed can answer")
 
     def _require(self, count: int, what: str) -> None:
         if count < self._threshold:
             raise RoundAbortedError(f"only {count} {what}; threshold is {self._threshold}")
 
     def _close_unmask(self) -> dict[int, ServerMessage]:
-        answering = frozenset(self._responses)
-        self._check_recoverable(answering)
-        seed_points: dict[int, dict[int, int]] = {u: {} for u in self._masked}
-        key_points: dict[int, dict[int, int]] = {v: {} for v in set(self._shares) - self._masked}
-        for responder, response in self._responses.items():
-            x = shamir.x_of(responder)
-            for peer, value in response.seed_shares:
-                seed_points[peer][x] = value
-            for peer, value in response.key_shares:
-                key_points[peer][x] = value
+        self._check_recoverable(frozenset(self._responses))
         total = self._sum
-        for u in sorted(seed_points):
-            masking.apply(total, self._rebuild(seed_points[u], u), -1)
-        for v in sorted(key_points):
-            self._remove_pairwise(total, v, self._rebuild_mask_key(key_points[v], v))
+        dropped_keys = frozenset(self._shares) - self._survivors
+        unmask_sum(total, self._responses, self._survivors, dropped_keys, self._masked_with,
+                   self._adverts, self._threshold, self.config.round_id)
         total.flags.writeable = False
-        survivors = frozenset(self._masked)
-        dropped = frozenset(self._identities) - survivors
-        self._result = AggregateResult(self.config.round_id, total, survivors, dropped)
+        dropped = frozenset(self._identities) - self._survivors
+        self._result = AggregateResult(self.config.round_id, total, self._survivors, dropped)
         self._responses.clear()
         return {}
-
-    def _rebuild(self, points: dict[int, int], owner: int) -> bytes:
-        try:
-            secret = shamir.reconstruct(points, self._threshold)
-            return secret.to_bytes(32, "big")
-        except (ValueError, OverflowError) as exc:
-            raise RoundAbortedError(f"shares of client {owner}'s secret are inconsistent") from exc
-
-    def _rebuild_mask_key(self, points: dict[int, int], v: int) -> bytes:
-        private = self._rebuild(points, v)
-        if crypto.x25519_public(private) != self._adverts[v].mask_public_key:
-            raise RoundAbortedError(f"rebuilt mask key of client {v} does not match its advertised key")
-        return private
-
-    def _remove_pairwise(self, total: np.ndarray, v: int, private: bytes) -> None:
-        """Undo the masks survivors added for their dropped neighbour ``v``."""
-        # Every surviving neighbour w of v got v's shares (both were in the share stage), so w
-        # masked with v; v's own masked vector never arrived, so w's half does not cancel.
-        for w in sorted(self._graph[v] & self._masked):
-            seed = crypto.mask_seed(private, self._adverts[w].mask_public_key, self.config.round_id, v, w)
-            masking.apply(total, seed, -masking.pairwise_sign(w, v))

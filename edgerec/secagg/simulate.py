@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .._exceptions import MessageRejectedError
 from . import crypto, wire
+from .certificate import encode_certificate, issue_certificate
 from .client import ClientMachine
 from .config import SecAggConfig
 from .messages import Message, Stage
@@ -97,23 +98,30 @@ def simulate_round(
     seed: bytes = b"",
     dropouts: Mapping[int, Stage] | None = None,
     identity_keys: Mapping[int, bytes] | None = None,
+    authority_key: bytes | None = None,
     wire_roundtrip: bool = True,
     clock: Callable[[], float] | None = None,
 ) -> RoundOutcome:
     """Run one round for the clients in ``inputs`` and return the outcome.
 
     ``dropouts[c] = stage`` makes client ``c`` vanish at ``stage``: it sends nothing from that
-    stage on (``Stage.ADVERTISE``: never shows up; ``Stage.UNMASK``: sends its masked input but
-    never answers the unmask request). Raises :class:`RoundAbortedError` like the server does.
+    stage on (``Stage.ADVERTISE``: never shows up; ``Stage.UNMASK``: sends its masked input and
+    its survivor signature but never answers the unmask request). With ``authority_key`` (a raw
+    Ed25519 private key) every client gets an enrolment certificate from it and checks its
+    peers'. Raises :class:`RoundAbortedError` like the server does.
     """
     drop_at = dict(dropouts or {})
     keys = dict(identity_keys or {})
     for c in inputs:
         keys.setdefault(c, crypto.ed25519_private(deterministic_rng(seed + b"/identity/%d" % c)))
     identities = {c: crypto.ed25519_public(keys[c]) for c in inputs}
-    server = ServerMachine(config, identities, deterministic_rng(seed + b"/server"))
+    authority = crypto.ed25519_public(authority_key) if authority_key is not None else None
+    server = ServerMachine(config, identities, deterministic_rng(seed + b"/server"),
+                           authority_key=authority, now=_NOW)
     clients = {
-        c: ClientMachine(config, c, keys[c], inputs[c], deterministic_rng(seed + b"/client/%d" % c))
+        c: ClientMachine(config, c, keys[c], inputs[c], deterministic_rng(seed + b"/client/%d" % c),
+                         authority_key=authority, now=_NOW,
+                         certificate=_certificate(authority_key, c, identities[c]))
         for c in sorted(inputs)
     }
     sim = _Sim(wire_roundtrip, clock)
@@ -125,7 +133,7 @@ def simulate_round(
     for c, client in clients.items():
         if active(c, Stage.ADVERTISE):
             sim.to_server(server, c, sim.timed(c, client.advertise), Stage.ADVERTISE)
-    for stage in (Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK):
+    for stage in (Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASK):
         outbox = _close(server, sim, Stage(stage - 1))
         for c, msg in sorted(outbox.items()):
             if not active(c, stage):
@@ -140,6 +148,15 @@ def simulate_round(
             sim.to_server(server, c, reply, stage)
     _close(server, sim, Stage.UNMASK)
     return RoundOutcome(server.result, sim.up, sim.down, sim.client_s, sim.server_s, refused)
+
+
+_NOW = 1_000_000.0  # simulated rounds run at a fixed time, inside their certificates' validity
+
+
+def _certificate(authority_key: bytes | None, client: int, identity: bytes) -> bytes:
+    if authority_key is None:
+        return b""
+    return encode_certificate(issue_certificate(authority_key, client, identity, 0, 2 * _NOW))
 
 
 def _close(server: ServerMachine, sim: _Sim, stage: Stage) -> dict:

@@ -22,6 +22,8 @@ from .messages import (
     VERSION,
     AdvertiseKeys,
     ClientMessage,
+    ConsistencyCheck,
+    ConsistencyRequest,
     ForwardedShares,
     KeyList,
     MaskedInput,
@@ -35,7 +37,7 @@ from .shamir import SHARE_BYTES
 
 MAGIC = b"SA"
 _HEADER = struct.Struct(">2sBBQ")
-_SIGN_DOMAIN = b"edgerec/secagg/v1/signed-message\x00"
+_SIGN_DOMAIN = b"edgerec/secagg/v2/signed-message\x00"
 _TYPE_CODES: dict[type, int] = {
     AdvertiseKeys: 1,
     ShareKeys: 2,
@@ -44,6 +46,8 @@ _TYPE_CODES: dict[type, int] = {
     KeyList: 5,
     ForwardedShares: 6,
     UnmaskRequest: 7,
+    ConsistencyRequest: 8,
+    ConsistencyCheck: 9,
 }
 
 
@@ -73,6 +77,13 @@ class _Writer:
         for peer, value in items:
             self.u32(peer)
             self.parts.append(value.to_bytes(SHARE_BYTES, "big"))
+
+    def id_blob_pairs(self, items: tuple[tuple[int, bytes, bytes], ...]) -> None:
+        self.u32(len(items))
+        for peer, first, second in items:
+            self.u32(peer)
+            self.blob(first)
+            self.blob(second)
 
 
 class _Reader:
@@ -111,6 +122,9 @@ class _Reader:
         n = self.count(4 + SHARE_BYTES)
         return tuple((self.u32(), int.from_bytes(self.take(SHARE_BYTES), "big")) for _ in range(n))
 
+    def id_blob_pairs(self) -> tuple[tuple[int, bytes, bytes], ...]:
+        return tuple((self.u32(), self.blob(), self.blob()) for _ in range(self.count(8)))
+
     def end(self) -> None:
         if self.pos != len(self.view):
             raise WrongLengthError(f"{len(self.view) - self.pos} unexpected trailing bytes")
@@ -119,13 +133,17 @@ class _Reader:
 def _body(msg: Message, w: _Writer) -> None:
     if isinstance(msg, AdvertiseKeys):
         w.u32(msg.sender), w.blob(msg.enc_public_key), w.blob(msg.mask_public_key)
+        w.blob(msg.certificate)
     elif isinstance(msg, ShareKeys):
         w.u32(msg.sender), w.id_blobs(msg.ciphertexts)
     elif isinstance(msg, MaskedInput):
         if len(msg.vector) % 4:
             raise WrongLengthError("vector bytes are not a whole number of uint32")
-        w.u32(msg.sender), w.u32(len(msg.vector) // 4)
+        w.u32(msg.sender), w.blob(msg.mask_set), w.blob(msg.mask_signature)
+        w.u32(len(msg.vector) // 4)
         w.parts.append(msg.vector)
+    elif isinstance(msg, ConsistencyCheck):
+        w.u32(msg.sender), w.blob(msg.survivors_signature)
     elif isinstance(msg, UnmaskResponse):
         w.u32(msg.sender), w.id_shares(msg.seed_shares), w.id_shares(msg.key_shares)
     elif isinstance(msg, KeyList):
@@ -134,12 +152,15 @@ def _body(msg: Message, w: _Writer) -> None:
         w.u32(len(msg.neighbours))
         for p in msg.neighbours:
             w.u32(p.client_id)
-            for field in (p.identity_key, p.enc_public_key, p.mask_public_key, p.signature):
+            for field in (p.identity_key, p.enc_public_key, p.mask_public_key, p.signature,
+                          p.certificate):
                 w.blob(field)
     elif isinstance(msg, ForwardedShares):
         w.u32(msg.recipient), w.id_blobs(msg.ciphertexts)
+    elif isinstance(msg, ConsistencyRequest):
+        w.u32(msg.recipient), w.ids(msg.survivors)
     elif isinstance(msg, UnmaskRequest):
-        w.u32(msg.recipient), w.ids(msg.survivors), w.ids(msg.dropped)
+        w.u32(msg.recipient), w.id_blobs(msg.signatures), w.id_blob_pairs(msg.mask_sets)
 
 
 def _unsigned(msg: Message) -> list[bytes]:
@@ -183,8 +204,8 @@ def signature_ok(msg: ClientMessage, identity_public_key: bytes) -> bool:
 
 
 def _dec_advertise(r: _Reader, round_id: int) -> AdvertiseKeys:
-    sender, enc, mask = r.u32(), r.blob(), r.blob()
-    return AdvertiseKeys(round_id, sender, enc, mask, r.blob())
+    sender, enc, mask, certificate = r.u32(), r.blob(), r.blob(), r.blob()
+    return AdvertiseKeys(round_id, sender, enc, mask, certificate, r.blob())
 
 
 def _dec_share_keys(r: _Reader, round_id: int) -> ShareKeys:
@@ -193,9 +214,14 @@ def _dec_share_keys(r: _Reader, round_id: int) -> ShareKeys:
 
 
 def _dec_masked(r: _Reader, round_id: int) -> MaskedInput:
-    sender, n = r.u32(), r.u32()
+    sender, mask_set, mask_signature, n = r.u32(), r.blob(), r.blob(), r.u32()
     vector = r.take(4 * n)
-    return MaskedInput(round_id, sender, vector, r.blob())
+    return MaskedInput(round_id, sender, vector, mask_set, mask_signature, r.blob())
+
+
+def _dec_consistency_check(r: _Reader, round_id: int) -> ConsistencyCheck:
+    sender, statement = r.u32(), r.blob()
+    return ConsistencyCheck(round_id, sender, statement, r.blob())
 
 
 def _dec_unmask_response(r: _Reader, round_id: int) -> UnmaskResponse:
@@ -207,7 +233,8 @@ def _dec_key_list(r: _Reader, round_id: int) -> KeyList:
     recipient, seed, degree, threshold = r.u32(), r.blob(), r.u32(), r.u32()
     participants = r.ids()
     peers = tuple(
-        PeerKeys(r.u32(), r.blob(), r.blob(), r.blob(), r.blob()) for _ in range(r.count(12))
+        PeerKeys(r.u32(), r.blob(), r.blob(), r.blob(), r.blob(), r.blob())
+        for _ in range(r.count(14))
     )
     return KeyList(round_id, recipient, seed, degree, threshold, participants, peers)
 
@@ -216,8 +243,12 @@ def _dec_forwarded(r: _Reader, round_id: int) -> ForwardedShares:
     return ForwardedShares(round_id, r.u32(), r.id_blobs())
 
 
+def _dec_consistency_request(r: _Reader, round_id: int) -> ConsistencyRequest:
+    return ConsistencyRequest(round_id, r.u32(), r.ids())
+
+
 def _dec_unmask_request(r: _Reader, round_id: int) -> UnmaskRequest:
-    return UnmaskRequest(round_id, r.u32(), r.ids(), r.ids())
+    return UnmaskRequest(round_id, r.u32(), r.id_blobs(), r.id_blob_pairs())
 
 
 _DECODERS: dict[int, Callable[[_Reader, int], Message]] = {
@@ -228,6 +259,8 @@ _DECODERS: dict[int, Callable[[_Reader, int], Message]] = {
     5: _dec_key_list,
     6: _dec_forwarded,
     7: _dec_unmask_request,
+    8: _dec_consistency_request,
+    9: _dec_consistency_check,
 }
 
 

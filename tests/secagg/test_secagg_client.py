@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgerec import ConfigError
 from edgerec.secagg import (
+    BadCertificateError,
     BadCiphertextError,
     BadSignatureError,
     ClientMachine,
@@ -25,7 +26,7 @@ from edgerec.secagg import (
     WrongRoundError,
     sign_message,
 )
-from edgerec.secagg import AdvertiseKeys, crypto
+from edgerec.secagg import AdvertiseKeys, crypto, statements
 
 
 def _at_key_list(h):
@@ -69,21 +70,52 @@ def test_swapped_or_unsigned_peer_keys_are_refused(make_round):
     swapped = replace(victim, mask_public_key=attacker_key)
     with pytest.raises(BadSignatureError):
         h.clients[me].handle(replace(key_list, neighbours=(swapped,) + key_list.neighbours[1:]))
-    # A server that also swaps the identity key and re-signs is caught only by pinned identities.
+    # A server that also swaps the identity key and re-signs cannot certify the new key: the
+    # pinned enrolment authority never signed it (a certificate from another authority, or
+    # the victim's real certificate, does not fit).
     server_identity = crypto.ed25519_private(lambda n: b"\x66" * n)
-    forged_advert = sign_message(
-        AdvertiseKeys(h.config.round_id, victim.client_id, victim.enc_public_key, attacker_key), server_identity
-    )
-    forged = PeerKeys(
-        victim.client_id, crypto.ed25519_public(server_identity), victim.enc_public_key, attacker_key,
-        forged_advert.signature,
-    )
+    server_public = crypto.ed25519_public(server_identity)
+    own_authority = crypto.ed25519_private(lambda n: b"\x77" * n)
+    for certificate in (b"", victim.certificate, h.certify(victim.client_id, server_public, own_authority)):
+        forged_advert = sign_message(AdvertiseKeys(h.config.round_id, victim.client_id, victim.enc_public_key,
+                                                   attacker_key, certificate), server_identity)
+        forged = PeerKeys(victim.client_id, server_public, victim.enc_public_key, attacker_key,
+                          forged_advert.signature, certificate)
+        with pytest.raises(BadCertificateError):
+            h.clients[me].handle(replace(key_list, neighbours=(forged,) + key_list.neighbours[1:]))
+    # Without a pinned authority, only pinned identities catch it.
+    forged_advert = sign_message(AdvertiseKeys(h.config.round_id, victim.client_id, victim.enc_public_key,
+                                               attacker_key), server_identity)
+    forged = PeerKeys(victim.client_id, server_public, victim.enc_public_key, attacker_key,
+                      forged_advert.signature)
     tampered = replace(key_list, neighbours=(forged,) + key_list.neighbours[1:])
-    pinned = h.client(me, rng_label=b"pinned", peer_identities=h.identities)
+    pinned = h.client(me, rng_label=b"pinned", peer_identities=h.identities, authority_key=None)
     pinned.advertise()
     with pytest.raises(BadSignatureError):
         pinned.handle(tampered)
     pinned.handle(key_list)
+    h.clients[me].handle(key_list)  # the genuine list is still accepted
+
+
+def test_expired_certificates_and_one_device_twice_are_refused(make_round):
+    h = make_round()
+    me = h.ids[0]
+    key_list = _at_key_list(h)[me]
+    late = h.client(me, rng_label=b"late", now=h.now + 7200)  # after every certificate expired
+    late.advertise()
+    with pytest.raises(BadCertificateError):
+        late.handle(key_list)
+    # The same identity in two seats: the server cannot make one device count twice.
+    first, second, *rest = key_list.neighbours
+    twin_key = h.keys[first.client_id]
+    advert = sign_message(AdvertiseKeys(h.config.round_id, second.client_id, second.enc_public_key,
+                                        second.mask_public_key,
+                                        h.certify(second.client_id, first.identity_key)), twin_key)
+    twin = PeerKeys(second.client_id, first.identity_key, second.enc_public_key, second.mask_public_key,
+                    advert.signature, advert.certificate)
+    with pytest.raises(UnsafeRequestError):
+        h.clients[me].handle(replace(key_list, neighbours=(first, twin, *rest)))
+    h.clients[me].handle(key_list)
 
 
 @pytest.mark.parametrize(
@@ -159,61 +191,125 @@ def test_a_client_refusing_a_tampered_message_counts_as_dropped(make_round):
     assert np.array_equal(h.server.result.total, h.expected(survivors))
 
 
-def _at_request(h):
+def _at_consistency(h):
     h.advertise()
     h.reply(h.server.advance())
     h.reply(h.server.advance())
     return h.server.advance()
 
 
+def _at_request(h):
+    h.reply(_at_consistency(h))
+    return h.server.advance()
+
+
 @pytest.mark.parametrize(
-    "make_request",
+    "make_survivors, error",
     [
-        lambda me, r: (r.survivors[1:], r.dropped + r.survivors[:1] + r.survivors[:1]),  # dup
-        lambda me, r: (r.survivors, r.dropped + r.survivors[:1]),  # both lists: the attack
-        lambda me, r: (r.survivors + (me,), r.dropped),  # itself
-        lambda me, r: (r.survivors[1:], r.dropped),  # a neighbour it has seen is left out
-        lambda me, r: (r.survivors + (999,), r.dropped),  # a peer it never saw
-        lambda me, r: ((), r.survivors + r.dropped),  # fewer surviving neighbours than t - 1
+        (lambda me, s: tuple(reversed(s)), MalformedMessageError),
+        (lambda me, s: tuple(c for c in s if c != me), UnsafeRequestError),  # leaves me out
+        (lambda me, s: s + (999,), MalformedMessageError),  # a device that never took part
+        (lambda me, s: tuple(sorted({me, *s[:2]})), UnsafeRequestError),  # too few of my neighbours
     ],
 )
-def test_unsafe_unmask_requests_are_refused(make_round, make_request):
+def test_unsafe_survivor_sets_are_not_signed(make_round, make_survivors, error):
+    h = make_round(n=6)
+    me = h.ids[0]
+    request = _at_consistency(h)[me]
+    with pytest.raises(error):
+        h.clients[me].handle(replace(request, survivors=make_survivors(me, request.survivors)))
+    h.clients[me].handle(request)  # the genuine request still gets its signature
+
+
+def _sign_survivors(h, signers, survivors, view_of):
+    """Survivor signatures by ``signers`` (they would make them) over ``survivors``."""
+    view = view_of.digest
+    statement = statements.survivors_statement(view, h.config.round_id, sorted(survivors))
+    return tuple((c, crypto.sign(h.keys[c], statement)) for c in sorted(signers))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda me, r, h: dict(signatures=r.signatures[: h.clients[me]._threshold - 2]),  # too few
+        lambda me, r, h: dict(signatures=r.signatures + r.signatures[:1]),  # one signer twice
+        lambda me, r, h: dict(signatures=((r.signatures[0][0], b"\0" * 64),) + r.signatures[1:]),  # forged
+        lambda me, r, h: dict(signatures=((999, b"\0" * 64),) + r.signatures),  # not a neighbour
+        lambda me, r, h: dict(mask_sets=r.mask_sets[1:]),  # a survivor's mask set missing
+        lambda me, r, h: dict(mask_sets=r.mask_sets + r.mask_sets[:1]),  # twice
+        lambda me, r, h: dict(mask_sets=((r.mask_sets[0][0], bytes(len(r.mask_sets[0][1])),
+                                          r.mask_sets[0][2]),) + r.mask_sets[1:]),  # altered bits
+    ],
+)
+def test_unsafe_unmask_requests_are_refused(make_round, change):
     h = make_round(n=6)
     me = h.ids[0]
     request = _at_request(h)[me]
-    survivors, dropped = make_request(me, request)
-    with pytest.raises((UnsafeRequestError, MalformedMessageError)):
-        h.clients[me].handle(replace(request, survivors=survivors, dropped=dropped))
+    with pytest.raises((UnsafeRequestError, MalformedMessageError, BadSignatureError)):
+        h.clients[me].handle(replace(request, **change(me, request, h)))
     response = h.clients[me].handle(request)  # the genuine request still gets its answer
-    assert {p for p, _ in response.seed_shares} == set(request.survivors) | {me}
+    assert {p for p, _ in response.seed_shares} == set(h.ids)
     with pytest.raises(ReplayError):
         h.clients[me].handle(request)
-    other = replace(request, survivors=request.survivors[1:], dropped=request.dropped + request.survivors[:1])
-    with pytest.raises(OutOfStageError):  # a second, different view: never answered
-        h.clients[me].handle(other)
+
+
+def test_signatures_over_another_survivor_set_do_not_count(make_round):
+    """The split view: a server shows one client signatures over a set other than the one it
+    signed (say, the set it showed the other clients)."""
+    h = make_round(n=7)
+    me = h.ids[0]
+    request = _at_request(h)[me]
+    other_set = tuple(c for c in h.ids if c != h.ids[-1])
+    forged = _sign_survivors(h, [c for c in other_set if c != me], other_set, h.clients[me]._view)
+    with pytest.raises(BadSignatureError):
+        h.clients[me].handle(replace(request, signatures=forged))
+    h.clients[me].handle(request)
+
+
+def test_a_peer_that_did_not_mask_with_me_gets_no_seed_share(make_round):
+    """The isolation attack: the server forwards a victim's shares to a few clients only, so
+    that its input is masked with nobody the server cannot unmask; a neighbour whose seed share
+    it then asks for refuses unless the victim signed that it masked with that neighbour."""
+    h = make_round(n=6)
+    me, victim = h.ids[0], h.ids[1]
+    request = _at_request(h)[me]
+    view = h.clients[me]._view
+    neighbours = sorted(view.neighbours(victim))
+    without_me = statements.bitmap([c for c in neighbours if c != me], neighbours)
+    statement = statements.mask_statement(view.digest, h.config.round_id, victim, without_me)
+    signed = (victim, without_me, crypto.sign(h.keys[victim], statement))
+    mask_sets = tuple(signed if p == victim else (p, b, s) for p, b, s in request.mask_sets)
+    with pytest.raises(UnsafeRequestError):
+        h.clients[me].handle(replace(request, mask_sets=mask_sets))
+    h.clients[me].handle(request)
 
 
 # make_round only returns the Harness class, so sharing it across examples is harmless.
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_never_both_shares_of_one_peer(make_round, data):
+    """Whatever survivor set the server makes a client sign (with enough signatures over it),
+    the client reveals a seed share or a key share of each peer, never both."""
     h = make_round(n=7, seed=b"both")
     me = h.ids[0]
-    request = _at_request(h)[me]
-    partners = sorted(request.survivors + request.dropped)
-    labels = data.draw(st.lists(st.sampled_from(["s", "d", "both", "none"]), min_size=len(partners), max_size=len(partners)))
-    survivors = tuple(p for p, x in zip(partners, labels) if x in ("s", "both"))
-    dropped = tuple(p for p, x in zip(partners, labels) if x in ("d", "both"))
-    asked = replace(request, survivors=survivors, dropped=dropped)
+    requests = _at_consistency(h)
+    others = [c for c in h.ids if c != me]
+    chosen = data.draw(st.lists(st.sampled_from(others), unique=True, min_size=4))
+    survivors = tuple(sorted({me, *chosen}))
+    client = h.clients[me]
     try:
-        response = h.clients[me].handle(asked)
-    except (UnsafeRequestError, MalformedMessageError):
-        assert "both" in labels or "none" in labels or len(survivors) + 1 < h.clients[me]._threshold
+        client.handle(replace(requests[me], survivors=survivors))
+    except UnsafeRequestError:
+        assert len(survivors) < client._threshold
         return
+    view = client._view
+    signatures = _sign_survivors(h, [c for c in survivors if c != me], survivors, view)
+    mask_sets = tuple((p, *h.server._masked[p]) for p in sorted(set(survivors) - {me}))
+    response = client.handle(UnmaskRequest(h.config.round_id, me, signatures, mask_sets))
     seeds = {p for p, _ in response.seed_shares}
     keys = {p for p, _ in response.key_shares}
     assert not (seeds & keys)
-    assert seeds == set(survivors) | {me} and keys == set(dropped)
+    assert seeds == set(survivors) and keys == set(h.ids) - set(survivors)
 
 
 def test_bad_inputs_at_construction(make_round):

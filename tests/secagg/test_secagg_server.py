@@ -11,7 +11,9 @@ from edgerec import ConfigError
 from edgerec.secagg import (
     ServerMachine,
     AdvertiseKeys,
+    BadCertificateError,
     BadSignatureError,
+    ConsistencyCheck,
     DuplicateSenderError,
     MalformedMessageError,
     MaskedInput,
@@ -32,7 +34,7 @@ from edgerec.secagg import crypto, shamir
 def _continue_and_check(h, stage_outbox: dict, stage: Stage) -> None:
     """From the server's outbox for ``stage``, finish honestly; the sum must be everyone's."""
     outbox = stage_outbox
-    for current in (Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK):
+    for current in (Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASK):
         if current < stage:
             continue
         h.reply(outbox)
@@ -84,7 +86,7 @@ def test_replays_are_rejected_even_in_a_later_stage(make_round):
     masked = h.reply(forwarded)
     with pytest.raises(ReplayError):  # a replayed masked input must not be added twice
         h.server.receive(masked[h.ids[3]])
-    _continue_and_check(h, h.server.advance(), Stage.UNMASK)
+    _continue_and_check(h, h.server.advance(), Stage.CONSISTENCY)
 
 
 def test_wrong_lengths_are_rejected(make_round):
@@ -105,7 +107,7 @@ def test_wrong_lengths_are_rejected(make_round):
         with pytest.raises(WrongLengthError):
             h.server.receive(_resigned(h, masked[first], vector=bad))
     h.send(masked)
-    _continue_and_check(h, h.server.advance(), Stage.UNMASK)
+    _continue_and_check(h, h.server.advance(), Stage.CONSISTENCY)
 
 
 def test_a_second_different_message_from_one_sender_is_a_duplicate(make_round):
@@ -123,7 +125,7 @@ def test_a_second_different_message_from_one_sender_is_a_duplicate(make_round):
     with pytest.raises(DuplicateSenderError):  # the first masked input stays, once
         h.server.receive(sign_message(MaskedInput.from_array(h.config.round_id, first, tweaked), h.keys[first]))
     assert shares
-    _continue_and_check(h, h.server.advance(), Stage.UNMASK)
+    _continue_and_check(h, h.server.advance(), Stage.CONSISTENCY)
 
 
 def test_out_of_stage_messages_are_rejected(make_round):
@@ -145,13 +147,27 @@ def test_out_of_stage_messages_are_rejected(make_round):
         h.server.receive(masked_from_dropout)
     h.reply(forwarded)
     requests = h.server.advance()
-    with pytest.raises(OutOfStageError):  # was not asked to unmask
+    with pytest.raises(OutOfStageError):  # was not asked to sign the survivors
+        h.server.receive(sign_message(ConsistencyCheck(h.config.round_id, dropout, bytes(64)), h.keys[dropout]))
+    with pytest.raises(OutOfStageError):  # nor, later, to unmask
         h.server.receive(sign_message(UnmaskResponse(h.config.round_id, dropout, (), ()), h.keys[dropout]))
-    h.reply(requests)
-    h.server.advance()
+    h.finish(requests)
     survivors = [c for c in h.ids if c not in (late, dropout)]
     assert h.server.result.survivors == frozenset(survivors)
     assert np.array_equal(h.server.result.total, h.expected(survivors))
+
+
+def test_an_uncertified_advertisement_is_rejected(make_round):
+    h = make_round()
+    first = h.ids[0]
+    advert = h.clients[first].advertise()
+    other = h.certify(h.ids[1], h.identities[h.ids[1]])  # a real certificate, someone else's
+    for bad in (b"", other, advert.certificate[:-1] + bytes([advert.certificate[-1] ^ 1])):
+        with pytest.raises(BadCertificateError):
+            h.server.receive(_resigned(h, advert, certificate=bad))
+    h.server.receive(advert)
+    h.advertise(h.ids[1:])
+    _continue_and_check(h, h.server.advance(), Stage.SHARE_KEYS)
 
 
 def test_unknown_sender_is_rejected(make_round):
@@ -178,7 +194,19 @@ def test_malformed_contents_are_rejected(make_round):
         with pytest.raises(MalformedMessageError):
             h.server.receive(_resigned(h, shares[first], ciphertexts=bad))
     h.send(shares)
-    h.reply(h.server.advance())
+    masked = h.reply(h.server.advance(), send=False)
+    good_masked = masked[first]
+    bits = bytearray(good_masked.mask_set)
+    bits[0] ^= 0x80  # claims one neighbour more or less than the server forwarded to it
+    for bad in (replace(good_masked, mask_set=bytes(bits)),
+                replace(good_masked, mask_signature=bytes(64))):
+        with pytest.raises((MalformedMessageError, BadSignatureError)):
+            h.server.receive(sign_message(bad, h.keys[first]))
+    h.send(masked)
+    checks = h.reply(h.server.advance(), send=False)
+    with pytest.raises(BadSignatureError):  # signed some other set
+        h.server.receive(_resigned(h, checks[first], survivors_signature=bytes(64)))
+    h.send(checks)
     responses = h.reply(h.server.advance(), send=False)
     good = responses[first]
     peer = good.seed_shares[0][0]
@@ -223,6 +251,7 @@ def test_a_lying_key_share_aborts_instead_of_a_wrong_sum(make_round):
     h.advertise()
     h.reply(h.server.advance())
     h.reply(h.server.advance(), who=h.ids[:-1])
+    h.reply(h.server.advance())
     responses = h.reply(h.server.advance(), send=False)
     liar = h.ids[0]  # the smallest x, so its share is among the t used
     lie = responses[liar]
@@ -235,8 +264,9 @@ def test_a_lying_key_share_aborts_instead_of_a_wrong_sum(make_round):
 
 
 def test_a_lying_seed_share_is_caught_by_a_spare_share(make_round):
-    h = make_round(n=6)  # t = 4, six seed shares per survivor
+    h = make_round(n=6)  # t = 5, six seed shares per survivor
     h.advertise()
+    h.reply(h.server.advance())
     h.reply(h.server.advance())
     h.reply(h.server.advance())
     responses = h.reply(h.server.advance(), send=False)

@@ -10,6 +10,8 @@ from hypothesis import given, settings, strategies as st
 
 from edgerec.secagg import (
     AdvertiseKeys,
+    ConsistencyCheck,
+    ConsistencyRequest,
     MalformedMessageError,
     MessageRejectedError,
     WrongLengthError,
@@ -36,20 +38,24 @@ field = st.integers(0, shamir.PRIME - 1)
 pairs_blob = st.lists(st.tuples(ids, st.binary(max_size=100)), max_size=6).map(tuple)
 pairs_share = st.lists(st.tuples(ids, field), max_size=6).map(tuple)
 id_tuple = st.lists(ids, max_size=20).map(tuple)
-peer = st.builds(PeerKeys, ids, blob32, blob32, blob32, st.binary(min_size=64, max_size=64))
+certificate = st.binary(max_size=127)
+peer = st.builds(PeerKeys, ids, blob32, blob32, blob32, st.binary(min_size=64, max_size=64), certificate)
+triples = st.lists(st.tuples(ids, st.binary(max_size=20), st.binary(max_size=64)), max_size=6).map(tuple)
 
 messages = st.one_of(
-    st.builds(AdvertiseKeys, rounds, ids, blob32, blob32, sig),
+    st.builds(AdvertiseKeys, rounds, ids, blob32, blob32, certificate, sig),
     st.builds(ShareKeys, rounds, ids, pairs_blob, sig),
     st.builds(
-        lambda r, s, v, g: MaskedInput(r, s, np.asarray(v, dtype=np.uint32).tobytes(), g),
-        rounds, ids, st.lists(st.integers(0, 2**32 - 1), max_size=50), sig,
+        lambda r, s, v, b, m, g: MaskedInput(r, s, np.asarray(v, dtype=np.uint32).tobytes(), b, m, g),
+        rounds, ids, st.lists(st.integers(0, 2**32 - 1), max_size=50), st.binary(max_size=20), sig, sig,
     ),
+    st.builds(ConsistencyCheck, rounds, ids, sig, sig),
     st.builds(UnmaskResponse, rounds, ids, pairs_share, pairs_share, sig),
     st.builds(KeyList, rounds, ids, blob32, st.integers(0, 500), st.integers(0, 500), id_tuple,
               st.lists(peer, max_size=4).map(tuple)),
     st.builds(ForwardedShares, rounds, ids, pairs_blob),
-    st.builds(UnmaskRequest, rounds, ids, id_tuple, id_tuple),
+    st.builds(ConsistencyRequest, rounds, ids, id_tuple),
+    st.builds(UnmaskRequest, rounds, ids, pairs_blob, triples),
 )
 
 
@@ -81,7 +87,7 @@ def test_trailing_bytes_raise_wrong_length(msg, extra):
 @given(junk=st.binary(max_size=200), keep_header=st.booleans())
 def test_arbitrary_bytes_raise_only_message_rejected(junk, keep_header):
     # With a valid header, the body parser itself gets fuzzed.
-    data = (b"SA\x01" + bytes([junk[0] % 8]) + bytes(8) + junk[1:]) if keep_header and junk else junk
+    data = (b"SA\x02" + bytes([junk[0] % 10]) + bytes(8) + junk[1:]) if keep_header and junk else junk
     try:
         decode(data)
     except MessageRejectedError:
@@ -92,20 +98,21 @@ def test_vector_is_raw_little_endian_uint32():
     values = np.array([1, 2**32 - 1, 0x01020304], dtype=np.uint32)
     raw = encode(MaskedInput.from_array(5, 6, values))
     assert values.astype("<u4").tobytes() in raw
-    # header 12 + sender 4 + count 4 + data + empty signature 2
-    assert len(raw) == 12 + 4 + 4 + 4 * len(values) + 2
+    # header 12 + sender 4 + empty mask set 2 + empty mask signature 2 + count 4 + data
+    # + empty signature 2
+    assert len(raw) == 12 + 4 + 2 + 2 + 4 + 4 * len(values) + 2
     assert decode(raw).values.tolist() == values.tolist()
 
 
 def test_bad_magic_version_and_type_are_malformed():
-    raw = encode(UnmaskRequest(1, 2, (3,), (4,)))
+    raw = encode(ConsistencyRequest(1, 2, (3, 4)))
     for bad in (b"XX" + raw[2:], raw[:2] + b"\x09" + raw[3:], raw[:3] + b"\x63" + raw[4:]):
         with pytest.raises(MalformedMessageError):
             decode(bad)
 
 
 def test_forged_huge_count_is_refused_before_allocation():
-    header = b"SA\x01\x07" + bytes(8)
+    header = b"SA\x02\x08" + bytes(8)
     data = header + struct.pack(">II", 1, 2**32 - 1)  # recipient 1, then 4 billion survivors
     with pytest.raises(WrongLengthError):
         decode(data)
@@ -113,7 +120,7 @@ def test_forged_huge_count_is_refused_before_allocation():
 
 def test_unencodable_fields_are_malformed():
     with pytest.raises(MalformedMessageError):
-        encode(UnmaskRequest(1, 2**32, (), ()))
+        encode(ConsistencyRequest(1, 2**32, ()))
     with pytest.raises(MalformedMessageError):
         encode(AdvertiseKeys(1, 2, b"x" * 70000, b""))
 
@@ -124,9 +131,10 @@ def test_signature_covers_every_field():
     msg = sign_message(AdvertiseKeys(1, 2, b"a" * 32, b"b" * 32), key)
     assert signature_ok(msg, public)
     for changed in (
-        AdvertiseKeys(2, 2, b"a" * 32, b"b" * 32, msg.signature),
-        AdvertiseKeys(1, 3, b"a" * 32, b"b" * 32, msg.signature),
-        AdvertiseKeys(1, 2, b"b" * 32, b"a" * 32, msg.signature),
+        AdvertiseKeys(2, 2, b"a" * 32, b"b" * 32, signature=msg.signature),
+        AdvertiseKeys(1, 3, b"a" * 32, b"b" * 32, signature=msg.signature),
+        AdvertiseKeys(1, 2, b"b" * 32, b"a" * 32, signature=msg.signature),
+        AdvertiseKeys(1, 2, b"a" * 32, b"b" * 32, b"cert", msg.signature),
         ShareKeys(1, 2, (), msg.signature),
     ):
         assert not signature_ok(changed, public)

@@ -72,6 +72,7 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Manifest":
+        """Parse manifest bytes; a ``BundleFormatError`` for anything but a well-typed manifest."""
         try:
             data = json.loads(raw)
             if data.get("format") != FORMAT:
@@ -80,11 +81,29 @@ class Manifest:
                 raise BundleFormatError(
                     f"bundle format version {data.get('format_version')!r} is not supported "
                     f"(this edgerec reads version {FORMAT_VERSION})")
-            return cls(**data)
+            manifest = cls(**data)
         except BundleFormatError:
             raise
         except (ValueError, TypeError, AttributeError) as exc:
             raise BundleFormatError(f"malformed manifest: {exc}") from exc
+        manifest._check_types()
+        return manifest
+
+    def _check_types(self) -> None:
+        # Devices decide "newer" by comparing model_version (rollback protection): a signed
+        # "9" or 9.5 or true must be a format error, not a TypeError or a wrong comparison.
+        def is_int(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not is_int(self.model_version):
+            raise BundleFormatError(f"malformed manifest: model_version {self.model_version!r} is not an int")
+        if self.parent_version is not None and not is_int(self.parent_version):
+            raise BundleFormatError(f"malformed manifest: parent_version {self.parent_version!r} is not an int")
+        if self.created_at is not None and not isinstance(self.created_at, str):
+            raise BundleFormatError(f"malformed manifest: created_at {self.created_at!r} is not a str")
+        if not isinstance(self.files, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.files.items()):
+            raise BundleFormatError("malformed manifest: files must map names to SHA-256 hex")
 
 
 @dataclass(frozen=True, eq=False)

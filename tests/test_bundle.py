@@ -89,6 +89,13 @@ def test_edited_manifest_breaks_the_signature(signed, key, tmp_path):
     (lambda m: m.update(format="zip"), "not an edgerec bundle"),
     (lambda m: m["files"].pop("model.int8.onnx"), "no hash"),
     (lambda m: m.update(unexpected=1), "malformed"),
+    # "newer" is decided on model_version (rollback protection): it must be a real int
+    (lambda m: m.update(model_version="9"), "model_version '9' is not an int"),
+    (lambda m: m.update(model_version=True), "model_version True is not an int"),
+    (lambda m: m.update(model_version=8.5), "model_version 8.5 is not an int"),
+    (lambda m: m.update(parent_version="6"), "parent_version '6' is not an int"),
+    (lambda m: m.update(created_at=1700000000), "created_at 1700000000 is not a str"),
+    (lambda m: m.update(files=["model.int8.onnx"]), "malformed"),
 ])
 def test_malformed_manifest_is_a_format_error(signed, tmp_path, edit, error):
     copy = _copy(signed[0], tmp_path)

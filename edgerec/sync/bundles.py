@@ -6,9 +6,11 @@ Server side: ``archive = pack_bundle(folder)``. Device side::
 
 ``install_bundle`` unpacks into a staging folder next to the target, refuses anything odd in
 the archive (paths with folders or ``..``, links, duplicates, too many or too large members),
-verifies the manifest signature and every file hash with ``edgerec.bundle.load_bundle``, and
-only then swaps the folder in atomically (``edgerec.bundle.replace_dir``). If anything fails,
-the staging folder is removed and the bundle already installed stays as it was.
+verifies the manifest signature and every file hash with ``edgerec.bundle.load_bundle``,
+refuses any member the signed manifest does not list, refuses a signed bundle that is not
+newer than ``newer_than`` (rollback), and only then swaps the folder in atomically
+(``edgerec.bundle.replace_dir``). If anything fails, the staging folder is removed and the
+bundle already installed stays as it was.
 """
 
 from __future__ import annotations
@@ -19,15 +21,31 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .._exceptions import BundleFormatError
-from ..bundle import Bundle, Manifest, load_bundle, replace_dir
+from .._exceptions import BundleError, BundleFormatError
+from ..bundle import MANIFEST_FILE, SIGNATURE_FILE, Bundle, Manifest, load_bundle, replace_dir
 
-__all__ = ["MAX_ARCHIVE_MEMBERS", "MAX_UNPACKED_BYTES", "install_bundle", "pack_bundle",
-           "verify_archive"]
+__all__ = ["MAX_ARCHIVE_MEMBERS", "MAX_UNPACKED_BYTES", "BundleRollbackError", "install_bundle",
+           "pack_bundle", "verify_archive"]
 
 MAX_ARCHIVE_MEMBERS = 32
 MAX_UNPACKED_BYTES = 2 * 1024**3  # a zip bomb stops here, far above any real bundle
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # same folder, same bytes: stable ETags
+
+
+class BundleRollbackError(BundleError):
+    """A validly signed bundle that is not newer than the one this device has (a rollback).
+
+    Attributes:
+        manifest: the offered bundle's manifest (its signature verified).
+        installed: the version it had to exceed (the highest this device ever installed).
+    """
+
+    def __init__(self, manifest: Manifest, installed: int) -> None:
+        created = f", created {manifest.created_at}" if manifest.created_at else ""
+        super().__init__(
+            f"rollback refused: the server offered signed model {manifest.model_version}{created}, "
+            f"which is not newer than model {installed} this device has installed")
+        self.manifest, self.installed = manifest, installed
 
 
 def pack_bundle(folder: str | Path) -> bytes:
@@ -46,17 +64,21 @@ def pack_bundle(folder: str | Path) -> bytes:
     return out.getvalue()
 
 
-def install_bundle(archive: bytes, target_dir: str | Path, public_key: bytes | str) -> Bundle:
+def install_bundle(archive: bytes, target_dir: str | Path, public_key: bytes | str, *,
+                   newer_than: int | None = None) -> Bundle:
     """Verify ``archive`` against ``public_key`` and install it at ``target_dir`` atomically.
 
-    Raises a ``BundleError`` (format, integrity or signature) and changes nothing on failure.
+    With ``newer_than``, a bundle whose signed ``model_version`` is not greater raises
+    :class:`BundleRollbackError` (the decision rests on the signed manifest only). Raises a
+    ``BundleError`` (format, integrity, signature, rollback) and changes nothing on failure.
     """
     target = Path(target_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incoming-", dir=target.parent))
     try:
-        _unpack(archive, staging)
-        load_bundle(staging, public_key=public_key)  # signature + every hash, before the swap
+        manifest = _unpack_verified(archive, staging, public_key)
+        if newer_than is not None and manifest.model_version <= newer_than:
+            raise BundleRollbackError(manifest, newer_than)
         replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -67,11 +89,28 @@ def install_bundle(archive: bytes, target_dir: str | Path, public_key: bytes | s
 def verify_archive(archive: bytes, public_key: bytes | str) -> Manifest:
     """The manifest of ``archive`` if it is a bundle signed by ``public_key``; else a BundleError."""
     with tempfile.TemporaryDirectory(prefix="edgerec-verify-") as tmp:
-        _unpack(archive, Path(tmp))
-        return load_bundle(tmp, public_key=public_key).manifest
+        return _unpack_verified(archive, Path(tmp), public_key)
 
 
-def _unpack(archive: bytes, into: Path) -> None:
+def _unpack_verified(archive: bytes, into: Path, public_key: bytes | str) -> Manifest:
+    """Unpack ``archive`` into ``into`` and check everything; the verified manifest."""
+    names = _unpack(archive, into)
+    manifest = load_bundle(into, public_key=public_key).manifest  # signature + every hash
+    _check_listed(names, manifest)
+    return manifest
+
+
+def _check_listed(names: list[str], manifest: Manifest) -> None:
+    # load_bundle checks only the files the manifest lists; anything else in the archive would
+    # be installed next to them unverified (and could be read by a later edgerec), so refuse it.
+    allowed = {MANIFEST_FILE, SIGNATURE_FILE, *manifest.files}
+    unlisted = sorted(set(names) - allowed)
+    if unlisted:
+        raise BundleFormatError(f"bundle archive members {unlisted} are not in the signed manifest")
+
+
+def _unpack(archive: bytes, into: Path) -> list[str]:
+    """Write the archive's members into ``into``; their names."""
     try:
         with zipfile.ZipFile(io.BytesIO(archive)) as zf:
             members = zf.infolist()
@@ -79,6 +118,7 @@ def _unpack(archive: bytes, into: Path) -> None:
             for info in members:
                 with zf.open(info) as src, open(into / info.filename, "xb") as dst:
                     shutil.copyfileobj(src, dst)
+            return [info.filename for info in members]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as exc:
         if isinstance(exc, FileExistsError):
             raise BundleFormatError("bundle archive lists a file twice") from exc

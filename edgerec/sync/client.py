@@ -37,13 +37,13 @@ from .._exceptions import (BundleError, ConfigError, EdgeRecError, MessageReject
                            RoundAbortedError)
 from ..finetune import FineTuneConfig
 from .api import DeviceIdentity, ServerApi, new_identity_key
-from .bundles import install_bundle
+from .bundles import BundleRollbackError, install_bundle
 from .device import SyncRecords, device_epsilon
 from .errors import ProtocolError, ServerRejectedError, SyncError, TransportError
 from .messages import RoundAnnouncement
 from .participant import RoundParticipant
 from .retry import Backoff
-from .transport import HttpxTransport, Transport
+from .transport import HttpxTransport, Transport, check_server_url
 
 if TYPE_CHECKING:
     from ..client import EdgeRec
@@ -70,7 +70,11 @@ class SyncStatus(str, Enum):
     PARTICIPATED = "participated"  # sent a delta to a round that completed
     ROUND_ABORTED = "round_aborted"  # the round ended without a result (too few survivors)
     BUNDLE_INSTALLED = "bundle_installed"  # a newer signed bundle was installed
-    BUNDLE_REJECTED = "bundle_rejected"  # a downloaded bundle failed its checks; old one kept
+    # A downloaded bundle failed its checks, or is validly signed but its signed model_version
+    # is not above the highest this device installed (the message then starts "rollback
+    # refused"); the old one is kept. One status for both: either way the server sent a bundle
+    # this device will not run, and the app's reaction (keep serving, report) is the same.
+    BUNDLE_REJECTED = "bundle_rejected"
     SERVER_ERROR = "server_error"  # the server refused a request or answered garbage
     DEVICE_ERROR = "device_error"  # this device failed (its database, disk); nothing sent
 
@@ -142,6 +146,8 @@ class SyncSession:
         poll_interval, stage_timeout: while waiting for the server in a round.
         sleep, clock, jitter, key_rng, noise_rng: injected time and randomness (tests).
         dp_delta: the delta of the device's own epsilon on the ledger.
+        insecure_http_hosts: host names the app accepts plain ``http://`` to (opt-in by name);
+            without it ``http://`` is refused (ConfigError) except to loopback.
     """
 
     def __init__(self, rec: EdgeRec, server_url: str, *, enrolment_token: str | None = None,
@@ -153,8 +159,10 @@ class SyncSession:
                  clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] = random.random,
                  key_rng: Callable[[int], bytes] = os.urandom,
-                 noise_rng: np.random.Generator | None = None, dp_delta: float = 1e-5) -> None:
-        _check_args(server_url, enrolment_token, server_key, allow, budget, backoff, timeout)
+                 noise_rng: np.random.Generator | None = None, dp_delta: float = 1e-5,
+                 insecure_http_hosts: tuple[str, ...] = ()) -> None:
+        _check_args(server_url, enrolment_token, server_key, allow, budget, backoff, timeout,
+                    insecure_http_hosts)
         self.rec, self.url = rec, server_url.rstrip("/")
         self.token, self.server_key = enrolment_token, server_key
         self.allow, self.budget = allow or SyncConditions(), budget or FEDERATED_FINETUNE
@@ -281,24 +289,41 @@ class SyncSession:
         return None
 
     def _update_bundle(self) -> None:
-        """Install the server's newest bundle if it is newer than ours (raises BundleError)."""
+        """Install the server's bundle if its *signed* version is newer than any this device
+        ran or installed; the same version as the running one is left alone (up to date);
+        anything older raises BundleRollbackError (other checks: BundleError).
+
+        The response's X-Edgerec-Model-Version header is unsigned and never consulted: a lying
+        header could otherwise install an old bundle or hide a new one. The ETag only spares
+        re-downloading the archive installed last.
+        """
         if self.server_key is None:
             return
+        # The floor: the highest version ever installed, at least the running bundle's (so a
+        # device that never synced starts from the bundle it was opened with).
+        floor = self.records.raise_installed_version(self.rec.model_version)
         try:
             download = self._retry(lambda: self._api().latest_bundle(self.records.etag()))
         except ServerRejectedError as exc:
             if exc.status != 404:  # 404: the server has no model yet; nothing to install
                 raise
             return
-        if download is None or download.model_version < self.rec.model_version:
-            return
-        if download.model_version == self.rec.model_version:
-            self.records.save_etag(download.etag, download.model_version)
+        if download is None:
             return
         from ..scoring import Scorer
 
-        bundle = install_bundle(download.archive, self.bundle_dir, self.server_key)
+        try:
+            bundle = install_bundle(download.archive, self.bundle_dir, self.server_key, newer_than=floor)
+        except BundleRollbackError as exc:
+            if not exc.manifest.model_version == floor == self.rec.model_version:
+                raise  # older than what this device runs or once ran: a rollback
+            # The version running here (the first sync after enrolment; or the server's own
+            # signature of the bundle the app shipped): up to date, nothing is installed, and
+            # the ETag spares the next download.
+            self.records.save_etag(download.etag, exc.manifest.model_version)
+            return
         self.rec._install(bundle, Scorer(bundle.model_path, len(bundle.catalogue), bundle.config.history))
+        self.records.raise_installed_version(bundle.version)
         self.records.save_etag(download.etag, bundle.version)
         self._installed = True
 
@@ -373,9 +398,8 @@ def sync(rec: EdgeRec, server_url: str, **options: object) -> SyncResult:
 
 
 def _check_args(url: object, token: object, key: object, allow: object, budget: object,
-                backoff: object, timeout: object) -> None:
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ConfigError(f"server_url must be an http(s) URL, got {url!r}")
+                backoff: object, timeout: object, insecure_http_hosts: object = ()) -> None:
+    check_server_url(url, insecure_http_hosts)  # https, or http to loopback / a named host
     if token is not None and (not isinstance(token, str) or not token):
         raise ConfigError("enrolment_token must be a non-empty str or None")
     if key is not None and not isinstance(key, (bytes, str)):

@@ -2,7 +2,12 @@
 
 - ``sync_identity``: device id, Ed25519 identity key and bearer credential, and the server
   they belong to. Secret: it lives in the app's own database file like the events do.
-- ``sync_bundle_etag``: the ETag of the last bundle installed from the server.
+- ``sync_bundle_etag``: the ETag of the last bundle installed from the server, or found to be
+  the version already running (a cache hint only: it saves re-downloading the same archive, it
+  never decides what gets installed).
+- ``sync_installed_version``: the highest signed model version this device ever ran or
+  installed (never lowered). A bundle is installed only if its signed version exceeds it, so a
+  server cannot roll the device back, even after a restart or with a stale bundle folder.
 - ``sync_rounds``: the rounds this device sent a delta to (id and noise multiplier), which is
   what its own privacy charge is computed from.
 - ``sync_last_count``: the number of stored events when the device last took part, so that
@@ -23,6 +28,7 @@ from .api import DeviceIdentity
 __all__ = ["SyncRecords", "device_epsilon"]
 
 _IDENTITY, _ETAG, _ROUNDS, _COUNT = "sync_identity", "sync_bundle_etag", "sync_rounds", "sync_last_count"
+_INSTALLED = "sync_installed_version"
 
 
 @dataclass
@@ -74,6 +80,26 @@ class SyncRecords:
 
     def save_etag(self, etag: str, model_version: int) -> None:
         self._put(_ETAG, etag, model_version)
+
+    def installed_version(self) -> int | None:
+        """The highest model version this device ever ran or installed; None before any sync."""
+        saved = self._get(_INSTALLED)
+        if saved is None:
+            return None
+        if isinstance(saved, bool) or not isinstance(saved, int):
+            raise StoreError(f"device state {_INSTALLED!r} is not an int")
+        return saved
+
+    def raise_installed_version(self, version: int) -> int:
+        """Record ``version`` as installed unless a higher one already is; the highest.
+
+        Never lowers the record: it is the floor that makes an older signed bundle a rollback.
+        """
+        saved = self.installed_version()
+        if saved is not None and saved >= version:
+            return saved
+        self._put(_INSTALLED, int(version), int(version))
+        return int(version)
 
     # -- participation -----------------------------------------------------------------------
     def rounds(self) -> list[dict[str, Any]]:

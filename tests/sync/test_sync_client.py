@@ -17,21 +17,26 @@ import edgerec
 from edgerec._exceptions import ConfigError
 from edgerec.bundle import load_bundle, write_bundle
 from edgerec.signing import generate_signing_key, public_key_bytes, sign_bytes
-from edgerec.sync import (Backoff, EnrolResponse, ErrorBody, Response, SyncConditions, SyncStatus,
-                          encode, pack_bundle)
+from edgerec.sync import (Backoff, EnrolResponse, ErrorBody, Response, RoundAnnouncement,
+                          SyncConditions, SyncSession, SyncStatus, encode, pack_bundle)
+from edgerec.sync.device import SyncRecords
+from edgerec.sync.transport import check_server_url
 
-URL = "http://fl.test"
+URL = "https://fl.test"  # plain http is refused for non-loopback hosts (see test_http_*)
 
 
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory, trained_bundle):
-    """(public key, {version: archive}, folder of version 1) signed by one server key."""
+    """(public key, {version: archive}, folder of version 1) signed by one server key.
+
+    ``archives["1b"]`` is another, validly signed bundle that also says it is version 1."""
     key = generate_signing_key()
     src = load_bundle(trained_bundle)
     archives, folders = {}, {}
-    for version in (1, 2):
+    for version, hyper in ((1, {}), (2, {}), ("1b", {"other": True})):
         folder = tmp_path_factory.mktemp(f"v{version}") / "bundle"
-        write_bundle(folder, src.params, src.catalogue, src.config, model_version=version,
+        write_bundle(folder, src.params, src.catalogue, src.config,
+                     model_version=1 if version == "1b" else version, hyperparameters=hyper,
                      sign=lambda raw: sign_bytes(key, raw))
         archives[version], folders[version] = pack_bundle(folder), folder
     return public_key_bytes(key), archives, folders[1]
@@ -227,3 +232,143 @@ def test_bad_arguments_are_programmer_errors(device):
         device.sync(URL, allow={"unmetered": True})
     with pytest.raises(ConfigError):
         SyncConditions(min_new_interactions=-1)
+
+
+# -- rollback and freeze protection: only the signed manifest decides what is newer ---------------
+def _files(rec):
+    return {p.name: p.read_bytes() for p in rec.bundle.path.iterdir()}
+
+
+def _records(rec):
+    return SyncRecords(rec._state, rec._clock)
+
+
+def test_the_installed_version_is_recorded_from_the_opened_bundle_then_from_installs(device, signed):
+    key, archives, _ = signed
+    assert _records(device).installed_version() is None
+    _sync(device, FakeServer(None), server_key=key)  # the server has no model yet (404)
+    assert _records(device).installed_version() == 1  # the bundle the device was opened with
+    _sync(device, FakeServer(archives[2]), server_key=key)
+    assert _records(device).installed_version() == 2
+    assert _records(device).raise_installed_version(1) == 2  # never lowered
+
+
+def test_an_older_signed_bundle_with_a_header_saying_newer_is_refused(device, signed):
+    key, archives, _ = signed
+    assert _sync(device, FakeServer(archives[2]), server_key=key)[0].status == SyncStatus.BUNDLE_INSTALLED
+    files, before = _files(device), device.recommend("u1", k=5)
+    result, _ = _sync(device, FakeServer(archives[1], version=9), server_key=key)  # header: 9
+    assert result.status == SyncStatus.BUNDLE_REJECTED and not result.ok
+    assert "rollback refused" in result.message and "signed model 1" in result.message
+    assert "model 2 this device has installed" in result.message
+    assert result.model_version_after == 2 and device.model_version == 2
+    assert _files(device) == files and device.recommend("u1", k=5) == before
+    assert _records(device).etag() == '"v2"'  # the refused archive's ETag is not remembered
+
+
+def test_a_newer_signed_bundle_with_a_header_saying_older_is_installed(device, signed):
+    key, archives, _ = signed
+    result, _ = _sync(device, FakeServer(archives[2], version=0), server_key=key)  # header: 0
+    assert result.status == SyncStatus.BUNDLE_INSTALLED and result.model_version_after == 2
+    assert "installed model 2" in result.message
+    assert load_bundle(device.bundle.path, public_key=key).version == 2
+
+
+def test_another_signed_bundle_with_the_installed_version_is_not_installed(device, signed):
+    # Equal is not newer: nothing is installed. Not an error either: it is what a server sends
+    # when it re-signed the bundle the app shipped (edgerec-server init imports it as version 1).
+    key, archives, _ = signed
+    files = _files(device)
+    result, _ = _sync(device, FakeServer(archives["1b"], version=2), server_key=key)  # header: 2
+    assert result.status == SyncStatus.NO_ROUND and result.model_version_after == 1
+    assert device.model_version == 1 and _files(device) == files
+    assert device.bundle.manifest.hyperparameters == {}
+
+
+def test_the_bundle_already_running_is_up_to_date_not_an_error(device, signed):
+    key, archives, _ = signed
+    files = _files(device)
+    result, _ = _sync(device, FakeServer(archives[1], version=1), server_key=key)
+    assert result.status == SyncStatus.NO_ROUND and result.ok and device.model_version == 1
+    assert _files(device) == files and _records(device).etag() == '"v1"'  # next time: 304
+
+
+def test_the_version_installed_before_is_refused_once_a_newer_one_runs(device, signed):
+    key, archives, _ = signed
+    _sync(device, FakeServer(archives[2]), server_key=key)
+    result, _ = _sync(device, FakeServer(archives["1b"], version=3), server_key=key)
+    assert result.status == SyncStatus.BUNDLE_REJECTED and "rollback refused" in result.message
+    assert device.model_version == 2
+
+
+def test_the_recorded_version_is_the_floor_even_when_the_running_bundle_is_older(device, signed):
+    # E.g. the app put an old bundle folder back: the server still cannot go below what the
+    # device once installed.
+    key, archives, _ = signed
+    _records(device).raise_installed_version(3)
+    result, _ = _sync(device, FakeServer(archives[2], version=4), server_key=key)
+    assert result.status == SyncStatus.BUNDLE_REJECTED and "not newer than model 3" in result.message
+    assert device.model_version == 1
+
+
+class _Announcing(FakeServer):
+    """A FakeServer that also announces a round built on ``base`` (an older model)."""
+
+    def __init__(self, archive: bytes, version: int, base: int):
+        super().__init__(archive, version)
+        self.base = base
+
+    def request(self, method, path, *, body=None, headers=None):
+        if path != "/v1/rounds/current":
+            return super().request(method, path, body=body, headers=headers)
+        self.requests.append((method, path, body))
+        ann = RoundAnnouncement(
+            round_id=5, vector_length=10, min_participants=2, max_participants=4, threshold=2,
+            graph="complete", degree=None, clip=1.0, noise_multiplier=0.0, min_survivors=2,
+            base_model_version=self.base, stage="advertise", stage_deadline=time.time() + 60)
+        return Response(200, {}, encode(ann))
+
+
+def test_a_round_on_an_older_model_installs_nothing(device, signed):
+    key, archives, _ = signed
+    _sync(device, FakeServer(archives[2]), server_key=key)
+    files = _files(device)
+    server = _Announcing(archives[2], version=1, base=1)  # also a header saying 1
+    result, _ = _sync(device, server, server_key=key)
+    assert result.status == SyncStatus.MODEL_OUT_OF_DATE and "builds on model 1" in result.message
+    assert device.model_version == 2 and _files(device) == files
+    assert not any(p.endswith("/messages") for _, p, _ in server.requests)  # nothing was sent
+
+
+@pytest.mark.parametrize("url", [
+    "http://fl.example.com", "http://10.0.0.2:8000", "http://127.0.0.1.evil.test",
+    "http://localhost.evil.test", "http://127.0.0.1@evil.test/", "http://evil.test#@127.0.0.1",
+    "http://[fe80::1]:80", "ftp://127.0.0.1", "http://", "http://127.0.0.1:bad"])
+def test_http_to_a_non_loopback_host_is_refused(device, url):
+    with pytest.raises(ConfigError):
+        SyncSession(device, url, transport=FakeServer())
+    with pytest.raises(ConfigError):
+        device.sync(url, transport=FakeServer())
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8000", "http://127.8.9.10", "http://localhost:9", "http://LocalHost.",
+    "http://[::1]:8000/", "http://[::ffff:127.0.0.1]", "https://fl.example.com",
+    "https://10.0.0.2:8443/base"])
+def test_loopback_http_and_any_https_are_accepted(device, url):
+    assert check_server_url(url) == url
+    SyncSession(device, url, transport=FakeServer()).close()
+
+
+def test_http_to_a_host_the_app_names_is_accepted(device, signed):
+    lab = "http://Lab.Test:8000"
+    assert check_server_url(lab, ("lab.test",)) == lab
+    with pytest.raises(ConfigError, match="insecure_http_hosts"):
+        check_server_url("http://lab.test.evil.test", ("lab.test",))  # by exact name only
+    with pytest.raises(ConfigError, match="tuple of host names"):
+        check_server_url(lab, "lab.test")  # a str would mean its letters
+    with pytest.raises(ConfigError):
+        check_server_url(lab, ("",))
+    result = device.sync(lab, transport=FakeServer(signed[1][2]), enrolment_token="tok",
+                         server_key=signed[0], insecure_http_hosts=("lab.test",))
+    assert result.status == SyncStatus.BUNDLE_INSTALLED

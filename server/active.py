@@ -88,7 +88,8 @@ class ActiveRound:
             threshold=p.threshold, graph=p.graph, degree=p.degree, clip=p.clip,
             noise_multiplier=p.noise_multiplier, min_survivors=p.min_survivors,
             base_model_version=self.record.base_version, stage=UPLOAD_KINDS[stage],
-            stage_deadline=self.deadline())
+            stage_deadline=self.deadline(), sampling_rate=float(p.sampling_rate),
+            population=self.record.population)
 
     def store_outbox(self, stage: Stage, messages: dict) -> None:
         self.outbox[stage] = {u: encode(m) for u, m in messages.items()}

@@ -5,7 +5,7 @@ also while the server runs; it picks up new rounds within one tick).
 
     edgerec-server init --synthetic | --data ../shared/data/ml-100k | --bundle model-bundle/
     edgerec-server token create --ttl 86400 --uses 10
-    edgerec-server round open --min 10 --max 100 --clip 1 --noise 1 --deadline 300
+    edgerec-server round open --min 10 --expected 40 --clip 1 --noise 1 --deadline 300
     edgerec-server --data-dir ./state --port 8000          # serve (the default command)
     edgerec-server audit --json
 """
@@ -109,7 +109,7 @@ def _device(s: _Services, args: argparse.Namespace) -> int:
 
 def _round(s: _Services, args: argparse.Namespace) -> int:
     from .coordinator import open_round
-    from .rounds import RoundParams
+    from .rounds import RoundParams, rate_for_expected
 
     if args.action == "list":
         for r in s.state.rounds():
@@ -117,34 +117,48 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
                               "participants": r.participants, "survivors": r.survivors,
                               "model_version_out": r.out_version, "reason": r.reason}))
         return 0
+    if args.max is not None:
+        # A cap on a Poisson draw would make the cohort something the audit cannot account.
+        print("warning: --max is ignored: every device drawn into the cohort may take part "
+              "(set the cohort with --sample-rate or --expected)", file=sys.stderr)
+    now = time.time()
+    rate = args.sample_rate
+    if args.expected is not None:
+        rate = rate_for_expected(args.expected, len(s.state.active_devices(now)))
     deadlines = [float(v) for v in args.deadlines.split(",")] if args.deadlines else args.deadline
     params = RoundParams.from_dict({
-        "min_participants": args.min, "max_participants": args.max or args.min, "clip": args.clip,
+        "min_participants": args.min, "clip": args.clip, "sampling_rate": rate,
         "noise_multiplier": args.noise, "threshold": args.threshold, "colluders": args.colluders,
         "graph": args.graph, "degree": args.degree, "deadlines": deadlines,
         "strategy": args.strategy, "server_lr": args.server_lr, "quiet_close": args.quiet_close})
-    record = open_round(s.state, s.publisher, params, time.time())
-    print(json.dumps({"round_id": record.id, "members": record.population,
+    record = open_round(s.state, s.publisher, params, now)
+    members = sorted(s.state.members(record.id))
+    print(json.dumps({"round_id": record.id, "members": members, "cohort": len(members),
+                      "population": record.population, "sampling_rate": rate,
                       "threshold": record.params["threshold"]}))
     return 0
 
 
 def _audit(s: _Services, args: argparse.Namespace) -> int:
-    from .audit import audit_rows
+    from .audit import NEIGHBOURING_RELATION, audit_rows
 
-    rows = audit_rows(s.state, s.config.dp_delta)
+    rows = audit_rows(s.state, s.config.dp_delta, s.config.accountant)
     if args.json:
         print(json.dumps({"delta": s.config.dp_delta, "rounds": rows}, indent=1))
         return 0
-    print(f"{'round':>5} {'state':8} {'part':>4} {'surv':>4} {'clip':>6} {'z':>5} {'epsilon':>9}  versions")
+    print(f"{'round':>5} {'state':8} {'q':>6} {'cohort/N':>11} {'part':>4} {'surv':>4} {'clip':>6} "
+          f"{'z':>5} {'epsilon':>9}  versions")
     for r in rows:
         eps = "-" if r["cumulative_epsilon"] is None else f"{r['cumulative_epsilon']:.3f}"
         if r["state"] == "done" and not r["differentially_private"]:
             eps = "inf"
-        print(f"{r['round_id']:>5} {r['state']:8} {r['participants'] or 0:>4} {r['survivors'] or 0:>4} "
-              f"{r['clip']:>6g} {r['noise_multiplier']:>5g} {eps:>9}  "
+        drawn = f"{r['cohort']}/{r['population']}"
+        print(f"{r['round_id']:>5} {r['state']:8} {r['sampling_rate']:>6.3g} {drawn:>11} "
+              f"{r['participants'] or 0:>4} {r['survivors'] or 0:>4} {r['clip']:>6g} "
+              f"{r['noise_multiplier']:>5g} {eps:>9}  "
               f"{r['model_version_in']} -> {r['model_version_out'] or '-'}")
-    print(f"(epsilon at delta={s.config.dp_delta:g}, cumulative over completed rounds)")
+    print(f"(epsilon at delta={s.config.dp_delta:g}, cumulative over completed rounds, each one "
+          f"a cohort drawn from N devices; {NEIGHBOURING_RELATION} neighbouring relation)")
     return 0
 
 
@@ -197,8 +211,13 @@ def _parser() -> argparse.ArgumentParser:
     rnd = sub.add_parser("round", help="rounds").add_subparsers(dest="action", required=True)
     rnd.add_parser("list", parents=[common])
     op = rnd.add_parser("open", parents=[common])
-    op.add_argument("--min", type=int, default=3)
-    op.add_argument("--max", type=int, default=None, help="cohort cap (default: --min)")
+    op.add_argument("--min", type=int, default=3, help="fewest drawn devices the round needs")
+    draw = op.add_mutually_exclusive_group()
+    draw.add_argument("--sample-rate", type=float, default=1.0, metavar="Q",
+                      help="draw each active device with probability Q, in (0, 1] (default 1: all)")
+    draw.add_argument("--expected", type=int, default=None, metavar="K",
+                      help="Q = K / active devices (at most 1): K drawn on average")
+    op.add_argument("--max", type=int, default=None, help=argparse.SUPPRESS)  # ignored, warns
     op.add_argument("--clip", type=float, default=1.0)
     op.add_argument("--noise", type=float, default=0.0, help="noise multiplier z of the sum")
     op.add_argument("--threshold", type=int, default=None)

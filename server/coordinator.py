@@ -46,7 +46,7 @@ from .config import ServerConfig
 from .logs import log_event
 from .metrics import Metrics
 from .publisher import Publisher, flat_weights
-from .rounds import RoundParams
+from .rounds import RoundParams, draw_cohort
 from .state import DeviceRecord, RoundRecord, StateBackend
 
 __all__ = ["Coordinator", "open_round"]
@@ -58,18 +58,36 @@ _STATUS_OF = {ReplayError: 409, DuplicateSenderError: 409, OutOfStageError: 409,
 
 def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, now: float,
                seed: bytes | None = None) -> RoundRecord:
-    """Open a round on the latest model for every active device (usable without a server)."""
-    params = params.resolved()
+    """Open a round on the latest model for a Poisson sample of the active devices.
+
+    Each active device is drawn independently with probability ``params.sampling_rate``; the
+    drawn cohort is the round's members and its size its ``max_participants``. A draw smaller
+    than ``min_participants`` opens nothing (ConflictError): no member list, no announcement.
+    Usable without a server (the CLI opens rounds on the database directly).
+    """
+    params.check()  # a mistake in the parameters is reported before anything is drawn
     latest = publisher.latest()
     vector_length = int(flat_weights(publisher.load(latest.version)).size)
-    members = [d.id for d in state.active_devices(now)]
+    active = [d.id for d in state.active_devices(now)]
+    members = draw_cohort(active, params.sampling_rate)
     if len(members) < params.min_participants:
-        raise ConflictError(f"{len(members)} active devices; the round needs at least "
-                            f"{params.min_participants}")
+        raise ConflictError(
+            f"drew {len(members)} of {len(active)} active devices at sampling rate "
+            f"{params.sampling_rate:g}; the round needs at least {params.min_participants} "
+            "(nothing was opened: raise the sampling rate or lower the minimum, then try again)")
+    try:
+        params = params.for_cohort(len(members))
+    except BadRequestError as exc:
+        # The parameters passed check(): it is this draw that does not fit (a conflict, so
+        # that a schedule simply draws again on its next tick; nothing was opened).
+        raise ConflictError(
+            f"drew {len(members)} of {len(active)} active devices, too many for a minimum of "
+            f"{params.min_participants}: {exc} (nothing was opened; a lower sampling rate "
+            "draws fewer)") from None
     record = state.create_round(params.to_dict(), seed or os.urandom(32), now, latest.version,
-                                vector_length, members)
+                                vector_length, members, population=len(active))
     state.log_event("round_opened", {"round_id": record.id, "members": len(members),
-                                     **params.to_dict()}, now)
+                                     "population": len(active), **params.to_dict()}, now)
     return record
 
 
@@ -151,8 +169,9 @@ class Coordinator:
             for active in self._active.values():
                 if device.id not in active.members:
                     continue
-                joinable = (active.stage == Stage.ADVERTISE
-                            and len(active.advertised) < active.params.max_participants)
+                # Every drawn member may join while advertisements are taken: the cohort is the
+                # draw, and refusing late members would make it something else than the draw.
+                joinable = active.stage == Stage.ADVERTISE
                 if joinable or device.id in active.advertised:
                     return active.announcement()
             return None
@@ -193,9 +212,6 @@ class Coordinator:
             kind, digest = UPLOAD_KINDS[stage], hashlib.sha256(body).digest()
             if active.digests.get((device.id, stage)) == digest:
                 return UploadAck(round_id, kind, duplicate=True)
-            if (stage == Stage.ADVERTISE and device.id not in active.advertised
-                    and len(active.advertised) >= active.params.max_participants):
-                raise ConflictError(f"round {round_id} is full")
             started = time.perf_counter()
             try:
                 active.machine.receive(message)  # type: ignore[arg-type]

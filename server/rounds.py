@@ -1,5 +1,11 @@
 """What an operator asks of a round, checked once when the round is opened.
 
+Each round's cohort is a Poisson sample of the devices active at opening: every device is drawn
+independently with probability ``sampling_rate`` (q; 1 draws every active device: no sampling).
+``max_participants`` is not the operator's: ``open_round`` sets it to the size of the cohort
+actually drawn (every member may take part, nobody else can), because cutting a Poisson sample
+down to a cap would make it something the audit cannot account.
+
 The secure-aggregation threshold ``t`` is fixed per round (the same for every turnout between
 ``min_participants`` and ``max_participants``) and devices calibrate their noise to
 ``min_survivors = t - colluders``: the server cannot unmask a sum of fewer than ``t`` devices
@@ -11,16 +17,17 @@ devices (see ``edgerec/privacy/noise.py``).
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from edgerec._exceptions import ConfigError, RoundAbortedError
 from edgerec.federated import FedAdam, FedAvg
 from edgerec.secagg import SecAggConfig, Stage, min_threshold
 
-from ._exceptions import BadRequestError
+from ._exceptions import BadRequestError, ConflictError
 
-__all__ = ["CLIENT_STAGES", "RoundParams", "STRATEGIES"]
+__all__ = ["CLIENT_STAGES", "RoundParams", "STRATEGIES", "draw_cohort", "rate_for_expected"]
 
 CLIENT_STAGES = (Stage.ADVERTISE, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK)
 STRATEGIES = ("fedavg", "fedadam")
@@ -29,7 +36,11 @@ _MAX_COHORT = 100_000
 
 @dataclass(frozen=True)
 class RoundParams:
-    """A round's settings. ``deadlines`` are seconds allowed for each of the four stages."""
+    """A round's settings. ``deadlines`` are seconds allowed for each of the four stages.
+
+    ``max_participants`` is the drawn cohort's size once the round is open (``for_cohort``);
+    whatever it holds before is not used to open a round.
+    """
 
     min_participants: int = 3
     max_participants: int = 100
@@ -47,6 +58,21 @@ class RoundParams:
     # Devices that have not answered by then count as dropped, as they would at the deadline:
     # without it one vanished device holds every stage until its deadline. None: deadlines only.
     quiet_close: float | None = None
+    # q: the probability with which each active device is drawn into the cohort, independently
+    # (Poisson sampling; announced to devices and shown by the audit). 1.0: no sampling.
+    sampling_rate: float = 1.0
+
+    def check(self) -> None:
+        """Raise a BadRequestError for anything wrong that does not depend on the cohort drawn.
+
+        Run before the draw, so that a mistake is reported as such and never as a draw that
+        happened to be too small or too large.
+        """
+        replace(self, max_participants=self.min_participants).resolved()
+
+    def for_cohort(self, cohort: int) -> RoundParams:
+        """These parameters for a drawn cohort of ``cohort`` members, resolved (threshold fixed)."""
+        return replace(self, max_participants=cohort).resolved()
 
     def resolved(self) -> RoundParams:
         """These parameters with the threshold fixed, or a BadRequestError saying what is wrong."""
@@ -126,6 +152,8 @@ class RoundParams:
         _deadlines(self.deadlines)
         if self.quiet_close is not None and not (_finite(self.quiet_close) and self.quiet_close > 0):
             raise BadRequestError("quiet_close must be a positive number of seconds (or null)")
+        if not (_finite(self.sampling_rate) and 0 < self.sampling_rate <= 1):
+            raise BadRequestError("sampling_rate must be in (0, 1]")
 
     def _secagg(self, round_id: int, length: int, threshold: int | None) -> SecAggConfig:
         try:
@@ -133,6 +161,26 @@ class RoundParams:
                                 threshold)
         except ConfigError as exc:
             raise BadRequestError(str(exc)) from None
+
+
+def draw_cohort(devices: Sequence[int], rate: float) -> list[int]:
+    """Each of ``devices`` independently with probability ``rate``, from the OS's CSPRNG.
+
+    Not numpy's or ``random``'s generators: whoever could predict the draw (their state leaks
+    through earlier outputs) could tell who was in a round, and the audit's amplification by
+    sampling assumes nobody can. ``rate == 1`` draws everyone (``random()`` is below 1).
+    """
+    rng = secrets.SystemRandom()
+    return [d for d in devices if rng.random() < rate]
+
+
+def rate_for_expected(expected: int, population: int) -> float:
+    """The sampling rate that draws ``expected`` of ``population`` devices on average (at most 1)."""
+    if not (isinstance(expected, int) and not isinstance(expected, bool) and expected >= 1):
+        raise BadRequestError("the expected cohort must be a positive integer")
+    if population < 1:
+        raise ConflictError("no active devices to draw a cohort from")
+    return min(1.0, expected / population)
 
 
 def _finite(value: object) -> bool:

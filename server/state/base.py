@@ -58,7 +58,7 @@ class RoundRecord:
     base_version: int
     out_version: int | None
     vector_length: int
-    population: int
+    population: int  # devices active at opening: the cohort (members) was drawn from them
     participants: int | None
     survivors: int | None
     epsilon: float | None
@@ -118,7 +118,8 @@ class StateBackend(Protocol):
 
     # rounds and their messages
     def create_round(self, params: dict[str, Any], seed: bytes, now: float, base_version: int,
-                     vector_length: int, members: Sequence[int]) -> RoundRecord: ...
+                     vector_length: int, members: Sequence[int],
+                     population: int | None = None) -> RoundRecord: ...
     def round(self, round_id: int) -> RoundRecord | None: ...
     def rounds(self, state: str | None = None) -> list[RoundRecord]: ...
     def members(self, round_id: int) -> dict[int, bytes]: ...

@@ -165,14 +165,16 @@ class SqliteBackend:
 
     # -- rounds ------------------------------------------------------------------------------
     def create_round(self, params: dict[str, Any], seed: bytes, now: float, base_version: int,
-                     vector_length: int, members: Sequence[int]) -> RoundRecord:
+                     vector_length: int, members: Sequence[int],
+                     population: int | None = None) -> RoundRecord:
         with self._tx() as c:
             if c.execute("SELECT 1 FROM rounds WHERE state = 'open'").fetchone():
                 raise ConflictError("a round is already open; it must finish or abort first")
             cur = c.execute(
                 "INSERT INTO rounds (params, state, stage, stage_started_at, opened_at, seed,"
                 " base_version, vector_length, population) VALUES (?, 'open', 0, ?, ?, ?, ?, ?, ?)",
-                (json.dumps(params), now, now, seed, base_version, vector_length, len(members)))
+                (json.dumps(params), now, now, seed, base_version, vector_length,
+                 len(members) if population is None else population))
             round_id = cur.lastrowid
             c.executemany("INSERT INTO round_members VALUES (?, ?)", [(round_id, d) for d in members])
             row = c.execute(f"SELECT {_ROUND_COLS} FROM rounds WHERE id = ?", (round_id,)).fetchone()

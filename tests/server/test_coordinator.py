@@ -1,23 +1,32 @@
-"""The coordinator in-process with a fake clock: deadlines, cohort caps, replay, FedAdam state,
-the audit's epsilon. Devices are real ``edgerec.sync`` participants over Starlette's TestClient;
+"""The coordinator in-process with a fake clock: the cohort draw, deadlines, replay, FedAdam
+state, the audit's epsilon. Devices are real ``edgerec.sync`` participants over Starlette's TestClient;
 their "sleep" advances nothing but lets the server tick, so every wait is deterministic."""
 
 from __future__ import annotations
 
+import json
+import math
+import random
+
+import dp_accounting as dp
 import numpy as np
 import pytest
+from scipy.stats import binom, chi2
 from starlette.testclient import TestClient
 
 from edgerec.federated import FedAdam, StrategyState
-from edgerec.privacy import epsilon
 from edgerec.secagg import RoundAbortedError, Stage
 from edgerec.sync import HttpxTransport, RoundParticipant, ServerApi, new_identity_key
 from edgerec_server import Coordinator, Publisher, RoundParams, SqliteBackend, create_app, load_config
-from edgerec_server import auth
-from edgerec_server._exceptions import ConflictError, NotFoundError
-from edgerec_server.audit import audit_rows, cumulative_epsilon
+from edgerec_server import auth, coordinator
+from edgerec_server._exceptions import BadRequestError, ConflictError, NotFoundError
+from edgerec_server.audit import audit_rows
+from edgerec_server.cli import main
 from edgerec_server.keys import load_or_create_key
 from edgerec_server.publisher import flat_weights
+from edgerec_server.rounds import draw_cohort, rate_for_expected
+
+from srv_helpers import cli
 
 
 class Clock:
@@ -97,17 +106,113 @@ def test_advertise_deadline_with_too_few_aborts_and_keeps_the_model(world):
     assert [r["state"] for r in audit_rows(world.state, 1e-5)] == ["aborted"]
 
 
-def test_cohort_cap_full_round_refuses_the_next_device(world):
+def _min_for(cohort: int) -> int:
+    """The smallest minimum whose default threshold fits a cohort of ``cohort`` (q = 1 rounds)."""
+    return next(m for m in range(3, cohort + 1) if _fits(m, cohort))
+
+
+def _fits(minimum: int, cohort: int) -> bool:
+    try:
+        RoundParams(min_participants=minimum).for_cohort(cohort)
+        return True
+    except BadRequestError:
+        return False
+
+
+def test_a_drawn_member_is_never_refused_as_full_however_late(world):
     apis = world.devices(5)
-    world.co.open_round(RoundParams(min_participants=4, max_participants=4))
-    parts = [world.participant(a) for a in apis[:4]]
-    late = world.participant(apis[4])
+    # q = 1, and an old-style cap of 4 that no longer caps anything
+    record = world.co.open_round(RoundParams(min_participants=_min_for(5), max_participants=4))
+    assert sorted(world.state.members(record.id)) == sorted(a.identity.device_id for a in apis)
+    parts = [world.participant(a) for a in apis]
     for p in parts:
-        p.advertise()
-    with pytest.raises(Exception) as full:
-        late.advertise()
-    assert getattr(full.value, "status", None) == 409
-    assert apis[4].current_round() is None  # not announced once full
+        p.advertise()  # the fifth too: the old cap of 4 is not a cap any more
+    ann = apis[4].current_round()
+    assert ann is not None and ann.max_participants == 5
+    assert ann.sampling_rate == 1.0 and ann.population == 5
+
+
+def test_a_non_member_gets_no_announcement_and_403_on_upload(world, monkeypatch):
+    apis = world.devices(6)
+    ids = [a.identity.device_id for a in apis]
+    # The draw, fixed for this test: the first four (the CSPRNG draw has its own tests).
+    monkeypatch.setattr(coordinator, "draw_cohort", lambda devices, rate: list(devices)[:4])
+    record = world.co.open_round(RoundParams(min_participants=4, sampling_rate=0.5))
+    assert sorted(world.state.members(record.id)) == ids[:4]
+    assert world.state.round(record.id).population == 6
+    assert apis[5].current_round() is None
+    ann = apis[0].current_round()
+    assert ann.sampling_rate == 0.5 and ann.population == 6 and ann.max_participants == 4
+    # It learnt the round from a member: whatever it uploads is refused before it is read.
+    refused = world.client.post(f"/v1/rounds/{record.id}/messages", content=b"\x00" * 64, headers={
+        "Authorization": f"Bearer {apis[5].identity.credential}",  # type: ignore[attr-defined]
+        "Content-Type": "application/octet-stream"})
+    assert refused.status_code == 403 and "not a member" in refused.json()["message"]
+
+
+def test_too_small_a_draw_opens_nothing(world):
+    apis = world.devices(5)
+    with pytest.raises(ConflictError, match="drew 0 of 5 active devices"):
+        world.co.open_round(RoundParams(min_participants=4, sampling_rate=1e-12))
+    assert world.state.rounds() == [] and apis[0].current_round() is None
+    assert "round_opened" not in [e.kind for e in world.state.events()]
+
+
+def test_too_large_a_draw_for_the_threshold_opens_nothing(world):
+    world.devices(12)
+    assert not _fits(4, 12)  # on the complete graph t grows with the cohort, past a minimum of 4
+    with pytest.raises(ConflictError, match="drew 12 of 12 active devices, too many"):
+        world.co.open_round(RoundParams(min_participants=4))
+    assert world.state.rounds() == []
+
+
+def test_q_one_draws_everyone_and_the_draw_uses_the_os_csprng():
+    assert draw_cohort(range(1000), 1.0) == list(range(1000))
+    random.seed(0)
+    np.random.seed(0)
+    first = draw_cohort(range(256), 0.5)
+    random.seed(0)
+    np.random.seed(0)
+    assert draw_cohort(range(256), 0.5) != first  # seeding random/numpy does not fix the draw
+
+
+def test_the_draw_is_an_independent_bernoulli_q_per_device():
+    """Each device's inclusion ~ Bernoulli(q), independently: per-device counts and the cohort
+    size's distribution (a fixed-size or correlated draw fails the latter) at p < 1e-6."""
+    n, q, draws = 40, 0.3, 3000
+    sizes, counts = [], np.zeros(n)
+    for _ in range(draws):
+        cohort = draw_cohort(range(n), q)
+        sizes.append(len(cohort))
+        counts[cohort] += 1
+    # Per device: Binomial(draws, q); |z| < 6 has p ~ 2e-9 each, below 1e-7 for all 40.
+    z = (counts - draws * q) / math.sqrt(draws * q * (1 - q))
+    assert np.abs(z).max() < 6, z
+    # Cohort sizes against Binomial(n, q): chi-square over bins with >= 20 expected draws.
+    expected = draws * binom.pmf(np.arange(n + 1), n, q)
+    observed = np.bincount(sizes, minlength=n + 1).astype(float)
+    keep = expected >= 20
+    exp_b = np.append(expected[keep], expected[~keep].sum())
+    obs_b = np.append(observed[keep], observed[~keep].sum())
+    stat = ((obs_b - exp_b) ** 2 / exp_b).sum()
+    assert chi2.sf(stat, len(exp_b) - 1) > 1e-6, (stat, obs_b, exp_b)
+
+
+def test_expected_turnout_sets_the_rate_and_round_open_prints_the_draw(world, capsys):
+    apis = world.devices(8)
+    assert rate_for_expected(4, 8) == 0.5 and rate_for_expected(20, 8) == 1.0
+    opened = json.loads(cli(world.tmp, "round", "open", "--min", str(_min_for(8)), "--expected", "20",
+                            "--max", "5"))
+    assert "--max is ignored" in capsys.readouterr().err  # a cap would truncate the draw
+    assert opened["sampling_rate"] == 1.0 and opened["population"] == 8
+    assert opened["members"] == sorted(a.identity.device_id for a in apis) and opened["cohort"] == 8
+    world.tick()
+    assert apis[0].current_round().round_id == opened["round_id"]
+    with pytest.raises(SystemExit):
+        cli(world.tmp, "round", "open", "--sample-rate", "0.5", "--expected", "4")
+    assert "not allowed with" in capsys.readouterr().err
+    assert main(["round", "open", "--sample-rate", "1.5", "--data-dir", str(world.tmp)]) == 2
+    assert "sampling_rate must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_replay_after_restart_serves_identical_messages_and_fedadam_state_persists(world):
@@ -137,23 +242,45 @@ def test_replay_after_restart_serves_identical_messages_and_fedadam_state_persis
     assert step == 1 and np.allclose(arrays["m"], state.arrays["m"], atol=1e-6)
 
 
-def test_audit_epsilon_matches_the_accountant_for_identical_rounds(world):
+def test_audit_epsilon_of_unsampled_rounds_is_the_plain_gaussians(world):
     apis = world.devices(4)
     for _ in range(2):
-        world.co.open_round(RoundParams(min_participants=4, max_participants=4, noise_multiplier=1.0))
+        world.co.open_round(RoundParams(min_participants=4, noise_multiplier=1.0))  # q = 1
         parts = [world.participant(a) for a in apis]
         for step in ("advertise", "share_keys", "masked_input", "unmask"):
             for p in parts:
                 getattr(p, step)()
         assert parts[0].result().status.state == "done"
     rows = audit_rows(world.state, 1e-5)
-    assert [r["cumulative_epsilon"] for r in rows] == pytest.approx(
-        [epsilon(4, 4, 1.0, k, 1e-5) for k in (1, 2)], rel=1e-6)
-    assert rows[1]["sampling_rate"] == 1.0 and rows[1]["model_version_out"] == 3
+    expected = []
+    for k in (1, 2):  # every active device was drawn: no amplification, k Gaussian releases
+        acct = dp.rdp.RdpAccountant(neighboring_relation=dp.NeighboringRelation.REPLACE_ONE)
+        acct.compose(dp.GaussianDpEvent(1.0), k)
+        expected.append(acct.get_epsilon(1e-5))
+    assert [r["cumulative_epsilon"] for r in rows] == pytest.approx(expected, rel=1e-6)
+    assert [(r["sampling_rate"], r["cohort"], r["population"], r["amplification"]) for r in rows] == [
+        (1.0, 4, 4, "none")] * 2
+    assert rows[1]["model_version_out"] == 3
     # Four stages from four devices, the same shapes both times: what ledgers are matched against.
     assert [r["messages_received"] for r in rows] == [16, 16]
     assert rows[0]["bytes_received"] == rows[1]["bytes_received"] > 0
-    assert cumulative_epsilon([(0.5, 0.0)], 1e-5) == float("inf")
+    table = cli(world.tmp, "audit").splitlines()
+    assert table[0].split()[:4] == ["round", "state", "q", "cohort/N"]
+    assert table[2].split()[:4] == ["2", "done", "1", "4/4"]
+    assert table[2].split()[8] == f"{expected[1]:.3f}"
+
+
+def test_a_round_without_noise_shows_infinite_epsilon(world):
+    apis = world.devices(4)
+    world.co.open_round(RoundParams(min_participants=4, noise_multiplier=0.0))
+    parts = [world.participant(a) for a in apis]
+    for step in ("advertise", "share_keys", "masked_input", "unmask"):
+        for p in parts:
+            getattr(p, step)()
+    (row,) = audit_rows(world.state, 1e-5)
+    assert row["cumulative_epsilon"] is None and row["differentially_private"] is False
+    assert json.loads(cli(world.tmp, "audit", "--json"))["rounds"][0]["cumulative_epsilon"] is None
+    assert cli(world.tmp, "audit").splitlines()[1].split()[8] == "inf"
 
 
 def test_open_round_preconditions(world, tmp_path):

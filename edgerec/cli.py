@@ -119,11 +119,11 @@ def _print_ledger(snapshot: Any) -> None:
     from .privacy.ledger import iso_utc
 
     def num(x: float | None) -> str:
-        return "-" if x is None else f"{x:.4g}"
+        return "-" if x is None else f"{x:.4g}"  # an infinite epsilon prints as "inf"
 
-    head = ("seq", "time (UTC)", "round", "kind", "bytes", "sha256", "C", "z", "eps", "destination")
+    head = ("seq", "time (UTC)", "round", "kind", "bytes", "sha256", "C", "z", "eps", "destination", "note")
     rows = [(str(e.seq), iso_utc(e.ts), e.round_id or "-", e.kind, str(e.n_bytes), e.sha256[:12],
-             num(e.clip), num(e.noise_multiplier), num(e.epsilon), e.destination or "-")
+             num(e.clip), num(e.noise_multiplier), num(e.epsilon), e.destination or "-", e.note or "")
             for e in snapshot.entries]
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
     numeric = {0, 4, 6, 7, 8}
@@ -131,7 +131,9 @@ def _print_ledger(snapshot: Any) -> None:
         print("  ".join(c.rjust(w) if i in numeric else c.ljust(w)
                         for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     eps = "none recorded" if snapshot.epsilon is None else num(snapshot.epsilon)
-    if snapshot.epsilon is not None and snapshot.delta is not None:
+    if snapshot.differentially_private is False:
+        eps += " (no differential privacy: a payload left without noise)"
+    elif snapshot.epsilon is not None and snapshot.delta is not None:
         eps += f" at delta {snapshot.delta:g}"
     n = len(snapshot.entries)
     print(f"total: {n} payload{'s' if n != 1 else ''}, {snapshot.total_bytes} bytes; "
@@ -154,7 +156,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .federated.simulation import SimulationConfig
+    from .federated.simulation import SIMULATED_NOISE, SimulationConfig
     from .workflows import federated_run, load_data
 
     dataset = load_data(_spec(args))
@@ -166,18 +168,25 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     bar = _progress(not args.quiet)
     progress = (lambda it: bar(it, total=sim.rounds, desc="rounds")) if bar else None
     result = federated_run(dataset, sim, progress=progress)
-    rows = [r.__dict__ for r in result.records]
+    # The simulation's noise is seeded: its epsilon is the figure a private run would have.
+    rows = [{**r.__dict__, **({"epsilon_note": SIMULATED_NOISE} if r.epsilon is not None else {})}
+            for r in result.records]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"federated on {dataset.name}: one device per user, {sim.clients_per_round} per round, "
           f"clip {sim.clip}, noise multiplier {sim.noise_multiplier}, {sim.strategy}")
+    if sim.noise_multiplier > 0:
+        print(f"epsilon at delta {sim.delta:g}: fixed-size cohorts drawn without replacement, "
+              f"zero-out neighbours, dp-accounting RDP ({SIMULATED_NOISE})")
     print(f"{'round':>5} {'devices':>8} {'clipped':>8} {'epsilon':>9} {'HR@10':>8} {'NDCG@10':>8}")
     for r in result.records:
         if r.ndcg is None:
             continue
-        eps = "-" if r.epsilon is None else f"{r.epsilon:.2f}"
+        eps = "-" if r.epsilon is None else f"{r.epsilon:.2f}*"
         print(f"{r.round:>5} {r.participants:>8} {r.clipped:>8.2f} {eps:>9} {r.hr:>8.4f} {r.ndcg:>8.4f}")
+    if sim.noise_multiplier > 0:
+        print(f"* {SIMULATED_NOISE}")
     return 0
 
 
@@ -230,7 +239,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="print the privacy ledger: every payload that left this device")
     p.add_argument("--db", required=True)
     p.add_argument("--json", action="store_true",
-                   help="print {entries, total_bytes, epsilon, delta} as JSON for an auditor")
+                   help="print {entries, total_bytes, epsilon, delta, differentially_private} as JSON"
+                        " for an auditor (an infinite epsilon is the string \"inf\")")
     p.set_defaults(run=_cmd_audit)
 
     p = sub.add_parser("simulate", help="federated learning simulated in one process, LOO-full per round")

@@ -1,10 +1,17 @@
 """Federated learning simulated in one process: one device per user, no network (pure).
 
-Each round samples devices, each fine-tunes the global model on its own sequence, and sends
-what a real device sends: its delta clipped to C, noised for distributed DP, encoded to fixed
-point. The sum of the encodings is what secure aggregation would reveal (its masks cancel, so
-they are left out here); the server decodes the mean and applies its optimizer. The accountant
-(dp-accounting) charges every round.
+Each round samples a fixed-size cohort of devices, each fine-tunes the global model on its own
+sequence, and sends what a real device sends (``edgerec.privacy.privatize``): its delta clipped
+to C, quantized to the fixed-point grid, plus its distributed discrete Gaussian share. The sum
+of the encodings is what secure aggregation would reveal (its masks cancel, so they are left
+out here); the server decodes the mean and applies its optimizer.
+
+Privacy figures: every round is accounted as what it runs, a cohort of ``m`` devices drawn
+without replacement from the devices holding data, with dp-accounting
+(``releases_epsilon([Release(holders, m, z)] * rounds)``, zero-out neighbours). The noise comes
+from ``SecureRandom.reproducible`` derived from ``seed``, so runs are reproducible and the
+noise is *not private* (anyone with the seed can recompute it): the epsilon is what the same
+run would give with private noise, which a simulation can only report, not provide.
 """
 
 from __future__ import annotations
@@ -19,10 +26,22 @@ from ..data._types import Sequences
 from ..finetune import FineTuneConfig, fine_tune
 from ..model.config import ModelConfig
 from ..model.params import Params, flatten, param_names, unflatten
-from ..privacy import DistributedNoise, FixedPoint, aggregate_decode, privatize, sum_encodings
+from ..privacy import (
+    DistributedNoise,
+    FixedPoint,
+    RandomSource,
+    Release,
+    SecureRandom,
+    aggregate_decode,
+    privatize,
+    sum_encodings,
+)
 from .strategies import FedAdam, FedAvg, Strategy, StrategyState
 
-__all__ = ["SimulationConfig", "RoundRecord", "SimulationResult", "simulate"]
+__all__ = ["SIMULATED_NOISE", "SimulationConfig", "RoundRecord", "SimulationResult", "simulate"]
+
+#: What to print next to a simulation's epsilon: its noise is seeded, hence known.
+SIMULATED_NOISE = "simulated; seeded noise: not private"
 
 Evaluate = Callable[[Params], tuple[float, float]]  # params -> (hr, ndcg)
 
@@ -72,7 +91,9 @@ class RoundRecord:
     participants: int
     mean_norm: float  # of the devices' deltas before clipping
     clipped: float  # share of devices whose delta was clipped
-    epsilon: float | None  # cumulative, after this round; None without noise
+    # Cumulative after this round (fixed-size cohorts, dp-accounting RDP); None without noise.
+    # The simulation's noise is seeded (SIMULATED_NOISE): the figure a private run would have.
+    epsilon: float | None
     hr: float | None = None
     ndcg: float | None = None
 
@@ -85,14 +106,14 @@ class SimulationResult:
 
 def _round(global_params: Params, features: np.ndarray, seqs: Sequences, devices: np.ndarray,
            cfg: ModelConfig, sim: SimulationConfig, fp: FixedPoint, noise: DistributedNoise | None,
-           rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+           rng: np.random.Generator, source: RandomSource) -> tuple[np.ndarray, float, float]:
     """Mean decoded delta of one round, mean pre-clip norm, share clipped."""
     encodings, norms, clipped = [], [], 0
     for u in devices:
         one = Sequences([seqs.items[u]], [seqs.signals[u]])
         local = replace(sim.local, seed=int(rng.integers(2**31)))
         update = fine_tune(global_params, features, one, cfg, local)
-        private = privatize(update.delta, clip=sim.clip, noise=noise, fp=fp, rng=rng)
+        private = privatize(update.delta, clip=sim.clip, noise=noise, fp=fp, source=source)
         encodings.append(private.encoded)
         norms.append(private.original_norm)
         clipped += private.clipped
@@ -100,12 +121,18 @@ def _round(global_params: Params, features: np.ndarray, seqs: Sequences, devices
     return mean, float(np.mean(norms)), clipped / len(devices)
 
 
-def _epsilon(sim: SimulationConfig, population: int, rounds: int) -> float | None:
+def _epsilon(sim: SimulationConfig, population: int, cohort: int, rounds: int) -> float | None:
     if sim.noise_multiplier == 0:
         return None
-    from ..privacy import epsilon
+    from ..privacy import releases_epsilon
 
-    return epsilon(population, sim.clients_per_round, sim.noise_multiplier, rounds, sim.delta)
+    return releases_epsilon([Release(population, cohort, sim.noise_multiplier)] * rounds, sim.delta)
+
+
+def _noise_source(seed: int) -> RandomSource:
+    # Its own stream, derived from the seed but separate from the numpy generator that picks
+    # cohorts and local seeds. reproducible(): private=False, which is the point here.
+    return SecureRandom.reproducible(f"edgerec.federated.simulate noise {seed}".encode())
 
 
 def simulate(init: Params, features: np.ndarray, seqs: Sequences, cfg: ModelConfig,
@@ -113,21 +140,25 @@ def simulate(init: Params, features: np.ndarray, seqs: Sequences, cfg: ModelConf
              progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> SimulationResult:
     """Run ``sim.rounds`` rounds from ``init`` over devices holding ``seqs`` (one per user)."""
     rng = np.random.default_rng(sim.seed)
+    source = _noise_source(sim.seed)
     holders = np.array([u for u in range(len(seqs)) if len(seqs.items[u]) > 0])
     m = min(sim.clients_per_round, len(holders))
-    noise = DistributedNoise(sim.clip, sim.noise_multiplier, m) if sim.noise_multiplier > 0 else None
-    fp = FixedPoint.for_noise(noise, m) if noise else FixedPoint(sim.clip, 0.0, m)
     names = param_names(cfg)
     weights, state = flatten(init, names), StrategyState()
+    noise = DistributedNoise(sim.clip, sim.noise_multiplier, m) if sim.noise_multiplier > 0 else None
+    # Every device survives here, so the noise is calibrated to the whole cohort of m.
+    fp = (FixedPoint.for_noise(noise, m, weights.size) if noise
+          else FixedPoint(sim.clip, 0.0, m, m, weights.size))
     records = []
     rounds: Iterable[int] = range(1, sim.rounds + 1)
     for r in progress(rounds) if progress else rounds:
         params = unflatten(weights, init, names)
         devices = rng.choice(holders, size=m, replace=False)
-        mean, norm, clipped = _round(params, features, seqs, devices, cfg, sim, fp, noise, rng)
+        mean, norm, clipped = _round(params, features, seqs, devices, cfg, sim, fp, noise, rng, source)
         weights, state = sim.make_strategy(r).apply(weights, mean.astype(np.float32), state)
         hr = ndcg = None
         if evaluate is not None and (r % sim.eval_every == 0 or r == sim.rounds):
             hr, ndcg = evaluate(unflatten(weights, init, names))
-        records.append(RoundRecord(r, m, norm, clipped, _epsilon(sim, len(holders), r), hr, ndcg))
+        eps = _epsilon(sim, len(holders), m, r)
+        records.append(RoundRecord(r, m, norm, clipped, eps, hr, ndcg))
     return SimulationResult(unflatten(weights, init, names), tuple(records))

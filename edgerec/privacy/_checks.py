@@ -8,6 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from .._exceptions import ConfigError
+from .random import RandomSource
 
 
 def positive_float(value: object, name: str) -> float:
@@ -60,12 +61,15 @@ def finite_array(vec: object, what: str = "delta") -> np.ndarray:
     return arr
 
 
-def generator(rng: object) -> np.random.Generator:
-    """``rng`` itself, or ConfigError unless it is a ``numpy.random.Generator``.
+def random_source(source: object) -> RandomSource:
+    """``source`` itself, or ConfigError unless it is a ``RandomSource`` (e.g. ``SecureRandom``).
 
-    Pure code takes its randomness from the caller (DESIGN.md); the legacy global
-    ``numpy.random`` state or ``None`` would hide where the randomness came from.
+    Pure code takes its randomness from the caller (DESIGN.md). A ``numpy.random.Generator``
+    is refused on purpose: privacy noise must come from a cryptographically secure stream.
     """
-    if not isinstance(rng, np.random.Generator):
-        raise ConfigError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    return rng
+    if not isinstance(source, RandomSource) or isinstance(source, type):
+        raise ConfigError(
+            "source must be a RandomSource (edgerec.privacy.SecureRandom), got "
+            f"{type(source).__name__}"
+        )
+    return source

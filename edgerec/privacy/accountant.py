@@ -1,33 +1,31 @@
-"""Privacy accounting for federated rounds: a thin wrapper over Google's dp-accounting.
+"""The Poisson-sampling idealisation: ``epsilon``, ``privacy_report``, ``noise_for_epsilon``.
+
+What these figures assume: each round, every device joins independently with probability
+``q = participants_per_round / population`` and nobody learns who joined or how many; the sum
+of clipped deltas carries Gaussian noise of std ``z * C``; zero-out neighbours
+(dp-accounting's ``REPLACE_SPECIAL``, whose figures equal add-or-remove's here). That is an
+*idealisation* of what edgerec runs: a server picks its cohort, knows it, and the cohort size
+is public (the discrete Gaussian's variance reveals it anyway). Conditioned on that size, a
+cohort is a fixed-size sample without replacement, where admitting one device displaces
+another; ``releases.py`` (``Release``, ``releases_epsilon``, ``device_epsilon``) accounts that
+honestly, and its figures are larger. These functions stay for the federated simulation's
+comparisons, the CLI and calibration (``noise_for_epsilon``) in the idealised model.
 
 Never hand-rolled (DESIGN.md): every figure comes from ``dp_accounting.rdp.RdpAccountant``
 (default; conservative and fast) or ``dp_accounting.pld.PLDAccountant`` (tighter, slower).
-
-What is accounted: each round, every device joins independently with probability
-``q = participants_per_round / population`` (Poisson sampling), and the server sees the sum of
-clipped deltas plus Gaussian noise of std ``z * C`` (``noise.py`` guarantees at least that).
-The unit of privacy is one device, i.e. all of its user's interactions, under add-or-remove-one
-adjacency; ``rounds`` such releases are composed. If devices are chosen another way (a fixed
-cohort size, availability windows), Poisson sampling is an idealisation of it.
-
-dp-accounting is imported lazily, on the first figure computed: a device that never makes
-privacy reports (it only clips, noises and encodes) does not need it installed. Whoever makes
-reports (the server, an auditor, a device showing its own epsilon) needs ``edgerec[privacy]``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from .._exceptions import ConfigError
-from ._checks import finite_float, int_at_least, nonnegative_float, positive_float
+from ._checks import int_at_least, nonnegative_float, positive_float
+from ._dp import ACCOUNTANTS, check_accountant, check_delta, dp_accounting
 
 __all__ = ["ACCOUNTANTS", "PrivacyReport", "epsilon", "noise_for_epsilon", "privacy_report"]
-
-ACCOUNTANTS = ("rdp", "pld")
 
 # noise_for_epsilon searches no lower than this: below it a round gives no meaningful
 # protection, and the RDP computation becomes slow and numerically fragile.
@@ -70,7 +68,9 @@ def epsilon(
     *,
     accountant: str = "rdp",
 ) -> float:
-    """Epsilon at ``delta`` after ``rounds`` Poisson-sampled Gaussian rounds.
+    """Epsilon at ``delta`` after ``rounds`` Poisson-sampled Gaussian rounds (the idealisation).
+
+    For what edgerec's rounds actually give, use ``releases_epsilon``.
 
     ``noise_multiplier == 0`` gives ``inf`` (no noise, no differential privacy) and
     ``rounds == 0`` gives ``0.0`` (nothing released); neither needs dp-accounting.
@@ -82,13 +82,13 @@ def epsilon(
     q = _sampling_rate(population, participants_per_round)
     z = nonnegative_float(noise_multiplier, "noise_multiplier")
     count = int_at_least(rounds, 0, "rounds")
-    target_delta = _check_delta(delta)
-    kind = _check_accountant(accountant)
+    target_delta = check_delta(delta)
+    kind = check_accountant(accountant)
     if count == 0:
         return 0.0
     if z == 0.0:
         return math.inf
-    dp = _dp_accounting()
+    dp = dp_accounting()
     acct = _new_accountant(dp, kind)
     acct.compose(_round_event(dp, q, z, count))
     return float(acct.get_epsilon(target_delta))
@@ -142,8 +142,8 @@ def noise_for_epsilon(
     q = _sampling_rate(population, participants_per_round)
     target = positive_float(target_epsilon, "target_epsilon")
     count = int_at_least(rounds, 0, "rounds")
-    target_delta = _check_delta(delta)
-    kind = _check_accountant(accountant)
+    target_delta = check_delta(delta)
+    kind = check_accountant(accountant)
     step = positive_float(tol, "tol")
     if count == 0:
         return 0.0
@@ -154,7 +154,7 @@ def noise_for_epsilon(
 
 
 def _calibrate(kind: str, q: float, rounds: int, target: float, delta: float, tol: float) -> float:
-    dp = _dp_accounting()
+    dp = dp_accounting()
 
     def make_event(z: float) -> Any:
         return _round_event(dp, q, z, rounds)
@@ -180,43 +180,13 @@ def _sampling_rate(population: object, participants_per_round: object) -> float:
     return expected / size
 
 
-def _check_delta(delta: object) -> float:
-    value = finite_float(delta, "delta")
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"delta must be in (0, 1), got {delta!r}")
-    return value
-
-
-def _check_accountant(kind: object) -> str:
-    if kind not in ACCOUNTANTS:
-        raise ConfigError(f"accountant must be one of {ACCOUNTANTS}, got {kind!r}")
-    return str(kind)
-
-
-class _DropExcludedOrders(logging.Filter):
-    """dp-accounting's RDP logs a warning for every Renyi order whose series does not converge
-    at small z, then leaves that order out (the epsilon stays valid). Per call that is dozens of
-    lines; drop just those, leaving the host app's logging otherwise as it was."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Excluding this order" not in record.getMessage()
-
-
-def _dp_accounting() -> Any:
-    try:
-        import dp_accounting
-    except ImportError as exc:
-        raise ImportError(
-            "privacy accounting needs dp-accounting: pip install 'edgerec[privacy]'"
-        ) from exc
-    absl = logging.getLogger("absl")
-    if not any(isinstance(f, _DropExcludedOrders) for f in absl.filters):
-        absl.addFilter(_DropExcludedOrders())
-    return dp_accounting
-
-
 def _new_accountant(dp: Any, kind: str) -> Any:
-    return dp.rdp.RdpAccountant() if kind == "rdp" else dp.pld.PLDAccountant()
+    # Zero-out neighbours (noise.py): REPLACE_SPECIAL, which dp-accounting's Poisson-sampled
+    # Gaussian treats exactly like add-or-remove.
+    relation = dp.NeighboringRelation.REPLACE_SPECIAL
+    if kind == "rdp":
+        return dp.rdp.RdpAccountant(neighboring_relation=relation)
+    return dp.pld.PLDAccountant(neighboring_relation=relation)
 
 
 def _round_event(dp: Any, q: float, z: float, rounds: int) -> Any:

@@ -1,9 +1,26 @@
 """The device's privacy ledger: every payload that left the device, and its privacy cost.
 
-One append-only table in the device's SQLite file (created by store migration 2). A row is a
-payload's time, round, kind, size, SHA-256, clipping bound C, noise multiplier z and the
-cumulative (epsilon, delta) charged so far: enough for an auditor to match each row against
-what the server received, without the ledger holding any user data.
+One append-only table in the device's SQLite file (created by store migration 2, ``note``
+added by migration 4). A row is a payload's time, round, kind, size, SHA-256, clipping bound
+C, noise multiplier z, the cumulative (epsilon, delta) charged so far and an optional note:
+enough for an auditor to match each row against what the server received, without the ledger
+holding any user data. A device that refuses a round records a ``"refusal"`` row (usually with
+an empty payload) whose ``note`` says why.
+
+The epsilon on the ledger is the device's own bound (``edgerec.privacy.device_epsilon``: the
+rounds it contributed to, no amplification by sampling). It may be ``inf``: a round without
+noise gives no differential privacy, and from then on no finite epsilon is true. ``inf`` is
+stored as SQLite's REAL infinity, never as NULL (NULL means "no figure given"), and the
+ledger's figure (``epsilon_charged()``, ``LedgerSnapshot.epsilon``) is that of the *latest*
+row carrying a charge, so an ``inf`` stays ``inf`` and never falls back to an older finite
+value. A row carries a charge if it records an epsilon, or a noise multiplier of 0 (a payload
+of a round without noise charges ``inf`` even when the caller gave no figure); a row with
+``z == 0`` and a finite epsilon is refused as contradictory.
+
+JSON (``to_dict``, ``edgerec audit --json``): JSON has no infinity, so an infinite epsilon is
+written as the string ``"inf"`` (a reader doing arithmetic on it fails loudly instead of
+reading 0 or "no figure" into a null), and the snapshot adds ``"differentially_private"``:
+``true`` for a finite charge, ``false`` for ``inf``, ``null`` when nothing was charged.
 
 The contract with whoever sends bytes (the sync client)::
 
@@ -24,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -35,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .._exceptions import ConfigError, StoreError
 from ..store._schema import LEDGER_TABLE, META_TABLE
+from . import _ledger_checks as _c
 
 if TYPE_CHECKING:
     import os
@@ -43,19 +60,28 @@ if TYPE_CHECKING:
 
 __all__ = ["KINDS", "LedgerEntry", "LedgerSnapshot", "PrivacyLedger", "iso_utc", "read_ledger"]
 
-#: The payload kinds of the protocol: enrolment, the four secure-aggregation stages
-#: (DESIGN.md, "Round") and status reports. Other kinds must start with ``x_`` (``x_debug``),
-#: so that a misspelt protocol kind is refused instead of filed under a new name.
-KINDS = frozenset({"enrol", "advertise_keys", "share_keys", "masked_input", "unmask", "status"})
-_CUSTOM_KIND = re.compile(r"x_[a-z0-9_]{1,30}")
+#: The payload kinds of the protocol: enrolment, the secure-aggregation stages (DESIGN.md,
+#: "Round": advertise keys, share keys, masked input, consistency check, unmask), status
+#: reports, and a device's refusal to take part in a round (its reason in ``note``). Other
+#: kinds must start with ``x_`` (``x_debug``), so that a misspelt protocol kind is refused
+#: instead of filed under a new name.
+KINDS = frozenset({"enrol", "advertise_keys", "share_keys", "masked_input", "consistency",
+                   "unmask", "status", "refusal"})
 _MAX_ROUND_ID = 128
 _MAX_DESTINATION = 2048
+_MAX_NOTE = 1024
+_INF_JSON = "inf"  # how an infinite epsilon is written in JSON (module docstring)
 
 _FIELDS = ("seq", "ts", "round_id", "kind", "n_bytes", "sha256", "clip", "noise_multiplier",
-           "epsilon", "delta", "destination", "model_version")
+           "epsilon", "delta", "destination", "model_version", "note")
 _INSERT_SQL = (f"INSERT INTO {LEDGER_TABLE} ({', '.join(_FIELDS[1:])}) "
                f"VALUES ({', '.join('?' * (len(_FIELDS) - 1))})")
 _SELECT_SQL = f"SELECT {', '.join(_FIELDS)} FROM {LEDGER_TABLE} WHERE seq > ? ORDER BY seq"
+# A file from before migration 4 has no note column (read_ledger reads it as it is).
+_SELECT_SQL_NO_NOTE = _SELECT_SQL.replace(", note FROM", ", NULL FROM")
+# The rows that carry a privacy charge (module docstring), latest first.
+_CHARGED_SQL = (f"SELECT epsilon, noise_multiplier FROM {LEDGER_TABLE} "
+                "WHERE epsilon IS NOT NULL OR noise_multiplier = 0 ORDER BY seq DESC LIMIT 1")
 _TRIGGERS = tuple(f"{LEDGER_TABLE}_no_{op}" for op in ("update", "delete", "replace"))
 
 Payload = bytes | bytearray | memoryview
@@ -83,10 +109,12 @@ class LedgerEntry:
         clip: the L2 clipping bound C applied to the delta it carries, if any.
         noise_multiplier: the noise multiplier z of the aggregated sum, if any.
         epsilon: the cumulative epsilon charged to the device so far, as the caller computed it
-            with ``edgerec.privacy``'s accountant; ``None`` when the caller gave no figure.
+            with ``edgerec.privacy.device_epsilon``; ``inf`` once a round had no noise;
+            ``None`` when the caller gave no figure.
         delta: the delta that epsilon holds at.
         destination: where it went (e.g. the server URL).
         model_version: the model version the payload was computed from, if any.
+        note: free text, e.g. why a device refused a round (``kind="refusal"``).
     """
 
     seq: int
@@ -101,10 +129,28 @@ class LedgerEntry:
     delta: float | None = None
     destination: str | None = None
     model_version: int | None = None
+    note: str | None = None
+
+    @property
+    def charge(self) -> float | None:
+        """The cumulative epsilon this row charges: ``epsilon``, else ``inf`` if ``z == 0``, else None."""
+        if self.epsilon is not None:
+            return self.epsilon
+        return math.inf if self.noise_multiplier == 0 else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict (``LedgerEntry(**d)`` rebuilds the entry)."""
-        return asdict(self)
+        """The fields as a JSON-ready dict; an infinite epsilon is ``"inf"`` (``from_dict`` reads it)."""
+        fields = asdict(self)
+        fields["epsilon"] = _json_number(self.epsilon)
+        return fields
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> LedgerEntry:
+        """The entry ``to_dict`` exported (extra keys such as ``time`` are ignored)."""
+        known = {k: fields[k] for k in _FIELDS if k in fields}
+        if known.get("epsilon") == _INF_JSON:
+            known["epsilon"] = math.inf
+        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -120,9 +166,9 @@ class LedgerSnapshot:
 
     @property
     def epsilon(self) -> float | None:
-        """The latest cumulative epsilon recorded (``None`` if no entry carries one)."""
+        """The charge of the latest entry that carries one (``inf`` stays ``inf``); None if none does."""
         latest = _latest_charged(self.entries)
-        return None if latest is None else latest.epsilon
+        return None if latest is None else latest.charge
 
     @property
     def delta(self) -> float | None:
@@ -130,18 +176,32 @@ class LedgerSnapshot:
         latest = _latest_charged(self.entries)
         return None if latest is None else latest.delta
 
+    @property
+    def differentially_private(self) -> bool | None:
+        """True if the charge is finite, False if it is ``inf``, None if nothing was charged."""
+        eps = self.epsilon
+        return None if eps is None else math.isfinite(eps)
+
     def to_dict(self) -> dict[str, Any]:
-        """``{"entries": [...], "total_bytes", "epsilon", "delta"}``; each entry also has ``time``."""
+        """``{"entries", "total_bytes", "epsilon", "delta", "differentially_private"}``, valid JSON.
+
+        Each entry also has ``time``; an infinite epsilon is the string ``"inf"``.
+        """
         return {
             "entries": [{**e.to_dict(), "time": iso_utc(e.ts)} for e in self.entries],
             "total_bytes": self.total_bytes,
-            "epsilon": self.epsilon,
+            "epsilon": _json_number(self.epsilon),
             "delta": self.delta,
+            "differentially_private": self.differentially_private,
         }
 
 
 def _latest_charged(entries: Sequence[LedgerEntry]) -> LedgerEntry | None:
-    return next((e for e in reversed(entries) if e.epsilon is not None), None)
+    return next((e for e in reversed(entries) if e.charge is not None), None)
+
+
+def _json_number(value: float | None) -> float | str | None:
+    return _INF_JSON if value is not None and math.isinf(value) else value
 
 
 class PrivacyLedger:
@@ -178,7 +238,10 @@ class PrivacyLedger:
         with _translating(self._store.path, "opening the privacy ledger"):
             names = {name for (name,) in self._store.db.execute(
                 "SELECT name FROM sqlite_master WHERE name = ? OR type = 'trigger'", [LEDGER_TABLE])}
+            has_note = LEDGER_TABLE in names and _has_note(self._store.db.conn)
         missing = [n for n in (LEDGER_TABLE, *_TRIGGERS) if n not in names]
+        if LEDGER_TABLE in names and not has_note:
+            missing.append(f"{LEDGER_TABLE}.note (store migration 4)")
         if missing:
             raise StoreError(f"{self._store.path} has no intact privacy ledger (missing: {', '.join(missing)})")
 
@@ -194,28 +257,38 @@ class PrivacyLedger:
         delta: float | None = None,
         destination: str | None = None,
         model_version: int | None = None,
+        note: str | None = None,
     ) -> LedgerEntry:
         """Write the payload's row and commit it; call this *before* sending ``payload``.
 
         ``payload`` is the exact bytes to be sent (``bytes``, ``bytearray`` or ``memoryview``;
         text must be encoded first). ``epsilon`` is the cumulative epsilon charged so far, at
-        ``delta``. Numbers must be finite and >= 0 (``delta`` at most 1). Returns the entry.
+        ``delta``: finite and >= 0, or ``math.inf`` (no differential privacy), and ``inf``
+        whenever ``noise_multiplier`` is 0. Other numbers must be finite and >= 0 (``delta``
+        at most 1). ``note`` is printable text; a ``"refusal"`` needs one (the reason).
+        Returns the entry.
         """
-        data = _payload_bytes(payload)
+        data = _c.payload_bytes(payload)
         entry = LedgerEntry(
             seq=0,  # assigned by the database below
-            ts=_finite(self._clock(), "the clock's time", nonnegative=False),
-            round_id=_optional_text(round_id, "round_id", _MAX_ROUND_ID, allow_int=True),
-            kind=_kind(kind),
+            ts=_c.finite(self._clock(), "the clock's time", nonnegative=False),
+            round_id=_c.optional_text(round_id, "round_id", _MAX_ROUND_ID, allow_int=True),
+            kind=_c.kind(kind, KINDS),
             n_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
-            clip=_optional_number(clip, "clip"),
-            noise_multiplier=_optional_number(noise_multiplier, "noise_multiplier"),
-            epsilon=_optional_number(epsilon, "epsilon"),
-            delta=_optional_delta(delta),
-            destination=_optional_text(destination, "destination", _MAX_DESTINATION),
-            model_version=_optional_version(model_version),
+            clip=_c.optional_number(clip, "clip"),
+            noise_multiplier=_c.optional_number(noise_multiplier, "noise_multiplier"),
+            epsilon=_c.optional_epsilon(epsilon),
+            delta=_c.optional_delta(delta),
+            destination=_c.optional_text(destination, "destination", _MAX_DESTINATION),
+            model_version=_c.optional_version(model_version),
+            note=_c.optional_text(note, "note", _MAX_NOTE),
         )
+        if entry.noise_multiplier == 0 and entry.epsilon is not None and math.isfinite(entry.epsilon):
+            raise ConfigError("a payload of a round without noise (noise_multiplier 0) charges an"
+                              f" infinite epsilon, got {entry.epsilon!r}")
+        if entry.kind == "refusal" and entry.note is None:
+            raise ConfigError("a refusal needs a note saying why")
         values = tuple(getattr(entry, f) for f in _FIELDS[1:])
         with self._store.transaction() as db:
             seq = db.conn.execute(_INSERT_SQL, values).lastrowid
@@ -223,7 +296,7 @@ class PrivacyLedger:
 
     def entries(self, since_seq: int | None = None) -> list[LedgerEntry]:
         """Every entry in seq order, or only those with ``seq > since_seq``."""
-        after = 0 if since_seq is None else _int_at_least(since_seq, 0, "since_seq")
+        after = 0 if since_seq is None else _c.int_at_least(since_seq, 0, "since_seq")
         with _translating(self._store.path, "reading the privacy ledger"):
             return _select(self._store.db.conn, after)
 
@@ -236,17 +309,20 @@ class PrivacyLedger:
         return int(self._scalar(f"SELECT coalesce(sum(n_bytes), 0) FROM {LEDGER_TABLE}"))
 
     def epsilon_charged(self) -> float | None:
-        """The latest cumulative epsilon recorded, ``None`` if no payload carried one."""
-        return self._scalar(
-            f"SELECT epsilon FROM {LEDGER_TABLE} WHERE epsilon IS NOT NULL ORDER BY seq DESC LIMIT 1")
+        """The charge of the latest row carrying one (``inf`` stays ``inf``), None if none does."""
+        with _translating(self._store.path, "reading the privacy ledger"):
+            row = self._store.db.conn.execute(_CHARGED_SQL).fetchone()
+        if row is None:
+            return None
+        return math.inf if row[0] is None else float(row[0])  # row[0] NULL only when z == 0
 
     def verify(self, payload: Payload, seq: int) -> bool:
         """True if ``payload`` is exactly the bytes recorded as entry ``seq`` (size and SHA-256).
 
         False for other bytes and for a ``seq`` the ledger does not have.
         """
-        data = _payload_bytes(payload)
-        seq = _int_at_least(seq, 1, "seq")
+        data = _c.payload_bytes(payload)
+        seq = _c.int_at_least(seq, 1, "seq")
         with _translating(self._store.path, "reading the privacy ledger"):
             row = self._store.db.conn.execute(
                 f"SELECT n_bytes, sha256 FROM {LEDGER_TABLE} WHERE seq = ?", (seq,)).fetchone()
@@ -287,7 +363,12 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerSnapshot:
 # -- reading rows --------------------------------------------------------------------------------
 
 def _select(conn: sqlite3.Connection, after: int) -> list[LedgerEntry]:
-    return [LedgerEntry(*row) for row in conn.execute(_SELECT_SQL, (after,))]
+    sql = _SELECT_SQL if _has_note(conn) else _SELECT_SQL_NO_NOTE
+    return [LedgerEntry(*row) for row in conn.execute(sql, (after,))]
+
+
+def _has_note(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "note" for row in conn.execute(f"PRAGMA table_info({LEDGER_TABLE})"))
 
 
 @contextmanager
@@ -296,59 +377,3 @@ def _translating(path: Path, what: str) -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise StoreError(f"{what} failed on {path}: {exc}") from exc
-
-
-# -- validating arguments (every failure is a ConfigError, raised before anything is written) ----
-
-def _payload_bytes(payload: object) -> bytes:
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
-        raise ConfigError(f"payload must be the exact bytes sent (bytes), got {type(payload).__name__}")
-    # A copy: the hash must be of these bytes even if the caller's buffer changes afterwards.
-    return bytes(payload)
-
-
-def _kind(kind: object) -> str:
-    if not isinstance(kind, str) or not (kind in KINDS or _CUSTOM_KIND.fullmatch(kind)):
-        raise ConfigError(f"kind must be one of {sorted(KINDS)} or match 'x_[a-z0-9_]+', got {kind!r}")
-    return kind
-
-
-def _finite(value: object, name: str, *, nonnegative: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    result = float(value)
-    if not math.isfinite(result) or (nonnegative and result < 0.0):
-        raise ConfigError(f"{name} must be a finite number{' >= 0' if nonnegative else ''}, got {value!r}")
-    return result
-
-
-def _optional_number(value: object, name: str) -> float | None:
-    return None if value is None else _finite(value, name)
-
-
-def _optional_delta(value: object) -> float | None:
-    result = _optional_number(value, "delta")
-    if result is not None and result > 1.0:
-        raise ConfigError(f"delta must be at most 1, got {value!r}")
-    return result
-
-
-def _int_at_least(value: object, minimum: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _optional_version(value: object) -> int | None:
-    return None if value is None else _int_at_least(value, 0, "model_version")
-
-
-def _optional_text(value: object, name: str, max_len: int, *, allow_int: bool = False) -> str | None:
-    if value is None:
-        return None
-    if allow_int and isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not 0 < len(value) <= max_len or not value.isprintable():
-        raise ConfigError(f"{name} must be a printable, non-empty str of at most {max_len} characters, "
-                          f"got {value!r}")
-    return value

@@ -1,16 +1,26 @@
-"""Gaussian noise for *distributed* differential privacy.
+"""The noise *parameters* of distributed differential privacy: who adds how much.
 
 No single party adds all the noise. Each device adds a share to its own clipped delta before
 masking; secure aggregation reveals only the sum, and the shares add up so that the sum carries
-Gaussian noise with standard deviation at least ``z * C`` (noise multiplier ``z``, clip ``C``):
-exactly the Gaussian mechanism the accountant (``accountant.py``) is told about.
+noise of standard deviation at least ``z * C`` (noise multiplier ``z``, clip ``C``). The shares
+are discrete Gaussian on the fixed-point grid (``fixedpoint.py`` turns these parameters into
+grid units, ``discrete.py`` draws them, ``pipeline.privatize`` adds them), so the sum is the
+distributed discrete Gaussian of Kairouz, Liu and Steinke (2021).
+
+Neighbouring relation (what "one device's data" may change): *zero-out*. A neighbouring
+dataset replaces one device's clipped update by the zero vector; the device still takes part
+and still adds its noise share, and who took part is public. The sum then moves by at most
+``C`` while its noise is unchanged: a Gaussian mechanism with multiplier ``z``. (Under
+add-or-remove, removing a device would also remove its noise share, and two sums with
+different noise variances are far less private than the Gaussian analysis claims;
+``tests/privacy/test_privacy_numerics.py`` measures it.)
 
 Why calibrate to the *fewest* survivors a round accepts (``min_survivors``)?
     A device adds its noise before it knows how many others will still be there at the unmask
     stage. With per-device std ``z * C / sqrt(m)`` and ``k`` survivors, the sum's variance is
     ``(k / m) * (z * C)**2``. At ``k == m`` it is exactly ``(z * C)**2``; every extra survivor
-    only adds independent noise, and more Gaussian noise never weakens the guarantee (a
-    Gaussian of larger variance is the smaller one plus independent noise: post-processing).
+    only adds independent noise, and more noise never weakens the guarantee (the larger sum is
+    the smaller one plus independent noise: post-processing).
     Calibrating to the expected or the maximum number instead would fall short of ``z``
     whenever devices drop out. The price is utility: with ``k > m`` survivors the sum is
     ``sqrt(k / m)`` times noisier than needed.
@@ -30,16 +40,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
+from ._checks import int_at_least, nonnegative_float, positive_float
 
-from ._checks import finite_array, generator, int_at_least, nonnegative_float, positive_float
-
-__all__ = ["DistributedNoise", "add_noise"]
+__all__ = ["DistributedNoise"]
 
 
 @dataclass(frozen=True)
 class DistributedNoise:
-    """Each device's share of the Gaussian noise for a round.
+    """Each device's share of the noise for a round, in the units of the delta.
 
     Attributes:
         clip: L2 clip bound ``C`` of each device's delta (the sensitivity of the sum).
@@ -59,7 +67,11 @@ class DistributedNoise:
 
     @property
     def per_client_std(self) -> float:
-        """Std of the noise each device adds per coordinate: ``z * C / sqrt(m)``."""
+        """Std of each device's share per coordinate, ``z * C / sqrt(m)``, before the grid.
+
+        On the fixed-point grid the share is ``FixedPoint.grid_sigma`` grid steps, slightly
+        more than ``per_client_std * scale`` (the grid's sensitivity includes rounding).
+        """
         return self.noise_multiplier * self.clip / math.sqrt(self.min_survivors)
 
     def sum_std(self, survivors: int) -> float:
@@ -72,20 +84,3 @@ class DistributedNoise:
         At least ``z`` whenever ``survivors >= min_survivors``; below that the round must abort.
         """
         return self.sum_std(survivors) / self.clip
-
-
-def add_noise(vec: np.ndarray, spec: DistributedNoise, rng: np.random.Generator) -> np.ndarray:
-    """Return ``vec`` plus i.i.d. ``N(0, spec.per_client_std**2)`` noise on every coordinate.
-
-    ``vec`` should already be clipped to ``spec.clip``. The result is a new float64 array of the
-    same shape; with a zero noise multiplier it is an unchanged copy and ``rng`` is not used.
-
-    Raises:
-        ConfigError: ``vec`` has a NaN or infinite entry, or ``rng`` is not a Generator.
-    """
-    arr = finite_array(vec)
-    rng = generator(rng)
-    std = spec.per_client_std
-    if std == 0.0:
-        return arr.copy()
-    return arr + rng.normal(0.0, std, size=arr.shape)

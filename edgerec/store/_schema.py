@@ -148,11 +148,22 @@ def _v3_device_state(db: Database) -> None:
                            pk="key", not_null={"value", "updated"})
 
 
+def _v4_ledger_note(db: Database) -> None:
+    """A nullable ``note`` on every ledger row, e.g. why a device refused a round.
+
+    ADD COLUMN rewrites no row and fires no trigger, so the append-only triggers (which refuse
+    UPDATE, DELETE and REPLACE of rows) neither block it nor are weakened by it; older rows
+    read ``note`` as NULL.
+    """
+    db.execute(f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN note TEXT")
+
+
 # Ordered, contiguous from 1. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "interactions table, covering profile index, unique event_id", _v1_interactions),
     Migration(2, "privacy ledger", _v2_privacy_ledger),
     Migration(3, "device state (personal adapter, credentials)", _v3_device_state),
+    Migration(4, "privacy ledger note column", _v4_ledger_note),
 )
 
 

@@ -1,4 +1,5 @@
-"""The in-process federated simulation: learns from devices' data, accounts privacy, is seeded."""
+"""The in-process federated simulation: learns from devices' data, accounts privacy as it runs
+(fixed-size cohorts), is seeded, and says that its seeded noise is not private."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 from edgerec import ConfigError, ModelConfig
 from edgerec.cli import main
 from edgerec.data import synthetic
-from edgerec.federated.simulation import SimulationConfig
+from edgerec.evaluation.split import loo_split
+from edgerec.federated.simulation import SIMULATED_NOISE, SimulationConfig
+from edgerec.privacy import Release, releases_epsilon
 from edgerec.workflows import federated_run
 
 pytest.importorskip("dp_accounting", reason="privacy accounting needs edgerec[privacy]")
@@ -37,17 +40,21 @@ def test_rounds_improve_the_global_model(data):
     assert all(r.participants == 30 and r.epsilon is None for r in result.records)
 
 
-def test_same_seed_same_run(data):
-    a, b = _run(data, rounds=3), _run(data, rounds=3)
+def test_same_seed_same_run_even_with_noise(data):
+    a, b = _run(data, rounds=2, noise_multiplier=0.5), _run(data, rounds=2, noise_multiplier=0.5)
+    c = _run(data, rounds=2, noise_multiplier=0.5, seed=1)
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name])
+    assert any(not np.array_equal(a.params[n], c.params[n]) for n in a.params)
 
 
-def test_noise_is_charged_by_the_accountant(data):
-    result = _run(data, rounds=4, noise_multiplier=1.0, clip=0.1)
+def test_noise_is_charged_as_the_rounds_ran(data):
+    result = _run(data, rounds=3, noise_multiplier=1.0, clip=0.1)
     eps = [r.epsilon for r in result.records]
-    assert all(e is not None and e > 0 for e in eps)
-    assert eps == sorted(eps) and eps[0] < eps[-1]
+    holders = sum(len(items) > 0 for items in loo_split(data.sequences()).train_val.items)
+    # Each round: a cohort of 30 drawn without replacement from the 120 devices with data.
+    assert eps == [releases_epsilon([Release(holders, 30, 1.0)] * r, 1e-5) for r in (1, 2, 3)]
+    assert eps[0] < eps[1] < eps[2]
 
 
 def test_clipping_is_reported(data):
@@ -69,3 +76,16 @@ def test_cli_simulate_json(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["round"] for r in rows] == [1, 2]
     assert all(0 <= r["ndcg"] <= 1 and r["participants"] == 10 for r in rows)
+    assert all(r["epsilon"] is None and "epsilon_note" not in r for r in rows)
+
+
+def test_cli_simulate_says_its_noise_is_seeded(capsys):
+    args = ["simulate", "--rounds", "1", "--clients", "10", "--eval-every", "1", "--quiet", "--noise", "1.0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "simulated; seeded noise: not private" == SIMULATED_NOISE and SIMULATED_NOISE in out
+    row = next(line for line in out.splitlines() if line.split()[:1] == ["1"])
+    assert row.split()[3].endswith("*")  # the epsilon column points at the note
+    assert main(args + ["--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["epsilon"] > 0 and record["epsilon_note"] == SIMULATED_NOISE

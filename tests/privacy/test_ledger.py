@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import sqlite3
 import tempfile
 import threading
@@ -68,9 +70,9 @@ def test_record_then_entries_round_trip(ledger: PrivacyLedger) -> None:
     assert second == LedgerEntry(seq=2, ts=T0 + 2, round_id="r7", kind="masked_input", n_bytes=100,
                                  sha256=hashlib.sha256(b"\x00\x01" * 50).hexdigest(), clip=1.5,
                                  noise_multiplier=0.9, epsilon=0.25, delta=1e-5,
-                                 destination="https://srv/rounds/r7", model_version=3)
+                                 destination="https://srv/rounds/r7", model_version=3, note=None)
     assert first.clip is first.epsilon is first.model_version is None
-    assert LedgerEntry(**second.to_dict()) == second
+    assert LedgerEntry(**second.to_dict()) == second == LedgerEntry.from_dict(second.to_dict())
     assert ledger.entries(since_seq=1) == [second] and ledger.entries(since_seq=2) == []
 
 
@@ -102,13 +104,64 @@ def test_totals_and_the_latest_epsilon(ledger: PrivacyLedger) -> None:
     snap = ledger.snapshot()
     assert (snap.total_bytes, snap.epsilon, snap.delta) == (65, 0.75, 1e-6)
     exported = snap.to_dict()
-    assert set(exported) == {"entries", "total_bytes", "epsilon", "delta"}
+    assert set(exported) == {"entries", "total_bytes", "epsilon", "delta", "differentially_private"}
     assert exported["entries"][0]["time"] == "2023-11-14T22:13:21Z"
+    assert exported["differentially_private"] is True
+
+
+# -- infinity: a round without noise ---------------------------------------------------------
+
+def test_a_round_without_noise_charges_inf_and_inf_stays(ledger: PrivacyLedger) -> None:
+    ledger.record(b"a", kind="masked_input", round_id=1, noise_multiplier=1.0, epsilon=0.5, delta=1e-5)
+    assert ledger.epsilon_charged() == 0.5
+    ledger.record(b"b", kind="masked_input", round_id=2, noise_multiplier=0.0, epsilon=math.inf, delta=1e-5)
+    assert ledger.epsilon_charged() == math.inf  # not the older 0.5
+    ledger.record(b"c", kind="status")  # no charge: the inf still stands
+    ledger.record(b"d", kind="masked_input", round_id=3, noise_multiplier=1.0, epsilon=math.inf, delta=1e-5)
+    assert ledger.epsilon_charged() == math.inf
+    snap = ledger.snapshot()
+    assert snap.epsilon == math.inf and snap.differentially_private is False
+    assert [e.epsilon for e in ledger.entries()] == [0.5, math.inf, None, math.inf]  # stored as REAL inf
+
+
+def test_a_round_without_noise_charges_inf_even_without_a_figure(ledger: PrivacyLedger) -> None:
+    # The caller gave no epsilon, but z == 0: no finite epsilon is true from here on.
+    ledger.record(b"a", kind="masked_input", noise_multiplier=1.0, epsilon=0.5, delta=1e-5)
+    ledger.record(b"b", kind="advertise_keys", noise_multiplier=0.0)
+    assert ledger.epsilon_charged() == math.inf == ledger.snapshot().epsilon
+    with pytest.raises(ConfigError, match="infinite"):
+        ledger.record(b"c", kind="masked_input", noise_multiplier=0.0, epsilon=2.0)  # contradictory
+
+
+def test_json_export_stays_valid_with_an_infinite_epsilon(ledger: PrivacyLedger) -> None:
+    ledger.record(b"a", kind="masked_input", noise_multiplier=0.0, epsilon=math.inf, delta=1e-5)
+    text = json.dumps(ledger.snapshot().to_dict(), allow_nan=False)  # raises on a bare Infinity
+    exported = json.loads(text)
+    assert exported["epsilon"] == "inf" and exported["differentially_private"] is False
+    entry = exported["entries"][0]
+    assert entry["epsilon"] == "inf"
+    assert LedgerEntry.from_dict(entry) == ledger.entries()[0]
+    assert json.loads(json.dumps(LedgerSnapshot(()).to_dict()))["differentially_private"] is None
+
+
+# -- notes and refusals ----------------------------------------------------------------------
+
+def test_a_refusal_is_recorded_with_its_reason(ledger: PrivacyLedger) -> None:
+    entry = ledger.record(b"", kind="refusal", round_id=9, note="announced clip 5.0 exceeds the device's limit")
+    assert (entry.kind, entry.n_bytes, entry.note) == ("refusal", 0, "announced clip 5.0 exceeds the device's limit")
+    assert ledger.entries() == [entry] and ledger.epsilon_charged() is None
+    with pytest.raises(ConfigError, match="note"):
+        ledger.record(b"", kind="refusal")  # a refusal without its reason
+    for bad in ("", "x" * 2000, "line\nbreak", 42):
+        with pytest.raises(ConfigError):
+            ledger.record(b"", kind="refusal", note=bad)
+    assert ledger.record(b"c", kind="consistency", round_id=9).kind == "consistency"
 
 
 def test_custom_kinds_need_the_x_prefix(ledger: PrivacyLedger) -> None:
     assert ledger.record(b"", kind="x_debug_dump").kind == "x_debug_dump"
-    assert {"enrol", "advertise_keys", "share_keys", "masked_input", "unmask", "status"} <= KINDS
+    assert {"enrol", "advertise_keys", "share_keys", "masked_input", "consistency", "unmask", "status",
+            "refusal"} <= KINDS
     with pytest.raises(ConfigError, match="kind"):
         ledger.record(b"", kind="masked_inptu")  # a typo is refused, not filed under a new kind
 
@@ -124,7 +177,9 @@ def test_custom_kinds_need_the_x_prefix(ledger: PrivacyLedger) -> None:
         (b"ok", {"kind": "status", "clip": -1.0}),
         (b"ok", {"kind": "status", "clip": float("nan")}),
         (b"ok", {"kind": "status", "noise_multiplier": float("inf")}),
-        (b"ok", {"kind": "status", "epsilon": float("inf")}),
+        (b"ok", {"kind": "status", "epsilon": float("nan")}),
+        (b"ok", {"kind": "status", "epsilon": -float("inf")}),
+        (b"ok", {"kind": "status", "delta": float("inf")}),
         (b"ok", {"kind": "status", "epsilon": -0.1}),
         (b"ok", {"kind": "status", "epsilon": "1.0"}),
         (b"ok", {"kind": "status", "epsilon": True}),
@@ -182,6 +237,7 @@ def test_the_database_refuses_to_change_a_row(store: InteractionStore, ledger: P
 
 def test_the_sdk_offers_no_way_to_change_a_row() -> None:
     public = {name for name in dir(PrivacyLedger) if not name.startswith("_")}
+    # record() appends; nothing else writes.
     assert public == {"record", "entries", "snapshot", "total_bytes", "epsilon_charged", "verify"}
 
 
@@ -281,6 +337,25 @@ def test_a_version_1_database_keeps_its_events_and_gains_the_ledger(db_path: Pat
         assert ledger.record(b"first upload", kind="enrol").seq == 1
 
 
+def test_a_version_3_ledger_gains_the_note_column_and_keeps_its_rows(db_path: Path) -> None:
+    class StoreV3(InteractionStore):
+        migrations = MIGRATIONS[:3]
+
+    with StoreV3(db_path) as v3:
+        v3.db.execute("INSERT INTO privacy_ledger (ts, kind, n_bytes, sha256, epsilon) VALUES (?, ?, ?, ?, ?)",
+                      [T0, "masked_input", 3, "0" * 64, 0.25])
+        with pytest.raises(StoreError, match="note"):
+            PrivacyLedger(v3)  # no note column yet: not written to
+    old = read_ledger(db_path)  # an auditor reads the old file as it is
+    assert [(e.kind, e.epsilon, e.note) for e in old.entries] == [("masked_input", 0.25, None)]
+    with InteractionStore(db_path) as store:
+        ledger = PrivacyLedger(store)
+        assert ledger.entries() == list(old.entries)
+        assert ledger.record(b"", kind="refusal", note="why").note == "why"
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            store.db.execute("UPDATE privacy_ledger SET note = 'x' WHERE seq = 1")
+
+
 # -- read_ledger: the auditor's read-only view -----------------------------------------------
 
 def test_read_ledger_sees_what_was_recorded_while_the_app_is_open(store: InteractionStore,
@@ -315,7 +390,8 @@ def test_read_ledger_refuses_missing_and_foreign_files(tmp_path: Path) -> None:
 def test_any_sequence_of_payloads_is_kept_exactly(sent: list[tuple[bytes, str]]) -> None:
     with tempfile.TemporaryDirectory() as tmp, InteractionStore(Path(tmp) / "p.db") as store:
         ledger = PrivacyLedger(store)
-        returned = [ledger.record(payload, kind=kind) for payload, kind in sent]
+        returned = [ledger.record(payload, kind=kind, note="reason" if kind == "refusal" else None)
+                    for payload, kind in sent]
         entries = ledger.entries()
         assert entries == returned
         assert ledger.total_bytes() == sum(len(p) for p, _ in sent)

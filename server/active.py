@@ -86,7 +86,7 @@ class ActiveRound:
             round_id=self.id, vector_length=self.record.vector_length,
             min_participants=p.min_participants, max_participants=p.max_participants,
             threshold=p.threshold, graph=p.graph, degree=p.degree, clip=p.clip,
-            noise_multiplier=p.noise_multiplier, min_survivors=p.min_survivors,
+            noise_multiplier=p.noise_multiplier, min_survivors=p.min_survivors, colluders=p.colluders,
             base_model_version=self.record.base_version, stage=UPLOAD_KINDS[stage],
             stage_deadline=self.deadline(), sampling_rate=float(p.sampling_rate),
             population=self.record.population)
@@ -95,12 +95,14 @@ class ActiveRound:
         self.outbox[stage] = {u: encode(m) for u, m in messages.items()}
 
     @classmethod
-    def rebuild(cls, state: StateBackend, record: RoundRecord) -> ActiveRound:
-        """The round as the database has it (replaying its accepted messages)."""
+    def rebuild(cls, state: StateBackend, record: RoundRecord,
+                authority_key: bytes | None = None) -> ActiveRound:
+        """The round as the database has it (replaying its accepted messages). With
+        ``authority_key`` every advertisement must carry a certificate from that authority."""
         params = RoundParams.from_dict(record.params)
         members = state.members(record.id)
         machine = ServerMachine(params.secagg_config(record.id, record.vector_length), members,
-                                seeded_rng(record.seed))
+                                seeded_rng(record.seed), authority_key=authority_key)
         active = cls(record, params, members, machine, record.stage_started_at)
         by_stage: dict[int, list] = {}
         for m in state.messages(record.id):

@@ -23,7 +23,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgerec.secagg import Stage
-from edgerec.sync import DOWNLOAD_NAMES, EnrolRequest, EnrolResponse, ErrorBody, ProtocolError, ServerKey
+from edgerec.sync import (DOWNLOAD_NAMES, CertificateAnswer, EnrolRequest, EnrolResponse, ErrorBody,
+                          ProtocolError, ServerKey)
 from edgerec.sync import codec
 
 from . import audit, auth
@@ -103,11 +104,17 @@ class Api:
         body = await _body(request, self.config.max_control_body_bytes)
         req = codec.decode(body, EnrolRequest)
         done = await run_in_threadpool(auth.enrol, self.state, req, self.co.clock(),
-                                       self.config.credential_ttl_s)
+                                       self.config.credential_ttl_s, self.co.authority)
         self.co.metrics.enrolments.inc()
         log_event("device_enrolled", device_id=done.device.id)
         return _message(EnrolResponse(done.device.id, done.credential, self.co.publisher.public_key,
-                                      done.device.expires_at), 201)
+                                      done.device.expires_at, done.certificate), 201)
+
+    async def certificate(self, request: Request) -> Response:
+        device = await self.device(request)
+        cert = await run_in_threadpool(auth.certificate_of, self.state, device, self.co.authority,
+                                       self.co.clock())
+        return _message(CertificateAnswer(cert))
 
     async def current_round(self, request: Request) -> Response:
         device = await self.device(request)
@@ -157,9 +164,14 @@ class Api:
         return Response(archive, media_type=codec.ZIP, headers=headers)
 
     async def audit(self, request: Request) -> Response:
-        rows = await run_in_threadpool(audit.audit_rows, self.state, self.config.dp_delta)
+        rows = await run_in_threadpool(audit.audit_rows, self.state, self.config.dp_delta,
+                                       self.config.accountant)
+        certificates = await run_in_threadpool(audit.certificate_rows, self.state)
         return JSONResponse({"delta": self.config.dp_delta, "accountant": self.config.accountant,
-                             "public_key": self.co.publisher.public_key.hex(), "rounds": rows})
+                             "public_key": self.co.publisher.public_key.hex(),
+                             "authority": {"public_key": self.co.authority.public_key.hex(),
+                                           "mode": self.co.authority.mode},
+                             "certificates": certificates, "rounds": rows})
 
 
 def _routes(api: Api) -> list[Route]:
@@ -169,6 +181,7 @@ def _routes(api: Api) -> list[Route]:
         Route("/openapi.json", api.openapi),
         Route("/v1/public-key", api.public_key),
         Route("/v1/enrol", api.enrol, methods=["POST"]),
+        Route("/v1/certificate", api.certificate),
         Route("/v1/rounds/current", api.current_round),
         Route("/v1/rounds/{round_id:int}", api.round_status),
         Route("/v1/rounds/{round_id:int}/messages", api.upload, methods=["POST"]),

@@ -25,7 +25,8 @@ from edgerec.privacy import Release, releases_epsilon
 
 from .state import RoundRecord, StateBackend
 
-__all__ = ["NEIGHBOURING_RELATION", "audit_rows", "cohort_of", "cumulative_epsilon", "release_of"]
+__all__ = ["NEIGHBOURING_RELATION", "audit_rows", "certificate_rows", "cohort_of", "cumulative_epsilon",
+           "release_of"]
 
 #: One device's clipped update replaced by zero (it still takes part and adds its noise share).
 NEIGHBOURING_RELATION = "zero-out"
@@ -119,3 +120,17 @@ def _row(state: StateBackend, r: RoundRecord, release: Release, eps: float | Non
         "differentially_private": not math.isinf(eps_so_far),
         "delta": delta,
     }
+
+
+def certificate_rows(state: StateBackend) -> list[dict[str, Any]]:
+    """Every enrolment certificate the server stored, decoded (public: what an auditor counts
+    against the devices the operator really enrolled; SECURITY.md)."""
+    from edgerec.secagg import decode_certificate
+
+    rows = []
+    for device_id, data in state.certificates():
+        cert = decode_certificate(data)
+        rows.append({"device_id": device_id, "identity_key": cert.identity_key.hex(),
+                     "issued_at": cert.issued_at, "expires_at": cert.expires_at,
+                     "authority_id": cert.authority_id.hex(), "certificate": data.hex()})
+    return rows

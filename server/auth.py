@@ -19,10 +19,11 @@ from edgerec.secagg import crypto
 from edgerec.sync import EnrolRequest, enrol_proof_bytes
 
 from ._exceptions import BadRequestError, ForbiddenError, UnauthorizedError
+from .authority import Authority
 from .ed25519_check import is_strong_ed25519_key
 from .state import DeviceRecord, StateBackend, TokenRecord
 
-__all__ = ["Enrolment", "authenticate", "create_token", "enrol", "revoke_token"]
+__all__ = ["Enrolment", "authenticate", "certificate_of", "create_token", "enrol", "revoke_token"]
 
 _CREDENTIAL = re.compile(r"^d([1-9][0-9]{0,9})\.([A-Za-z0-9_-]{20,100})$")
 _TOKEN = re.compile(r"^et_[A-Za-z0-9_-]{20,100}$")
@@ -59,15 +60,31 @@ def revoke_token(state: StateBackend, token: str, now: float) -> bool:
 
 @dataclass(frozen=True)
 class Enrolment:
-    """A device just enrolled and its credential (returned to it once, never stored)."""
+    """A device just enrolled, its credential (returned to it once, never stored) and its
+    enrolment certificate (empty when the authority is offline: it signs later)."""
 
     device: DeviceRecord
     credential: str
+    certificate: bytes = b""
+
+
+def certificate_of(state: StateBackend, device: DeviceRecord, authority: Authority,
+                   now: float) -> bytes:
+    """``device``'s certificate: the stored one, else one the embedded authority issues now
+    (and stores); empty while an offline authority has not signed it."""
+    if device.certificate:
+        return bytes(device.certificate)
+    cert = authority.issue(device, now)
+    if cert is None:
+        return b""
+    state.set_certificate(device.id, cert)
+    state.log_event("device_certified", {"device_id": device.id}, now)
+    return cert
 
 
 def enrol(state: StateBackend, request: EnrolRequest, now: float,
-          credential_ttl_s: float = 0.0) -> Enrolment:
-    """Check the token and the proof of key possession, register the device."""
+          credential_ttl_s: float = 0.0, authority: Authority | None = None) -> Enrolment:
+    """Check the token and the proof of key possession, register the device, certify it."""
     if not _TOKEN.match(request.token):
         raise UnauthorizedError("not an enrolment token")
     token = state.find_token(_hash(request.token))
@@ -93,7 +110,10 @@ def enrol(state: StateBackend, request: EnrolRequest, now: float,
     # The id is only known after the insert, and the stored hash covers the secret alone.
     device = state.enrol(token.id, key, _hash(secret), now, expires)
     state.log_event("device_enrolled", {"device_id": device.id, "token_id": token.id}, now)
-    return Enrolment(device, f"d{device.id}.{secret}")
+    # A crash between the two writes leaves the device without a certificate; its next
+    # GET /v1/certificate issues it (certificate_of), so nothing is lost.
+    cert = certificate_of(state, device, authority, now) if authority is not None else b""
+    return Enrolment(device, f"d{device.id}.{secret}", cert)
 
 
 def authenticate(state: StateBackend, authorization: str | None, now: float) -> DeviceRecord:

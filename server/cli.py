@@ -28,7 +28,8 @@ from .state import SqliteBackend
 
 __all__ = ["main"]
 
-_COMMANDS = ("serve", "init", "token", "device", "round", "audit", "public-key", "export-bundle")
+_COMMANDS = ("serve", "init", "token", "device", "round", "audit", "public-key", "authority-key",
+             "certify", "export-bundle")
 
 
 @dataclass
@@ -130,7 +131,8 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
         "min_participants": args.min, "clip": args.clip, "sampling_rate": rate,
         "noise_multiplier": args.noise, "threshold": args.threshold, "colluders": args.colluders,
         "graph": args.graph, "degree": args.degree, "deadlines": deadlines,
-        "strategy": args.strategy, "server_lr": args.server_lr, "quiet_close": args.quiet_close})
+        "strategy": args.strategy, "server_lr": args.server_lr, "quiet_close": args.quiet_close,
+        "tolerate_dropouts": args.tolerate_dropouts})
     record = open_round(s.state, s.publisher, params, now)
     members = sorted(s.state.members(record.id))
     print(json.dumps({"round_id": record.id, "members": members, "cohort": len(members),
@@ -164,6 +166,35 @@ def _audit(s: _Services, args: argparse.Namespace) -> int:
 
 def _public_key(s: _Services, args: argparse.Namespace) -> int:
     print(s.publisher.public_key.hex())
+    return 0
+
+
+def _authority_key(s: _Services, args: argparse.Namespace) -> int:
+    from .authority import load_authority
+
+    authority = load_authority(s.config)
+    print(authority.public_key.hex() if not args.json else json.dumps(
+        {"public_key": authority.public_key.hex(), "mode": authority.mode}))
+    return 0
+
+
+def _certify(s: _Services, args: argparse.Namespace) -> int:
+    """Sign the pending devices' certificates with the offline authority key (a PEM file)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from .authority import certify_pending, load_authority
+
+    try:
+        key = load_pem_private_key(Path(args.authority_key).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"error: cannot read the authority key {args.authority_key}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(key, Ed25519PrivateKey):
+        print(f"error: {args.authority_key} is not an Ed25519 key", file=sys.stderr)
+        return 2
+    done = certify_pending(s.state, key, load_authority(s.config), time.time())
+    print(json.dumps({"certified": done}))
     return 0
 
 
@@ -221,6 +252,9 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--clip", type=float, default=1.0)
     op.add_argument("--noise", type=float, default=0.0, help="noise multiplier z of the sum")
     op.add_argument("--threshold", type=int, default=None)
+    op.add_argument("--tolerate-dropouts", type=int, default=None, metavar="D",
+                    help="threshold = drawn cohort - D (never below the safe floor): devices add "
+                         "noise for t survivors, so a t close to the turnout adds least noise")
     op.add_argument("--colluders", type=int, default=0)
     op.add_argument("--graph", choices=("complete", "harary"), default="complete")
     op.add_argument("--degree", type=int, default=None)
@@ -232,6 +266,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="close a stage after this many silent seconds once enough devices answered")
     sub.add_parser("audit", parents=[common], help="privacy audit").add_argument("--json", action="store_true")
     sub.add_parser("public-key", parents=[common], help="print the bundle-signing key (hex)")
+    sub.add_parser("authority-key", parents=[common],
+                   help="print the enrolment authority's public key (hex): devices pin it"
+                   ).add_argument("--json", action="store_true")
+    certify = sub.add_parser("certify", parents=[common],
+                             help="sign pending devices' certificates with an offline authority key")
+    certify.add_argument("--authority-key", required=True, help="the authority's Ed25519 PEM file")
     export = sub.add_parser("export-bundle", parents=[common], help="write a model's bundle folder")
     export.add_argument("--version", type=int, default=None)
     export.add_argument("--out", type=Path, required=True)
@@ -239,7 +279,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _HANDLERS = {"serve": _serve, "init": _init, "token": _token, "device": _device, "round": _round,
-             "audit": _audit, "public-key": _public_key, "export-bundle": _export}
+             "audit": _audit, "public-key": _public_key, "authority-key": _authority_key,
+             "certify": _certify, "export-bundle": _export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,6 +45,14 @@ class ServerConfig:
     log_level: str = "info"
     log_json: bool = True
     signing_key_file: str = "signing_key.pem"
+    #: The enrolment authority that signs devices' certificates (SECURITY.md). "" (default):
+    #: the bundle-signing key, here on the server. A file name: a separate key in the data dir.
+    authority_key_file: str = ""
+    #: Hex of an OFFLINE authority's public key: the server holds no authority key at all;
+    #: enrolled devices wait until ``edgerec-server certify --authority-key PEM`` signs them.
+    authority_public_key: str = ""
+    #: how long an enrolment certificate is valid (the device's credential expiry, if earlier)
+    certificate_ttl_s: float = 365 * 24 * 3600.0
     database_file: str = "state.sqlite3"
     #: open a round automatically this many seconds after the last one closed; 0 = never
     schedule_every_s: float = 0.0
@@ -58,6 +66,11 @@ class ServerConfig:
             raise BadRequestError("body limits must be at least 1024 bytes")
         if not 0.0 < self.dp_delta < 1.0:
             raise BadRequestError("dp_delta must be in (0, 1)")
+        if self.authority_key_file and self.authority_public_key:
+            raise BadRequestError("set authority_key_file (a key here) or authority_public_key "
+                                  "(an offline authority), not both")
+        if not self.certificate_ttl_s > 0:
+            raise BadRequestError("certificate_ttl_s must be positive")
 
     @property
     def database_path(self) -> Path:
@@ -66,6 +79,13 @@ class ServerConfig:
     @property
     def signing_key_path(self) -> Path:
         return Path(self.data_dir) / self.signing_key_file
+
+    @property
+    def authority_key_path(self) -> Path | None:
+        """The authority's private key file, if the server holds one (None: offline)."""
+        if self.authority_public_key:
+            return None
+        return Path(self.data_dir) / (self.authority_key_file or self.signing_key_file)
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,

@@ -42,6 +42,7 @@ from ._exceptions import (
     ServerError,
 )
 from .active import ActiveRound
+from .authority import Authority, load_authority
 from .config import ServerConfig
 from .logs import log_event
 from .metrics import Metrics
@@ -95,14 +96,18 @@ class Coordinator:
     """Drives every open round; the HTTP layer only parses, calls and serializes."""
 
     def __init__(self, state: StateBackend, publisher: Publisher, config: ServerConfig, *,
-                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
+                 authority: Authority | None = None) -> None:
         self.state, self.publisher, self.config, self.clock = state, publisher, config, clock
         self.metrics = metrics or Metrics()
+        self.authority = authority or load_authority(config)
         self._lock = threading.RLock()
         self._active: dict[int, ActiveRound] = {}
         self._failures: dict[int, int] = {}
-        self._schedule = (RoundParams.from_dict(config.schedule_round).resolved()
+        self._schedule = (RoundParams.from_dict(config.schedule_round)
                           if config.schedule_every_s > 0 else None)
+        if self._schedule is not None:
+            self._schedule.check()  # its cohort size is only known at each draw
         self.recover()
 
     # -- start-up and housekeeping -----------------------------------------------------------
@@ -115,7 +120,7 @@ class Coordinator:
 
     def _load(self, record: RoundRecord) -> ActiveRound | None:
         try:
-            active = ActiveRound.rebuild(self.state, record)
+            active = ActiveRound.rebuild(self.state, record, self.authority.public_key)
         except (MessageRejectedError, RoundAbortedError, ServerError, ConfigError, AssertionError) as exc:
             self._abort_record(record, f"could not be rebuilt after a restart: {exc}", None)
             return None

@@ -65,12 +65,15 @@ def openapi_schema() -> dict[str, Any]:
                 "ErrorBody": _schema({"code": "str", "message": "str"}),
                 "EnrolRequest": _schema({"token": "str", "identity_key": "hex", "proof": "hex"}),
                 "EnrolResponse": _schema({"device_id": "int", "credential": "str",
-                                          "server_public_key": "hex", "expires_at": "float?"}),
+                                          "server_public_key": "hex", "expires_at": "float?",
+                                          "certificate": "hex"}),
+                "CertificateAnswer": _schema({"certificate": "hex"}),
                 "RoundAnnouncement": _schema({
                     "round_id": "int", "vector_length": "int", "min_participants": "int",
                     "max_participants": "int", "threshold": "int", "graph": "str", "degree": "int?",
                     "clip": "float", "noise_multiplier": "float", "min_survivors": "int",
                     "base_model_version": "int", "stage": "str", "stage_deadline": "float",
+                    "sampling_rate": "float", "population": "int", "colluders": "int",
                     "fp_bits": "int", "fp_tail_sigmas": "float"}),
                 "RoundStatus": _schema({"round_id": "int", "state": "str", "stage": "str",
                                         "participants": "int", "survivors": "int?",
@@ -92,17 +95,22 @@ def openapi_schema() -> dict[str, Any]:
             "/v1/enrol": {"post": _op("enrol a device with an operator's token",
                                       {"201": _json("EnrolResponse", "enrolled")}, auth=False,
                                       body=_json("EnrolRequest", "token and identity key"))},
+            "/v1/certificate": {"get": _op(
+                "this device's enrolment certificate (empty until an offline authority signs it)",
+                {"200": _json("CertificateAnswer", "the certificate, hex")})},
             "/v1/rounds/current": {"get": _op("the round this device may join", ok)},
             "/v1/rounds/{round_id}": {"get": _op("a round's state", {
                 "200": _json("RoundStatus", "open, done or aborted")}, params=["round_id"])},
             "/v1/rounds/{round_id}/messages": {"post": _op(
                 "upload a signed secure-aggregation message (edgerec.secagg.wire bytes)",
                 {"202": _json("UploadAck", "stored (duplicate: an identical resend)")},
-                body=_octets("AdvertiseKeys, ShareKeys, MaskedInput or UnmaskResponse"),
+                body=_octets("AdvertiseKeys, ShareKeys, MaskedInput, ConsistencyCheck or "
+                             "UnmaskResponse"),
                 params=["round_id"])},
             "/v1/rounds/{round_id}/messages/{name}": {"get": _op(
-                "the server message opening a stage: key_list, forwarded_shares, unmask_request",
-                {"200": _octets("KeyList, ForwardedShares or UnmaskRequest"),
+                "the server message opening a stage: key_list, forwarded_shares, "
+                "consistency_request, unmask_request",
+                {"200": _octets("KeyList, ForwardedShares, ConsistencyRequest or UnmaskRequest"),
                  "204": {"description": "the stage is still collecting; retry after Retry-After"},
                  "410": _json("ErrorBody", "the round was aborted")},
                 params=["round_id", "name"])},
@@ -113,7 +121,8 @@ def openapi_schema() -> dict[str, Any]:
             "/v1/models/{version}": {"get": _op("one version's signed bundle archive", {
                 "200": {"description": "zip", "content": {"application/zip": {}}}},
                 params=["version"])},
-            "/v1/audit": {"get": _op("the privacy audit: one row per closed round",
+            "/v1/audit": {"get": _op("the privacy audit: one row per closed round, and every "
+                                     "enrolment certificate issued",
                                      {"200": {"description": "JSON"}}, auth=False)},
         },
     }

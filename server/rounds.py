@@ -23,20 +23,22 @@ from typing import Any, Mapping, Sequence
 
 from edgerec._exceptions import ConfigError, RoundAbortedError
 from edgerec.federated import FedAdam, FedAvg
-from edgerec.secagg import SecAggConfig, Stage, min_threshold
+from edgerec.secagg import SecAggConfig, Stage
 
 from ._exceptions import BadRequestError, ConflictError
 
 __all__ = ["CLIENT_STAGES", "RoundParams", "STRATEGIES", "draw_cohort", "rate_for_expected"]
 
-CLIENT_STAGES = (Stage.ADVERTISE, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK)
+CLIENT_STAGES = (Stage.ADVERTISE, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY,
+                 Stage.UNMASK)
 STRATEGIES = ("fedavg", "fedadam")
 _MAX_COHORT = 100_000
 
 
 @dataclass(frozen=True)
 class RoundParams:
-    """A round's settings. ``deadlines`` are seconds allowed for each of the four stages.
+    """A round's settings. ``deadlines`` are seconds allowed for the stages: advertise, share
+    keys, masked input, and the last for each of consistency check and unmask.
 
     ``max_participants`` is the drawn cohort's size once the round is open (``for_cohort``);
     whatever it holds before is not used to open a round.
@@ -61,6 +63,10 @@ class RoundParams:
     # q: the probability with which each active device is drawn into the cohort, independently
     # (Poisson sampling; announced to devices and shown by the audit). 1.0: no sampling.
     sampling_rate: float = 1.0
+    # With threshold None: t = drawn cohort - tolerate_dropouts (never below the safe floor).
+    # Devices calibrate their noise to t survivors, so a t near the turnout adds the least
+    # noise beyond what is needed; the price is that more dropouts abort the round.
+    tolerate_dropouts: int | None = None
 
     def check(self) -> None:
         """Raise a BadRequestError for anything wrong that does not depend on the cohort drawn.
@@ -68,21 +74,41 @@ class RoundParams:
         Run before the draw, so that a mistake is reported as such and never as a draw that
         happened to be too small or too large.
         """
-        replace(self, max_participants=self.min_participants).resolved()
+        self._check_basic()
+        self.make_strategy()
+        if self.threshold is not None or self.colluders:
+            self._secagg(0, 1, self.threshold)  # the configuration itself must be valid
 
     def for_cohort(self, cohort: int) -> RoundParams:
         """These parameters for a drawn cohort of ``cohort`` members, resolved (threshold fixed)."""
-        return replace(self, max_participants=cohort).resolved()
+        drawn = replace(self, max_participants=cohort)
+        if self.threshold is None and self.tolerate_dropouts is not None:
+            probe = drawn._secagg(0, 1, threshold=None)
+            floor = probe.floor_for(probe.degree_for(cohort))
+            drawn = replace(drawn, threshold=max(floor, cohort - self.tolerate_dropouts))
+        return drawn.resolved()
 
     def resolved(self) -> RoundParams:
-        """These parameters with the threshold fixed, or a BadRequestError saying what is wrong."""
+        """These parameters with the threshold fixed, or a BadRequestError saying what is wrong.
+
+        The default threshold is the smallest safe for the largest turnout (the active-
+        adversary floor of ``edgerec.secagg.min_threshold``, colluders included), and
+        ``min_participants`` is raised to the smallest turnout that threshold can work with
+        (``t <= degree``): fewer devices could never complete the round anyway.
+        """
         self._check_basic()
-        turnouts = range(self.min_participants, self.max_participants + 1)
         probe = self._secagg(0, 1, threshold=None)
         threshold = self.threshold
         if threshold is None:
-            threshold = max(min_threshold(probe.degree_for(n)) for n in turnouts)
-        fixed = replace(self, threshold=threshold)
+            turnouts = range(self.min_participants, self.max_participants + 1)
+            threshold = max(probe.floor_for(probe.degree_for(n)) for n in turnouts)
+        smallest = next((n for n in range(self.min_participants, self.max_participants + 1)
+                         if probe.degree_for(n) >= threshold), self.max_participants + 1)
+        fixed = replace(self, threshold=threshold, min_participants=smallest)
+        if smallest > self.max_participants:
+            raise BadRequestError(f"threshold {threshold} needs more than {self.max_participants} "
+                                  "participants; draw a larger cohort or lower the threshold")
+        turnouts = range(fixed.min_participants, fixed.max_participants + 1)
         config = fixed._secagg(0, 1, threshold)
         for n in turnouts:
             try:
@@ -154,11 +180,15 @@ class RoundParams:
             raise BadRequestError("quiet_close must be a positive number of seconds (or null)")
         if not (_finite(self.sampling_rate) and 0 < self.sampling_rate <= 1):
             raise BadRequestError("sampling_rate must be in (0, 1]")
+        if self.tolerate_dropouts is not None and not (
+                isinstance(self.tolerate_dropouts, int) and not isinstance(self.tolerate_dropouts, bool)
+                and self.tolerate_dropouts >= 1):
+            raise BadRequestError("tolerate_dropouts must be a positive integer (or null)")
 
     def _secagg(self, round_id: int, length: int, threshold: int | None) -> SecAggConfig:
         try:
             return SecAggConfig(round_id, length, self.min_participants, self.graph, self.degree,
-                                threshold)
+                                threshold, colluders=self.colluders)
         except ConfigError as exc:
             raise BadRequestError(str(exc)) from None
 

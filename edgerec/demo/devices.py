@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from ..bundle import Bundle, load_bundle
 from ..client import EdgeRec
 from ..store import InteractionStore
@@ -86,13 +84,12 @@ class TimingTransport:
 class Worker:
     """Per-process state: the server's address and key, and the shared bundle and scorer."""
 
-    def __init__(self, url: str, server_key: bytes, token: str, root: Path, first_bundle: Path,
-                 seed: int):
+    def __init__(self, url: str, server_key: bytes, token: str, root: Path, first_bundle: Path):
         import os
 
         import httpx
 
-        self.url, self.key, self.token, self.seed = url, server_key, token, seed
+        self.url, self.key, self.token = url, server_key, token
         self.client = httpx.Client(base_url=url, timeout=120.0)
         self.bundle_dir = root / f"bundles-{os.getpid()}"
         if not self.bundle_dir.exists():
@@ -113,17 +110,20 @@ class Worker:
         if rec.bundle.version != self.bundle.version:
             self.bundle, self.scorer = rec.bundle, rec._scorer
 
-    def session(self, rec: EdgeRec, transport: TimingTransport, index: int, round_: int) -> SyncSession:
+    def session(self, rec: EdgeRec, transport: TimingTransport) -> SyncSession:
+        # The noise is the SDK's default: drawn from a CSPRNG the OS seeds, in every device and
+        # every round. Nothing about it follows from the demo's --seed (which only picks who
+        # drops out and how the data is split), so nobody can subtract it.
         return SyncSession(rec, self.url, enrolment_token=self.token, server_key=self.key,
                            transport=transport, bundle_dir=self.bundle_dir,
                            allow=SyncConditions(min_new_interactions=0), poll_interval=0.05,
-                           stage_timeout=900.0, sleep=transport.sleep, noise_rng=np.random.default_rng((self.seed, index, round_)))
+                           stage_timeout=900.0, sleep=transport.sleep)
 
 
 _WORKER: Worker | None = None
 
 
-def init_worker(url: str, server_key: bytes, token: str, root: str, first_bundle: str, seed: int) -> None:
+def init_worker(url: str, server_key: bytes, token: str, root: str, first_bundle: str) -> None:
     """Pool initializer: one Worker per process.
 
     Workers compute on one core each, like a device: the runner starts them with the BLAS
@@ -131,11 +131,12 @@ def init_worker(url: str, server_key: bytes, token: str, root: str, first_bundle
     product over both cores spent most of their fine-tuning time in thread hand-offs).
     """
     global _WORKER
-    _WORKER = Worker(url, server_key, token, Path(root), Path(first_bundle), seed)
+    _WORKER = Worker(url, server_key, token, Path(root), Path(first_bundle))
 
 
-def setup_devices(tasks: list[DeviceTask]) -> list[tuple[int, str]]:
-    """Create each device (its database with its user's events) and enrol it."""
+def setup_devices(tasks: list[DeviceTask]) -> list[tuple[int, str, int | None]]:
+    """Create each device (its database with its user's events) and enrol it:
+    (task index, "enrolled" or the failing status, the server's device id)."""
     assert _WORKER is not None
     out = []
     for task in tasks:
@@ -144,8 +145,8 @@ def setup_devices(tasks: list[DeviceTask]) -> list[tuple[int, str]]:
         try:
             rec.log_many(task.events)
             transport = TimingTransport(_WORKER.client)
-            result = _WORKER.session(rec, transport, task.index, 0).enrol()
-            out.append((task.index, result.status.value if not result.ok else "enrolled"))
+            result = _WORKER.session(rec, transport).enrol()
+            out.append((task.index, result.status.value if not result.ok else "enrolled", result.device_id))
         finally:
             rec.close()
     return out
@@ -158,7 +159,7 @@ def run_round(round_: int, tasks: list[DeviceTask]) -> RoundReport:
     live: dict[int, tuple[DeviceTask, EdgeRec, SyncSession, TimingTransport]] = {}
     for task in tasks:
         rec, transport = _WORKER.open(task.folder), TimingTransport(_WORKER.client)
-        session = _WORKER.session(rec, transport, task.index, round_)
+        session = _WORKER.session(rec, transport)
         t0, http0 = time.perf_counter(), transport.seconds + transport.slept
         outcome = session.begin()
         _WORKER.adopt(rec)

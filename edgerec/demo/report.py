@@ -37,14 +37,15 @@ def _eps(value: float | None) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """The per-round table (round 0 is the first model) and the central comparison."""
-    head = f"{'round':>5} {'model':>5} {'NDCG@10':>8} {'HR@10':>7} {'devices':>7} {'survived':>8} " \
-           f"{'dropped':>7} {'epsilon':>8} {'wall s':>7}"
+    head = f"{'round':>5} {'model':>5} {'NDCG@10':>8} {'HR@10':>7} {'drawn/N':>8} {'devices':>7} " \
+           f"{'survived':>8} {'dropped':>7} {'epsilon':>8} {'wall s':>7}"
     lines = [head, "-" * len(head)]
     no_dp = report["config"].get("noise") == 0  # epsilon is infinite, stored as null
     for row in report["rounds"]:
         eps = "inf" if no_dp and row["round"] > 0 else _eps(row.get("epsilon"))
+        drawn = f"{row['cohort']}/{row['population']}" if "cohort" in row else "-"
         lines.append(f"{row['round']:>5} {row['model_version']:>5} {row['ndcg']:>8.4f} {row['hr']:>7.4f} "
-                     f"{row.get('participants', '-'):>7} {row.get('survivors', '-'):>8} "
+                     f"{drawn:>8} {row.get('participants', '-'):>7} {row.get('survivors', '-'):>8} "
                      f"{row.get('dropouts', '-'):>7} {eps:>8} "
                      f"{row.get('wall_s', 0.0):>7.1f}")
     central = report["central"]
@@ -54,7 +55,8 @@ def format_table(report: dict[str, Any]) -> str:
                  f"HR@10 {central['hr']:.4f}")
     lines.append(f"federated / central NDCG@10: {final['ndcg'] / central['ndcg']:.1%} "
                  f"at epsilon {'inf (no DP noise)' if no_dp else _eps(final.get('epsilon'))} "
-                 f"(delta {report['delta']:g})")
+                 f"(delta {report['delta']:g}; each round's cohort drawn by the server, accounted as "
+                 "drawn: k of N without replacement, zero-out neighbours)")
     return "\n".join(lines)
 
 

@@ -7,9 +7,10 @@
 3. Start ``edgerec-server`` on 127.0.0.1 with a temporary data dir; ``init`` the pilot model.
 4. Create the devices (each its own SQLite file with its user's events, identity, credential)
    in a pool of worker processes, and enrol them over HTTP.
-5. For each round: open it (the strategy, cosine-decayed server lr, clip, noise, secure aggregation),
-   let the sampled devices take part stage by stage (some drop out), then evaluate the
-   published model LOO-full and read epsilon from the server's audit.
+5. For each round: open it (the server draws the cohort by Poisson sampling, each device with
+   probability per_round / devices; the strategy, cosine-decayed server lr, clip, noise, secure
+   aggregation), let the drawn devices take part stage by stage (some drop out), then evaluate
+   the published model LOO-full and read the sampling and epsilon from the server's audit.
 6. Print the table; write report.json and report.png.
 """
 
@@ -31,6 +32,7 @@ from ..bundle import load_bundle, write_bundle
 from ..data import Dataset
 from ..model.config import ModelConfig, TrainConfig
 from ..model.params import param_names
+from .._exceptions import ConfigError
 from ..sync import install_bundle
 from ..sync.client import STEPS
 from ..training import fit_params
@@ -112,16 +114,16 @@ def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: Server
     _say(f"server on {server.url} (data dir {server.data_dir}); pinned key {key.hex()[:16]}...")
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding threads and sessions
     with _one_thread_children(), ctx.Pool(cfg.workers, initializer=dev.init_worker,
-                  initargs=(server.url, key, token, str(work), str(work / "first-bundle"), cfg.seed)) as pool:
+                  initargs=(server.url, key, token, str(work), str(work / "first-bundle"))) as pool:
         t0 = time.perf_counter()
-        _setup(pool, dataset, pop, work, progress)
+        index_of = _setup(pool, dataset, pop, work, progress)
         timing["device_setup_s"] = time.perf_counter() - t0
         hr, ndcg = evaluate(load_bundle(work / "first-bundle").params)
         rows = [{"round": 0, "model_version": 1, "hr": hr, "ndcg": ndcg, "epsilon": 0.0}]
         rng = np.random.default_rng(cfg.seed)
         bar = _bar(progress, cfg.rounds, "rounds")
         for r in range(1, cfg.rounds + 1):
-            rows.append(_round(cfg, r, pop, pool, server, key, work, evaluate, rng, timing))
+            rows.append(_round(cfg, r, index_of, pool, server, key, work, evaluate, rng, timing))
             bar.set_postfix(ndcg=f"{rows[-1]['ndcg']:.4f}", eps=f"{rows[-1]['epsilon'] or 0:.2f}")
             bar.update(1)
         bar.close()
@@ -148,30 +150,46 @@ def _one_thread_children() -> Iterator[None]:
                 os.environ[n] = v
 
 
-def _setup(pool: Any, dataset: Dataset, pop: Population, work: Path, progress: bool) -> None:
+def _setup(pool: Any, dataset: Dataset, pop: Population, work: Path, progress: bool) -> dict[int, int]:
+    """Create and enrol every device; the server's device id -> the device's index."""
     tasks = [dev.DeviceTask(i, str(work / "devices" / f"d{i:04d}"), tuple(device_events(dataset, int(u))))
              for i, u in enumerate(pop.devices)]
     chunks = [tasks[k:k + 10] for k in range(0, len(tasks), 10)]
     bar = _bar(progress, len(tasks), "devices (database + enrolment)")
-    failed = []
+    failed, index_of = [], {}
     for done in pool.imap_unordered(dev.setup_devices, chunks):
-        failed += [(i, s) for i, s in done if s != "enrolled"]
+        failed += [(i, s) for i, s, _ in done if s != "enrolled"]
+        index_of.update({int(d): i for i, s, d in done if d is not None})
         bar.update(len(done))
     bar.close()
     if failed:
         raise RuntimeError(f"{len(failed)} devices could not enrol, e.g. {failed[:3]}")
+    return index_of
 
 
-def _round(cfg: DemoConfig, r: int, pop: Population, pool: Any, server: ServerProcess, key: bytes,
-           work: Path, evaluate: Callable, rng: np.random.Generator, timing: dict[str, float]) -> dict:
+def _open(cfg: DemoConfig, r: int, server: ServerProcess) -> dict[str, Any]:
+    """Open round ``r``: the server draws its cohort (Poisson, each device with probability
+    per_round / devices, from the OS's CSPRNG). A draw too small or too large for a safe
+    threshold opens nothing; drawing again is harmless, since the size never depends on data."""
+    for attempt in range(20):
+        try:
+            return server.open_round(**_round_params(cfg, r, round(cfg.dropout * cfg.per_round)))
+        except ConfigError as exc:
+            if "drew" not in str(exc) or attempt == 19:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _round(cfg: DemoConfig, r: int, index_of: dict[int, int], pool: Any, server: ServerProcess,
+           key: bytes, work: Path, evaluate: Callable, rng: np.random.Generator,
+           timing: dict[str, float]) -> dict:
     started = time.perf_counter()
-    m = cfg.per_round
-    chosen = np.sort(rng.choice(len(pop.devices), size=m, replace=False))
-    drops = rng.choice(chosen, size=int(round(cfg.dropout * m)), replace=False)
+    opened = _open(cfg, r, server)
+    chosen = sorted(index_of[int(d)] for d in opened["members"])
+    drops = rng.choice(chosen, size=int(round(cfg.dropout * len(chosen))), replace=False)
     # Drops happen after fine-tuning and advertising, before a later stage: the server then
     # waits for that stage's deadline and goes on with the rest (Shamir shares cover them).
     where = {int(i): str(rng.choice(STEPS[1:])) for i in drops}
-    server.open_round(**_round_params(cfg, r, len(drops)))
     tasks = [dev.DeviceTask(int(i), str(work / "devices" / f"d{int(i):04d}"), (), where.get(int(i)))
              for i in chosen]
     reports = pool.starmap(dev.run_round, [(r, tasks[w::cfg.workers]) for w in range(cfg.workers)])
@@ -186,7 +204,9 @@ def _round(cfg: DemoConfig, r: int, pop: Population, pool: Any, server: ServerPr
     timing["rounds_s"] = timing.get("rounds_s", 0.0) + round_s
     statuses = [s for x in reports for s in x.statuses.values()]
     return {"round": r, "model_version": bundle.version, "hr": hr, "ndcg": ndcg,
-            "state": audit["state"], "participants": audit["participants"],
+            "state": audit["state"], "sampling_rate": audit["sampling_rate"],
+            "cohort": audit["cohort"], "population": audit["population"],
+            "participants": audit["participants"],
             "survivors": audit["survivors"], "dropouts": sum(len(x.dropped) for x in reports),
             "epsilon": audit["cumulative_epsilon"], "server_lr": server_lr(cfg.server_lr, r, cfg.rounds),
             "bytes_sent": sum(x.bytes_sent for x in reports), "wall_s": round_s,
@@ -194,24 +214,23 @@ def _round(cfg: DemoConfig, r: int, pop: Population, pool: Any, server: ServerPr
 
 
 def _round_params(cfg: DemoConfig, r: int, drops: int) -> dict[str, Any]:
-    """``round open`` flags for round ``r`` (which will see ``drops`` dropouts).
+    """``round open`` flags for round ``r`` (whose cohort should see about ``drops`` dropouts).
 
-    On the complete graph the secure-aggregation threshold, which devices calibrate their
-    noise to, sits just below the turnout the round expects (all but twice its dropouts, less one): the
-    default, a bare majority, would make every device add sqrt(2) times the noise needed when
-    nearly everyone survives. The cost: more dropouts than that abort the round. SecAgg+ keeps
-    the server's (small, per-neighbourhood) threshold.
+    The server draws about ``per_round`` devices (``--expected``). On the complete graph the
+    secure-aggregation threshold, which devices calibrate their noise to, sits just below the
+    drawn cohort (all but twice the expected dropouts, plus two; never below the safe floor of
+    2/3): at the floor every device would add sqrt(3/2) times the noise needed when nearly
+    everyone survives. The cost: more dropouts than that abort the round. SecAgg+ keeps the
+    server's (per-neighbourhood) threshold.
     """
     m, d = cfg.per_round, cfg.stage_deadline
     assert cfg.server_lr is not None and cfg.rounds is not None and m is not None
     flags: dict[str, Any] = {
-        "min": min(m, m // 2 + 3), "max": m, "clip": cfg.clip, "noise": cfg.noise, "graph": cfg.graph,
+        "min": 4, "expected": m, "clip": cfg.clip, "noise": cfg.noise, "graph": cfg.graph,
         "deadlines": f"{max(600.0, 5.0 * m)},{d},{d},{d}", "strategy": cfg.strategy,
         "server_lr": server_lr(cfg.server_lr, r, cfg.rounds), "quiet_close": cfg.quiet_close}
     if cfg.graph == "complete":
-        # t must stay below every turnout (a device's neighbours are the n - 1 others)
-        flags["threshold"] = max(m // 2 + 1, m - 2 * drops - 2)
-        flags["min"] = min(m, flags["threshold"] + 1)
+        flags["tolerate_dropouts"] = 2 * drops + 2
     return flags
 
 

@@ -20,7 +20,8 @@ A device's round, in short::
 HTTP routes (all under the server's base URL; ``Authorization: Bearer <credential>``):
 ``POST /v1/enrol`` (JSON), ``GET /v1/rounds/current``, ``GET /v1/rounds/{id}``,
 ``POST /v1/rounds/{id}/messages`` (secagg wire bytes), ``GET /v1/rounds/{id}/messages/{name}``
-(``key_list``, ``forwarded_shares``, ``unmask_request``; 204 while not ready, 410 if aborted),
+(``key_list``, ``forwarded_shares``, ``consistency_request``, ``unmask_request``; 204 while not
+ready, 410 if aborted), ``GET /v1/certificate`` (the device's enrolment certificate),
 ``GET /v1/models/latest`` (zip; ETag / If-None-Match), ``GET /v1/public-key``.
 """
 
@@ -35,6 +36,7 @@ from .messages import (
     DOWNLOAD_NAMES,
     PROTOCOL_VERSION,
     UPLOAD_KINDS,
+    CertificateAnswer,
     EnrolRequest,
     EnrolResponse,
     ErrorBody,
@@ -45,6 +47,7 @@ from .messages import (
     enrol_proof_bytes,
 )
 from .participant import ParticipationResult, RoundParticipant
+from .policy import RoundPolicy, RoundRefusedError
 from .retry import Backoff
 from .transport import HttpxTransport, RecordingTransport, Response, Transport
 
@@ -54,6 +57,7 @@ __all__ = [
     "UPLOAD_KINDS",
     "Backoff",
     "BundleDownload",
+    "CertificateAnswer",
     "DeviceIdentity",
     "EnrolRequest",
     "EnrolResponse",
@@ -65,6 +69,8 @@ __all__ = [
     "Response",
     "RoundAnnouncement",
     "RoundParticipant",
+    "RoundPolicy",
+    "RoundRefusedError",
     "RoundStatus",
     "ServerApi",
     "ServerKey",

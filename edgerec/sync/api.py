@@ -28,6 +28,7 @@ from .errors import ProtocolError, ServerRejectedError
 from .messages import (
     DOWNLOAD_NAMES,
     UPLOAD_KINDS,
+    CertificateAnswer,
     EnrolRequest,
     EnrolResponse,
     ErrorBody,
@@ -54,11 +55,13 @@ def new_identity_key(rng: Callable[[int], bytes] | None = None) -> bytes:
 
 @dataclass(frozen=True)
 class DeviceIdentity:
-    """What an enrolled device keeps (secretly): its id, identity private key and credential."""
+    """What an enrolled device keeps (secretly): its id, identity private key and credential,
+    and its enrolment certificate (public; empty until the authority has signed it)."""
 
     device_id: int
     identity_key: bytes
     credential: str
+    certificate: bytes = b""
 
     @property
     def public_key(self) -> bytes:
@@ -90,7 +93,12 @@ class ServerApi:
         body = codec.encode(EnrolRequest(token, public, proof))
         answer = self._send("POST", "/v1/enrol", body, "enrol", codec.JSON)
         response = self._decode(answer, EnrolResponse)
-        return DeviceIdentity(response.device_id, identity_key, response.credential)
+        return DeviceIdentity(response.device_id, identity_key, response.credential,
+                              response.certificate)
+
+    def certificate(self) -> bytes:
+        """This device's enrolment certificate (empty if the authority has not signed it yet)."""
+        return self._decode(self._get("/v1/certificate"), CertificateAnswer).certificate
 
     def public_key(self) -> bytes:
         """The server's bundle-signing key as it says it is (pin the real one in the app)."""

@@ -13,12 +13,17 @@ demo) that drives many devices stage by stage calls ``begin()``, then each of ``
 over (None means "go on").
 
 Guarantees: network and server problems never raise into the app (they come back as a
-status: ``OFFLINE``, ``SERVER_ERROR``, ``ROUND_ABORTED``, ``BUNDLE_REJECTED``); only bad
-arguments raise (``ConfigError``). Requests that got no answer are retried with bounded
-exponential backoff and jitter. Every byte sent goes through the privacy ledger first (the
-``on_upload`` hook of :class:`ServerApi`). A bundle is installed only if its signature verifies
-against the pinned ``server_key``, atomically; on any failure the current bundle keeps serving.
-Logged events are never touched, so nothing is lost when the device is offline.
+status: ``OFFLINE``, ``SERVER_ERROR``, ``ROUND_ABORTED``, ``BUNDLE_REJECTED``,
+``ROUND_REFUSED``); only bad arguments raise (``ConfigError``). Requests that got no answer are
+retried with bounded exponential backoff and jitter. Every byte sent goes through the privacy
+ledger first (the ``on_upload`` hook of :class:`ServerApi`). A bundle is installed only if its
+signature verifies against the pinned ``server_key`` and its signed version is newer than any
+this device installed, atomically; on any failure the current bundle keeps serving. A round is
+joined only if its announcement is within the app's :class:`RoundPolicy` and the device can
+check its peers' certificates against the pinned enrolment authority (``authority_key``, by
+default ``server_key``); a refusal is a ``ROUND_REFUSED`` status and a ``refusal`` ledger row.
+The noise comes from a cryptographic generator seeded by the OS. Logged events are never
+touched, so nothing is lost when the device is offline.
 """
 
 from __future__ import annotations
@@ -26,23 +31,24 @@ from __future__ import annotations
 import os
 import random
 import time
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-
-from .._exceptions import (BundleError, ConfigError, EdgeRecError, MessageRejectedError,
-                           RoundAbortedError)
+from .._exceptions import (BadCertificateError, BundleError, ConfigError, EdgeRecError,
+                           MessageRejectedError, RoundAbortedError)
 from ..finetune import FineTuneConfig
+from ..privacy import RandomSource
+from ..secagg import check_certificate, crypto
 from .api import DeviceIdentity, ServerApi, new_identity_key
 from .bundles import BundleRollbackError, install_bundle
 from .device import SyncRecords, device_epsilon
 from .errors import ProtocolError, ServerRejectedError, SyncError, TransportError
 from .messages import RoundAnnouncement
 from .participant import RoundParticipant
+from .policy import RoundPolicy, RoundRefusedError
 from .retry import Backoff
+from .status import SyncConditions, SyncResult, SyncStatus
 from .transport import HttpxTransport, Transport, check_server_url
 
 if TYPE_CHECKING:
@@ -56,76 +62,7 @@ __all__ = ["FEDERATED_FINETUNE", "STEPS", "SyncConditions", "SyncResult", "SyncS
 #: pass, but not refitted here: refitting it is ``fine_tune()``'s job, outside rounds.
 FEDERATED_FINETUNE = FineTuneConfig(epochs=2, adapter_epochs=0, optimizer="sgd", lr=0.2, batch_size=64)
 #: The round's steps after ``begin()``, in order (``RoundParticipant`` method names).
-STEPS = ("advertise", "share_keys", "masked_input", "unmask")
-
-
-class SyncStatus(str, Enum):
-    """How a sync ended."""
-
-    OFFLINE = "offline"  # no answer from the server (after retries); nothing lost, try later
-    NOT_ENROLLED = "not_enrolled"  # no identity yet and no enrolment token given (or refused)
-    NO_ROUND = "no_round"  # enrolled, model up to date, no round open for this device
-    CONDITIONS_NOT_MET = "conditions_not_met"  # the app's flags or too few new interactions
-    MODEL_OUT_OF_DATE = "model_out_of_date"  # a round needs another base model than installed
-    PARTICIPATED = "participated"  # sent a delta to a round that completed
-    ROUND_ABORTED = "round_aborted"  # the round ended without a result (too few survivors)
-    BUNDLE_INSTALLED = "bundle_installed"  # a newer signed bundle was installed
-    # A downloaded bundle failed its checks, or is validly signed but its signed model_version
-    # is not above the highest this device installed (the message then starts "rollback
-    # refused"); the old one is kept. One status for both: either way the server sent a bundle
-    # this device will not run, and the app's reaction (keep serving, report) is the same.
-    BUNDLE_REJECTED = "bundle_rejected"
-    SERVER_ERROR = "server_error"  # the server refused a request or answered garbage
-    DEVICE_ERROR = "device_error"  # this device failed (its database, disk); nothing sent
-
-
-_OK = frozenset({SyncStatus.NO_ROUND, SyncStatus.CONDITIONS_NOT_MET, SyncStatus.PARTICIPATED,
-                 SyncStatus.BUNDLE_INSTALLED})
-
-
-@dataclass(frozen=True)
-class SyncConditions:
-    """What the app says about the device right now. Bundles download only on an unmetered
-    network; a round also needs charging, idle and ``min_new_interactions`` events stored
-    since the device last took part."""
-
-    unmetered: bool = True
-    charging: bool = True
-    idle: bool = True
-    min_new_interactions: int = 1
-
-    def __post_init__(self) -> None:
-        if isinstance(self.min_new_interactions, bool) or not isinstance(self.min_new_interactions, int) \
-                or self.min_new_interactions < 0:
-            raise ConfigError("min_new_interactions must be an int >= 0")
-
-    def refusal(self, new_interactions: int) -> str | None:
-        """Why a round may not run now, or None when it may."""
-        missing = [name for name in ("unmetered", "charging", "idle") if not getattr(self, name)]
-        if missing:
-            return "device is not " + ", ".join(missing)
-        if new_interactions < self.min_new_interactions:
-            return (f"{new_interactions} new interaction(s) since the last round; "
-                    f"{self.min_new_interactions} needed")
-        return None
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """What one sync did. ``ok`` is False for the statuses that report a problem."""
-
-    status: SyncStatus
-    message: str
-    model_version_before: int
-    model_version_after: int
-    round_id: int | None = None
-    participated: bool = False
-    bytes_sent: int = 0
-    device_id: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status in _OK
+STEPS = ("advertise", "share_keys", "masked_input", "consistency", "unmask")
 
 
 class SyncSession:
@@ -137,6 +74,11 @@ class SyncSession:
         enrolment_token: an operator's token, needed only until the device is enrolled.
         server_key: the server's pinned Ed25519 public key (raw or hex); without it no bundle
             is downloaded and the device only joins rounds on the model it has.
+        authority_key: the pinned enrolment authority's Ed25519 public key (raw or hex), which
+            every peer's certificate must verify under; default ``server_key`` (an
+            ``edgerec-server`` that signs certificates with its bundle key). Without either the
+            device refuses every round.
+        policy: the app's bounds on rounds (:class:`RoundPolicy`; secure defaults).
         allow: the app's conditions (default: all met, at least one new interaction).
         budget: local training for the round (default :data:`FEDERATED_FINETUNE`).
         transport: a :class:`Transport` (default an httpx one, closed at the end).
@@ -144,7 +86,11 @@ class SyncSession:
         backoff: retry policy of single requests.
         timeout: seconds per HTTP request (default transport only).
         poll_interval, stage_timeout: while waiting for the server in a round.
-        sleep, clock, jitter, key_rng, noise_rng: injected time and randomness (tests).
+        sleep, clock, jitter, key_rng: injected time and randomness (tests).
+        noise_source: the noise's randomness (default: a fresh ``SecureRandom.from_os()`` per
+            round). A reproducible source (tests) makes the round not private: the device's
+            ledger then charges an infinite epsilon for it.
+        wall_clock: seconds since the epoch (certificates' validity).
         dp_delta: the delta of the device's own epsilon on the ledger.
         insecure_http_hosts: host names the app accepts plain ``http://`` to (opt-in by name);
             without it ``http://`` is refused (ConfigError) except to loopback.
@@ -159,25 +105,32 @@ class SyncSession:
                  clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] = random.random,
                  key_rng: Callable[[int], bytes] = os.urandom,
-                 noise_rng: np.random.Generator | None = None, dp_delta: float = 1e-5,
-                 insecure_http_hosts: tuple[str, ...] = ()) -> None:
+                 noise_source: RandomSource | None = None, dp_delta: float = 1e-5,
+                 insecure_http_hosts: tuple[str, ...] = (),
+                 authority_key: bytes | str | None = None, policy: RoundPolicy | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         _check_args(server_url, enrolment_token, server_key, allow, budget, backoff, timeout,
                     insecure_http_hosts)
+        if policy is not None and not isinstance(policy, RoundPolicy):
+            raise ConfigError("policy must be a RoundPolicy")
         self.rec, self.url = rec, server_url.rstrip("/")
         self.token, self.server_key = enrolment_token, server_key
+        self.authority = _raw_key(authority_key if authority_key is not None else server_key)
+        self.policy, self._wall_clock = policy or RoundPolicy(), wall_clock
         self.allow, self.budget = allow or SyncConditions(), budget or FEDERATED_FINETUNE
         self._owned = transport is None
         self.transport: Transport = transport or HttpxTransport(self.url, timeout=timeout)
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else rec.bundle.path
         self.backoff, self._poll, self._stage_timeout = backoff, poll_interval, stage_timeout
         self._sleep, self._clock, self._jitter = sleep, clock, jitter
-        self._key_rng, self._noise_rng, self._dp_delta = key_rng, noise_rng, dp_delta
+        self._key_rng, self._noise_source, self._dp_delta = key_rng, noise_source, dp_delta
         self.records = SyncRecords(rec._state, rec._clock)
         self.version_before = rec.model_version
         self.identity: DeviceIdentity | None = None
         self.participant: RoundParticipant | None = None
         self.bytes_sent = 0
         self._installed = False
+        self._refusing: RoundAnnouncement | None = None
         self._epsilon: float | None = None
         self._done: SyncResult | None = None
 
@@ -198,7 +151,8 @@ class SyncSession:
         return self._guarded(self._begin)
 
     def step(self, name: str) -> SyncResult | None:
-        """Run one round step (``advertise``, ``share_keys``, ``masked_input``, ``unmask``)."""
+        """Run one round step (``advertise``, ``share_keys``, ``masked_input``,
+        ``consistency``, ``unmask``)."""
         if name not in STEPS:
             raise ConfigError(f"step must be one of {STEPS}, got {name!r}")
         if self.participant is None:
@@ -241,16 +195,26 @@ class SyncSession:
             return self._result(SyncStatus.MODEL_OUT_OF_DATE,
                                 f"round {ann.round_id} builds on model {ann.base_model_version}; "
                                 f"this device has {self.rec.model_version}", ann.round_id)
+        waiting = self._certified()  # only rounds need it: peers check it
+        if waiting is not None:
+            return waiting
+        self._refusing = ann  # a refusal from here on is recorded against this round
         self._prepare(ann)
         return None
 
     def _prepare(self, ann: RoundAnnouncement) -> None:
-        update = self.rec.fine_tune(self.budget)
         assert self.identity is not None
+        if self.authority is None:
+            raise RoundRefusedError(f"round {ann.round_id} refused: no enrolment authority key is "
+                                    "pinned, so peers' keys cannot be checked")
+        self.policy.check(ann)  # before any training: a refused round costs the device nothing
+        update = self.rec.fine_tune(self.budget)
         self.participant = RoundParticipant(
-            self._api(), self.identity, ann, update.delta, rng=self._key_rng,
-            noise_rng=self._noise_rng, poll_interval=self._poll, stage_timeout=self._stage_timeout,
-            transport_retries=self.backoff.attempts - 1, sleep=self._sleep, clock=self._clock)
+            self._api(), self.identity, ann, update.delta, authority_key=self.authority,
+            policy=self.policy, rng=self._key_rng, noise_source=self._noise_source,
+            poll_interval=self._poll, stage_timeout=self._stage_timeout,
+            transport_retries=self.backoff.attempts - 1, sleep=self._sleep, clock=self._clock,
+            wall_clock=self._wall_clock)
         self.records.save_count(self.rec.store.count())
 
     def _finish(self) -> SyncResult:
@@ -286,6 +250,27 @@ class SyncSession:
             raise
         self.records.save_identity(self.url, identity)
         self.identity = identity
+        return None
+
+    def _certified(self) -> SyncResult | None:
+        """Fetch this device's enrolment certificate if it has none yet (an offline authority
+        signs later); None once it has one that verifies under the pinned authority."""
+        identity = self.identity
+        assert identity is not None
+        certificate = identity.certificate or self._retry(self._api().certificate)
+        if not certificate:
+            return self._result(SyncStatus.NOT_ENROLLED, f"enrolled as device {identity.device_id}; "
+                                "waiting for the enrolment authority to sign its certificate")
+        if self.authority is not None:
+            try:
+                check_certificate(certificate, self.authority, device_id=identity.device_id,
+                                  identity_key=identity.public_key, now=self._wall_clock())
+            except BadCertificateError as exc:
+                return self._result(SyncStatus.NOT_ENROLLED,
+                                    f"this device's certificate does not check out: {exc}")
+        if certificate != identity.certificate:
+            self.identity = replace(identity, certificate=certificate)
+            self.records.save_identity(self.url, self.identity)
         return None
 
     def _update_bundle(self) -> None:
@@ -341,15 +326,27 @@ class SyncSession:
             ann = part.announcement
             if self._epsilon is None:
                 # Charged when the first byte of this round leaves, i.e. before the delta can.
-                eps = device_epsilon(self.records.add_round(ann.round_id, ann.noise_multiplier),
-                                     self._dp_delta)
-                self._epsilon = -1.0 if eps is None or eps == float("inf") else eps
+                # Noise from a reproducible source protects nothing: charged as no noise.
+                z = ann.noise_multiplier if part.private_noise else 0.0
+                eps = device_epsilon(self.records.add_round(ann.round_id, z), self._dp_delta)
+                self._epsilon = -1.0 if eps is None else eps
+            known = self._epsilon >= 0
             self.rec.ledger.record(body, kind=kind, round_id=ann.round_id, clip=ann.clip,
                                    noise_multiplier=ann.noise_multiplier,
-                                   epsilon=self._epsilon if self._epsilon >= 0 else None,
-                                   delta=self._dp_delta if self._epsilon >= 0 else None,
-                                   destination=self.url, model_version=ann.base_model_version)
+                                   epsilon=self._epsilon if known else None,
+                                   delta=self._dp_delta if known else None,
+                                   destination=self.url, model_version=ann.base_model_version,
+                                   note=None if part.private_noise else "reproducible noise: not private")
         self.bytes_sent += len(body)
+
+    def _refused(self, exc: RoundRefusedError) -> SyncResult:
+        """A round this device will not take part in: a ledger row saying why, and the status."""
+        ann = self.participant.announcement if self.participant else self._refusing
+        rid = ann.round_id if ann is not None else None
+        self.rec.ledger.record(b"", kind="refusal", round_id=rid, destination=self.url,
+                               model_version=ann.base_model_version if ann else None,
+                               note=str(exc)[:1000])
+        return self._result(SyncStatus.ROUND_REFUSED, str(exc), rid)
 
     def _retry(self, request: Callable[[], object]):  # type: ignore[no-untyped-def]
         return self.backoff.call(request, sleep=self._sleep, rng=self._jitter)
@@ -373,6 +370,8 @@ class SyncSession:
         rid = self.participant.round_id if self.participant else None
         try:
             outcome = work()
+        except RoundRefusedError as exc:
+            outcome = self._refused(exc)
         except TransportError as exc:
             outcome = self._result(SyncStatus.OFFLINE, f"server unreachable: {exc}", rid)
         except RoundAbortedError as exc:
@@ -395,6 +394,19 @@ class SyncSession:
 def sync(rec: EdgeRec, server_url: str, **options: object) -> SyncResult:
     """One whole sync of ``rec`` with ``server_url`` (options: :class:`SyncSession`'s)."""
     return SyncSession(rec, server_url, **options).run()  # type: ignore[arg-type]
+
+
+def _raw_key(key: bytes | str | None) -> bytes | None:
+    """A pinned Ed25519 public key as 32 raw bytes (given raw or as hex)."""
+    if key is None:
+        return None
+    try:
+        raw = bytes.fromhex(key) if isinstance(key, str) else bytes(key)
+    except ValueError:
+        raise ConfigError("a pinned key must be 32 raw bytes or their hex") from None
+    if len(raw) != crypto.KEY_BYTES:
+        raise ConfigError("a pinned key must be 32 raw bytes or their hex")
+    return raw
 
 
 def _check_args(url: object, token: object, key: object, allow: object, budget: object,

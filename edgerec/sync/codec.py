@@ -21,6 +21,7 @@ from ..secagg import wire
 from .errors import ProtocolError
 from .messages import (
     PROTOCOL_VERSION,
+    CertificateAnswer,
     EnrolRequest,
     EnrolResponse,
     ErrorBody,
@@ -43,6 +44,7 @@ TYPE_TAGS: dict[type, str] = {
     UploadAck: "upload_ack",
     ServerKey: "server_key",
     ErrorBody: "error",
+    CertificateAnswer: "certificate",
 }
 
 encode_secagg = wire.encode

@@ -1,7 +1,8 @@
 """What the sync client keeps in the device database (``DeviceState`` rows, JSON values).
 
-- ``sync_identity``: device id, Ed25519 identity key and bearer credential, and the server
-  they belong to. Secret: it lives in the app's own database file like the events do.
+- ``sync_identity``: device id, Ed25519 identity key, bearer credential and enrolment
+  certificate, and the server they belong to. Secret: it lives in the app's own database file
+  like the events do.
 - ``sync_bundle_etag``: the ETag of the last bundle installed from the server, or found to be
   the version already running (a cache hint only: it saves re-downloading the same archive, it
   never decides what gets installed).
@@ -17,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -57,7 +57,7 @@ class SyncRecords:
         if not saved or saved.get("server") != server_url or saved.get("device_id") is None:
             return None
         return DeviceIdentity(int(saved["device_id"]), bytes.fromhex(saved["identity_key"]),
-                              saved["credential"])
+                              saved["credential"], bytes.fromhex(saved.get("certificate", "")))
 
     def pending_key(self, server_url: str, make: Callable[[], bytes]) -> bytes:
         """The identity key to enrol with: made once and saved before it is used, so a retry
@@ -72,7 +72,8 @@ class SyncRecords:
 
     def save_identity(self, server_url: str, identity: DeviceIdentity) -> None:
         self._put(_IDENTITY, {"server": server_url, "identity_key": identity.identity_key.hex(),
-                              "device_id": identity.device_id, "credential": identity.credential})
+                              "device_id": identity.device_id, "credential": identity.credential,
+                              "certificate": identity.certificate.hex()})
 
     # -- bundles -----------------------------------------------------------------------------
     def etag(self) -> str | None:
@@ -122,20 +123,18 @@ class SyncRecords:
 def device_epsilon(rounds: list[dict[str, Any]], delta: float) -> float | None:
     """This device's own cumulative epsilon over the rounds it sent a delta to.
 
-    Conservative on purpose: each such round counts as a Gaussian release of this device's
-    clipped delta with no amplification by sampling (q = 1), because the device cannot check
-    how many devices the server sampled from. The server's audit reports the population-level
-    figure with sampling (smaller). The smallest z seen is used for every round (an upper
-    bound when z varied). None when dp-accounting is not installed here.
+    Each such round is a Gaussian release of this device's clipped delta at that round's
+    noise multiplier, composed with dp-accounting (``edgerec.privacy.device_epsilon``) with no
+    amplification by sampling: the server knows which devices took part, so against it no
+    sampling can be assumed. Zero-out neighbours (SECURITY.md). A round with ``z == 0`` (or
+    with noise from a reproducible source, recorded as 0) makes it infinite for good. None when
+    dp-accounting is not installed here.
     """
     if not rounds:
         return 0.0
-    z = min(r["z"] for r in rounds)
-    if z <= 0:
-        return math.inf
     try:
-        from ..privacy import epsilon
+        from ..privacy import device_epsilon as compose
 
-        return epsilon(1, 1, z, len(rounds), delta)
+        return compose([float(r["z"]) for r in rounds], delta)
     except ImportError:
         return None

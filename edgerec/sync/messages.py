@@ -16,6 +16,7 @@ __all__ = [
     "DOWNLOAD_NAMES",
     "PROTOCOL_VERSION",
     "UPLOAD_KINDS",
+    "CertificateAnswer",
     "EnrolRequest",
     "EnrolResponse",
     "ErrorBody",
@@ -26,13 +27,14 @@ __all__ = [
     "enrol_proof_bytes",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: certificates, the consistency stage, discrete noise, sampling
 
 #: The upload kind of each client stage; these are also the privacy ledger's kinds.
 UPLOAD_KINDS: dict[Stage, str] = {
     Stage.ADVERTISE: "advertise_keys",
     Stage.SHARE_KEYS: "share_keys",
     Stage.MASKED_INPUT: "masked_input",
+    Stage.CONSISTENCY: "consistency",
     Stage.UNMASK: "unmask",
 }
 
@@ -40,6 +42,7 @@ UPLOAD_KINDS: dict[Stage, str] = {
 DOWNLOAD_NAMES: dict[Stage, str] = {
     Stage.SHARE_KEYS: "key_list",
     Stage.MASKED_INPUT: "forwarded_shares",
+    Stage.CONSISTENCY: "consistency_request",
     Stage.UNMASK: "unmask_request",
 }
 
@@ -70,12 +73,24 @@ class EnrolResponse:
 
     The credential is shown once; the server keeps only its hash. ``server_public_key`` is
     what bundles are signed with (pin it in the app rather than trusting this copy).
+    ``certificate`` is the device's enrolment certificate (``edgerec.secagg.certificate``),
+    empty while an offline enrolment authority has not signed it yet (the device fetches it
+    later from ``GET /v1/certificate``).
     """
 
     device_id: int
     credential: str
     server_public_key: bytes
     expires_at: float | None = None
+    certificate: bytes = b""
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class CertificateAnswer:
+    """Server -> device: its enrolment certificate (empty: not signed by the authority yet)."""
+
+    certificate: bytes
     version: int = PROTOCOL_VERSION
 
 
@@ -85,8 +100,9 @@ class RoundAnnouncement:
 
     The delta is the difference from model ``base_model_version`` (flattened shared weights,
     ``vector_length`` floats). Noise is calibrated to ``min_survivors`` (the secure-aggregation
-    threshold minus the colluders tolerated): the server never unmasks a sum of fewer devices.
-    ``stage_deadline`` is the current stage's deadline in seconds since the epoch.
+    threshold minus the ``colluders`` tolerated): no sum the server can unmask holds fewer
+    honest devices. ``stage_deadline`` is the current stage's deadline in seconds since the
+    epoch. Devices check all of it against their :class:`~edgerec.sync.RoundPolicy`.
     """
 
     round_id: int
@@ -102,14 +118,20 @@ class RoundAnnouncement:
     base_model_version: int
     stage: str
     stage_deadline: float
+    #: q: each of the ``population`` devices active at opening was drawn into this round's
+    #: cohort independently with this probability (1.0: every active device, no sampling).
+    sampling_rate: float = 1.0
+    population: int = 0
+    colluders: int = 0
     fp_bits: int = 32
-    fp_tail_sigmas: float = 8.0
+    fp_tail_sigmas: float = 12.0
     version: int = PROTOCOL_VERSION
 
     def secagg_config(self) -> SecAggConfig:
-        """The round's secure-aggregation parameters (both sides build the same one)."""
+        """The round's secure-aggregation parameters as announced (a device holds the round to
+        its own :class:`~edgerec.sync.RoundPolicy`'s version of them)."""
         return SecAggConfig(self.round_id, self.vector_length, self.min_participants,
-                            self.graph, self.degree, self.threshold)
+                            self.graph, self.degree, self.threshold, colluders=self.colluders)
 
     def noise(self) -> DistributedNoise:
         """Each device's share of the Gaussian noise (``noise_multiplier`` 0: none)."""
@@ -117,8 +139,8 @@ class RoundAnnouncement:
 
     def fixed_point(self) -> FixedPoint:
         """The fixed-point code: room for ``max_participants`` encodings without wrapping."""
-        return FixedPoint.for_noise(self.noise(), self.max_participants, self.fp_bits,
-                                    self.fp_tail_sigmas)
+        return FixedPoint.for_noise(self.noise(), self.max_participants, self.vector_length,
+                                    self.fp_bits, self.fp_tail_sigmas)
 
 
 @dataclass(frozen=True)

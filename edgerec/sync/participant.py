@@ -7,11 +7,16 @@
         part = RoundParticipant(api, identity, announcement, update.delta)
         outcome = part.run()                 # advertise, share keys, masked input, unmask, result
 
-``run()`` is the four steps below in order; each step may also be called on its own (a
-simulation can stop after any of them to play a device that drops out). The delta is clipped,
-noised and fixed-point encoded (``edgerec.privacy.privatize``) with the round's parameters
-before anything is masked; only masked, signed secure-aggregation messages leave the device,
-each through ``api.on_upload`` first. A device that restarts mid-round cannot resume (its
+``run()`` is the five steps below in order; each step may also be called on its own (a
+simulation can stop after any of them to play a device that drops out). Before anything else
+the announcement is checked against the app's :class:`~edgerec.sync.RoundPolicy` (a round
+outside it is refused: :class:`~edgerec.sync.RoundRefusedError`). The delta is clipped, noised
+with discrete Gaussian noise from a cryptographic generator, and fixed-point encoded
+(``edgerec.privacy.privatize``) with the round's parameters before anything is masked; only
+masked, signed secure-aggregation messages leave the device, each through ``api.on_upload``
+first. Every peer's keys must carry a certificate from the pinned enrolment authority. A server
+message that fails the device's checks is refused the same way (``RoundRefusedError``), and the
+device sends nothing more in that round. A device that restarts mid-round cannot resume (its
 round keys live only in this object): it has dropped out, and the round goes on without it.
 """
 
@@ -24,12 +29,13 @@ from typing import Callable
 
 import numpy as np
 
-from .._exceptions import ConfigError
-from ..privacy import PrivateDelta, privatize
+from .._exceptions import ConfigError, MessageRejectedError
+from ..privacy import PrivateDelta, RandomSource, SecureRandom, privatize
 from ..secagg import ClientMachine, Stage
 from .api import DeviceIdentity, ServerApi
 from .errors import ProtocolError, TransportError
 from .messages import RoundAnnouncement, RoundStatus
+from .policy import RoundPolicy, RoundRefusedError
 
 __all__ = ["ParticipationResult", "RoundParticipant"]
 
@@ -57,27 +63,39 @@ class RoundParticipant:
         announcement: the round, from ``api.current_round()``.
         delta: float delta from model ``announcement.base_model_version`` (flattened shared
             weights, ``announcement.vector_length`` entries).
+        authority_key: the pinned enrolment authority's raw Ed25519 public key: every peer's
+            certificate must verify under it. Without one the device refuses every round (it
+            could not tell real peers from keys the server made up).
+        policy: the app's bounds on rounds (:class:`RoundPolicy`, secure defaults).
         rng: ``rng(n) -> n bytes`` for the round keys and masks (the OS by default).
-        noise_rng: numpy Generator for the noise and stochastic rounding (OS-seeded default).
+        noise_source: randomness for the noise and stochastic rounding (default: a fresh
+            ``SecureRandom.from_os()`` per round; a reproducible source makes the round not
+            private, which the device's ledger records as an infinite epsilon).
+        wall_clock: seconds since the epoch, to check certificates' validity.
         poll_interval: seconds between polls while the server is still collecting a stage.
         stage_timeout: give up (``TransportError``) after waiting this long for one stage.
         transport_retries: resends of one request after no answer (resends are idempotent).
     """
 
     def __init__(self, api: ServerApi, identity: DeviceIdentity, announcement: RoundAnnouncement,
-                 delta: np.ndarray, *, rng: Callable[[int], bytes] = os.urandom,
-                 noise_rng: np.random.Generator | None = None, poll_interval: float = 1.0,
+                 delta: np.ndarray, *, authority_key: bytes | None = None,
+                 policy: RoundPolicy | None = None, rng: Callable[[int], bytes] = os.urandom,
+                 noise_source: RandomSource | None = None, poll_interval: float = 1.0,
                  stage_timeout: float = 900.0, transport_retries: int = 2,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.api, self.identity, self.announcement = api, identity, announcement
         self._delta = np.asarray(delta, dtype=np.float64)
         if self._delta.shape != (announcement.vector_length,):
             raise ConfigError(f"delta has shape {self._delta.shape}; round {announcement.round_id} "
                               f"needs {announcement.vector_length} entries")
-        self._rng, self._noise_rng = rng, noise_rng or np.random.default_rng()
+        if authority_key is not None and len(authority_key) != 32:
+            raise ConfigError("authority_key must be a raw 32-byte Ed25519 public key")
+        self._authority, self.policy = authority_key, policy or RoundPolicy()
+        self._rng, self._noise_source = rng, noise_source
         self._poll, self._timeout, self._retries = poll_interval, stage_timeout, transport_retries
-        self._clock, self._sleep = clock, sleep
+        self._clock, self._sleep, self._wall_clock = clock, sleep, wall_clock
         self._machine: ClientMachine | None = None
         self.private: PrivateDelta | None = None
 
@@ -85,26 +103,43 @@ class RoundParticipant:
     def round_id(self) -> int:
         return self.announcement.round_id
 
+    @property
+    def private_noise(self) -> bool:
+        """False when the noise came from a reproducible (hence not private) source."""
+        return self._noise_source is None or bool(self._noise_source.private)
+
     def run(self) -> ParticipationResult:
         """Take part in every stage, then wait for the round's outcome."""
         self.advertise()
         self.share_keys()
         self.masked_input()
+        self.consistency()
         self.unmask()
         return self.result()
 
+    def check(self) -> None:
+        """Refuse (:class:`RoundRefusedError`) a round outside the policy or without a pinned
+        authority; called by :meth:`advertise`, and by the sync before it fine-tunes."""
+        if self._authority is None:
+            raise RoundRefusedError(f"round {self.round_id} refused: no enrolment authority key is "
+                                    "pinned, so peers' keys cannot be checked")
+        self.policy.check(self.announcement)
+
     def advertise(self) -> None:
-        """Privatize the delta, make this round's keys and send them (stage 0)."""
+        """Check the round, privatize the delta, make this round's keys and send them (stage 0)."""
+        self.check()
         ann = self.announcement
         try:
-            config, noise, fp = ann.secagg_config(), ann.noise(), ann.fixed_point()
+            config, noise, fp = self.policy.secagg_config(ann), ann.noise(), ann.fixed_point()
         except ConfigError as exc:
             raise ProtocolError(f"round {ann.round_id} announces unusable parameters: {exc}") from exc
+        source = self._noise_source or SecureRandom.from_os()
         self.private = privatize(self._delta, clip=ann.clip,
                                  noise=noise if ann.noise_multiplier > 0 else None,
-                                 fp=fp, rng=self._noise_rng)
+                                 fp=fp, source=source)
         self._machine = ClientMachine(config, self.identity.device_id, self.identity.identity_key,
-                                      self.private.encoded, self._rng)
+                                      self.private.encoded, self._rng, authority_key=self._authority,
+                                      certificate=self.identity.certificate, now=self._wall_clock())
         self._upload(self._machine.advertise())
 
     def share_keys(self) -> None:
@@ -115,8 +150,12 @@ class RoundParticipant:
         """Wait for the forwarded shares, then send the masked vector (stage 2)."""
         self._step(Stage.MASKED_INPUT)
 
+    def consistency(self) -> None:
+        """Wait for the survivor set, then send this device's signature over it (stage 3)."""
+        self._step(Stage.CONSISTENCY)
+
     def unmask(self) -> None:
-        """Wait for the unmask request, then send the shares it asks for (stage 3)."""
+        """Wait for the unmask request, then send the shares it asks for (stage 4)."""
         self._step(Stage.UNMASK)
 
     def result(self) -> ParticipationResult:
@@ -134,7 +173,12 @@ class RoundParticipant:
             raise ConfigError(f"cannot enter stage {stage.name} now (call the steps in order)")
         incoming = self._wait(lambda: self._call(lambda: self.api.download(self.round_id, stage)),
                               f"the server's message for stage {stage.name}")
-        self._upload(self._machine.handle(incoming))  # a refused message raises: we drop out
+        try:
+            reply = self._machine.handle(incoming)
+        except MessageRejectedError as exc:  # the server asked for something unsafe: refuse
+            raise RoundRefusedError(f"round {self.round_id} refused at stage {stage.name}: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+        self._upload(reply)
 
     def _upload(self, message: object) -> None:
         self._call(lambda: self.api.upload(self.round_id, message))  # type: ignore[arg-type]

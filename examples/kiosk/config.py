@@ -20,15 +20,25 @@ class FederationSettings:
 
     server: str
     enrolment_token: str | None = None  # needed only until the device is enrolled
-    server_key: bytes | None = None  # pinned Ed25519 key; without it no bundle is downloaded
+    # Pinned Ed25519 key: new bundles must be signed with it, and (the server's embedded
+    # enrolment authority) peers' certificates too. Without it no bundle is downloaded and the
+    # kiosk refuses every round (it could not tell real peers from keys a server made up).
+    server_key: bytes | None = None
     interval: float = 300.0  # seconds between two syncs (from the end of one to the next)
     min_new_interactions: int = 10  # events since the kiosk last took part, before it joins again
     idle_after: float = 30.0  # seconds without visitor input before a round may start
     retention: float = 7 * 24 * 3600.0  # ended sessions wait at most this long for a round
+    # Plain http:// is refused except to loopback; hosts named here are accepted (a trusted LAN).
+    insecure_http_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.server.startswith(("http://", "https://")):
-            raise ValueError(f"server must be an http(s) URL, got {self.server!r}")
+        from edgerec import ConfigError
+        from edgerec.sync.transport import check_server_url
+
+        try:
+            check_server_url(self.server, self.insecure_http_hosts)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         if self.interval <= 0 or self.idle_after < 0 or self.retention < 0:
             raise ValueError("sync interval must be positive; idle time and retention at least 0")
         if self.min_new_interactions < 0:
@@ -87,15 +97,19 @@ def _is_hex_key(text: str) -> bool:
 
 
 def _add_federation_options(p: argparse.ArgumentParser) -> None:
-    f = FederationSettings("http://x")
+    f = FederationSettings("http://127.0.0.1")
     g = p.add_argument_group("federated learning (all optional; nothing is sent without --server)")
     g.add_argument("--server", default=os.environ.get("EDGEREC_KIOSK_SERVER"),
                    help="coordinating server URL, e.g. http://127.0.0.1:8000")
     g.add_argument("--enrolment-token", default=os.environ.get("EDGEREC_KIOSK_ENROLMENT_TOKEN"),
                    help="token from 'edgerec-server token create' (needed once, to enrol)")
     g.add_argument("--server-key", default=os.environ.get("EDGEREC_KIOSK_SERVER_KEY"),
-                   help="the server's public key (hex, or a file holding it) that new bundles must be "
-                        "signed with; without it the kiosk never downloads a model")
+                   help="the server's public key (hex, or a file holding it) that new bundles and "
+                        "peers' certificates must be signed with; without it the kiosk never "
+                        "downloads a model and refuses every round")
+    g.add_argument("--insecure-http-host", action="append", default=[],
+                   help="accept plain http:// to this host (a trusted LAN); repeatable. Without it "
+                        "http:// is refused except to loopback")
     g.add_argument("--sync-interval", type=float, default=float(_env("SYNC_INTERVAL", f.interval)),
                    help="seconds between syncs")
     g.add_argument("--sync-min-new", type=int, default=int(_env("SYNC_MIN_NEW", f.min_new_interactions)),
@@ -112,7 +126,8 @@ def _federation(a: argparse.Namespace) -> FederationSettings | None:
     key = read_server_key(a.server_key) if a.server_key else None
     return FederationSettings(a.server, a.enrolment_token or None, key, interval=a.sync_interval,
                               min_new_interactions=a.sync_min_new, idle_after=a.sync_idle,
-                              retention=a.session_retention)
+                              retention=a.session_retention,
+                              insecure_http_hosts=tuple(a.insecure_http_host))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> KioskConfig:

@@ -112,7 +112,8 @@ class SyncWorker:
         started = time.perf_counter()
         try:
             result = worker.sync(s.server, enrolment_token=s.enrolment_token, server_key=s.server_key,
-                                 allow=self.conditions(), **self._options)
+                                 allow=self.conditions(), insecure_http_hosts=s.insecure_http_hosts,
+                                 **self._options)
         finally:
             with self._lock:
                 self._syncing = False

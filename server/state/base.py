@@ -32,7 +32,8 @@ class TokenRecord:
 
 @dataclass(frozen=True)
 class DeviceRecord:
-    """An enrolled device: its id is also its secure-aggregation id."""
+    """An enrolled device: its id is also its secure-aggregation id. ``certificate`` is its
+    enrolment certificate from the authority (None until the authority has signed one)."""
 
     id: int
     identity_key: bytes
@@ -41,6 +42,7 @@ class DeviceRecord:
     expires_at: float | None
     revoked_at: float | None
     token_id: int | None
+    certificate: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,14 @@ class StateBackend(Protocol):
               expires_at: float | None) -> DeviceRecord: ...
     def device(self, device_id: int) -> DeviceRecord | None: ...
     def revoke_device(self, device_id: int, now: float) -> bool: ...
-    def active_devices(self, now: float) -> list[DeviceRecord]: ...
+    def active_devices(self, now: float) -> list[DeviceRecord]:
+        """Devices that may be drawn into a round: not revoked, not expired, certified."""
+        ...
+    def set_certificate(self, device_id: int, certificate: bytes) -> bool: ...
+    def uncertified_devices(self) -> list[DeviceRecord]: ...
+    def certificates(self) -> list[tuple[int, bytes]]:
+        """(device id, certificate) of every certified device: the audit's public list."""
+        ...
 
     # rounds and their messages
     def create_round(self, params: dict[str, Any], seed: bytes, now: float, base_version: int,

@@ -23,7 +23,7 @@ from .base import DeviceRecord, EventRecord, ModelRecord, RoundRecord, StageMess
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: devices.certificate; secagg stages renumbered (consistency check)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS devices (
     id INTEGER PRIMARY KEY AUTOINCREMENT, identity_key BLOB NOT NULL UNIQUE,
     credential_hash BLOB NOT NULL, enrolled_at REAL NOT NULL, expires_at REAL, revoked_at REAL,
-    token_id INTEGER REFERENCES tokens(id));
+    token_id INTEGER REFERENCES tokens(id), certificate BLOB);
 CREATE TABLE IF NOT EXISTS rounds (
     id INTEGER PRIMARY KEY AUTOINCREMENT, params TEXT NOT NULL, state TEXT NOT NULL,
     stage INTEGER NOT NULL, stage_started_at REAL NOT NULL, opened_at REAL NOT NULL,
@@ -90,6 +90,8 @@ class SqliteBackend:
                 c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise StateError(f"{self.path} has schema {row[0]}; this server knows {SCHEMA_VERSION}")
+            elif int(row[0]) < 2:
+                _to_v2(c)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -147,7 +149,7 @@ class SqliteBackend:
                             " expires_at, token_id) VALUES (?, ?, ?, ?, ?)",
                             (identity_key, credential_hash, now, expires_at, token_id))
             return DeviceRecord(cur.lastrowid, identity_key, credential_hash, now, expires_at, None,
-                                token_id)
+                                token_id, None)
 
     def device(self, device_id: int) -> DeviceRecord | None:
         row = self._one("SELECT * FROM devices WHERE id = ?", (device_id,))
@@ -160,8 +162,22 @@ class SqliteBackend:
 
     def active_devices(self, now: float) -> list[DeviceRecord]:
         rows = self._all("SELECT * FROM devices WHERE revoked_at IS NULL AND (expires_at IS NULL"
-                         " OR expires_at > ?) ORDER BY id", (now,))
+                         " OR expires_at > ?) AND certificate IS NOT NULL ORDER BY id", (now,))
         return [DeviceRecord(*row) for row in rows]
+
+    def set_certificate(self, device_id: int, certificate: bytes) -> bool:
+        with self._tx() as c:
+            return c.execute("UPDATE devices SET certificate = ? WHERE id = ?",
+                             (certificate, device_id)).rowcount == 1
+
+    def uncertified_devices(self) -> list[DeviceRecord]:
+        rows = self._all("SELECT * FROM devices WHERE certificate IS NULL AND revoked_at IS NULL"
+                         " ORDER BY id")
+        return [DeviceRecord(*row) for row in rows]
+
+    def certificates(self) -> list[tuple[int, bytes]]:
+        rows = self._all("SELECT id, certificate FROM devices WHERE certificate IS NOT NULL ORDER BY id")
+        return [(int(i), bytes(cert)) for i, cert in rows]
 
     # -- rounds ------------------------------------------------------------------------------
     def create_round(self, params: dict[str, Any], seed: bytes, now: float, base_version: int,
@@ -282,6 +298,19 @@ class SqliteBackend:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _to_v2(c: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: devices get a certificate column (enrolled devices get one from the
+    authority: the embedded one issues it on their next request, an offline one via
+    ``edgerec-server certify``); rounds left open by a protocol-1 server cannot resume (their
+    stages are numbered differently), so they abort, revealing nothing."""
+    columns = {row[1] for row in c.execute("PRAGMA table_info(devices)")}
+    if "certificate" not in columns:
+        c.execute("ALTER TABLE devices ADD COLUMN certificate BLOB")
+    c.execute("UPDATE rounds SET state = 'aborted', reason = 'opened by an older server "
+              "(secure-aggregation protocol 1)' WHERE state = 'open'")
+    c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _round(row: tuple) -> RoundRecord:

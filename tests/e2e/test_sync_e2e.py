@@ -74,7 +74,7 @@ def _devices(tmp_path, ds, pop, url, key, token):
 def _session(rec, transport, url, key, token):
     return SyncSession(rec, url, enrolment_token=token, server_key=key, transport=transport,
                        allow=SyncConditions(min_new_interactions=0), poll_interval=0.05,
-                       stage_timeout=60, noise_rng=np.random.default_rng(0))
+                       stage_timeout=60)
 
 
 def test_twenty_devices_three_rounds_with_dropouts_and_the_privacy_proof(server, data_dir, tmp_path, world):

@@ -131,7 +131,7 @@ def test_kiosk_joins_a_round_in_the_background_installs_the_new_model_and_shows_
         opened = json.loads(cli(data_dir, "round", "open", "--min", str(SIMULATED + 1), "--clip", "1",
                                 "--noise", "0.5", "--deadlines", "30,15,15,15"))
         rid = opened["round_id"]
-        assert opened["members"] == SIMULATED + 1
+        assert opened["cohort"] == len(opened["members"]) == SIMULATED + 1
 
         # The devices sync in threads; meanwhile the kiosk's page is timed.
         with ThreadPoolExecutor(SIMULATED) as pool:
@@ -191,7 +191,7 @@ def _check_ledger_against_server(fed: dict[str, Any], data_dir: Path, rid: int, 
     stage_of = {kind: int(stage) for stage, kind in UPLOAD_KINDS.items()}
     ledger = [r for r in fed["ledger"] if r["round"] == str(rid)]
     assert {(stage_of[r["kind"]], r["sha256"], r["bytes"]) for r in ledger} == server
-    assert len(ledger) == 4 and all(r["clip"] == 1.0 and r["noise_multiplier"] == 0.5 for r in ledger)
+    assert len(ledger) == 5 and all(r["clip"] == 1.0 and r["noise_multiplier"] == 0.5 for r in ledger)
     assert all(r["epsilon"] is not None and r["epsilon"] > 0 for r in ledger)
     assert fed["ledger_bytes"] == sum(r["bytes"] for r in fed["ledger"])
     audit = json.loads(cli(data_dir, "audit", "--json"))["rounds"]

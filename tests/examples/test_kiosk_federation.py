@@ -60,12 +60,15 @@ def test_options_and_environment_configure_the_server(monkeypatch: pytest.Monkey
     assert fed == FederationSettings("http://127.0.0.1:9", "secret-token", bytes.fromhex(KEY),
                                      interval=5, min_new_interactions=3, idle_after=0, retention=60)
     assert "secret-token" not in repr(fed)  # the token stays out of logs
-    monkeypatch.setenv("EDGEREC_KIOSK_SERVER", "http://10.0.0.2:8000")
+    monkeypatch.setenv("EDGEREC_KIOSK_SERVER", "https://fl.example.com:8000")
     monkeypatch.setenv("EDGEREC_KIOSK_SERVER_KEY", KEY)
     monkeypatch.setenv("EDGEREC_KIOSK_SYNC_INTERVAL", "30")
     fed = parse_args([]).federation
     assert fed is not None and fed.server_key == bytes.fromhex(KEY) and fed.interval == 30
-    for bad in (["--server-key", "12ab"], ["--server", "ftp://x"], ["--sync-interval", "0"]):
+    # Plain http to a LAN host is clear text a network attacker reads: only if the operator names it.
+    lan = ["--server", "http://10.0.0.2:8000"]
+    assert parse_args([*lan, "--insecure-http-host", "10.0.0.2"]).federation.insecure_http_hosts == ("10.0.0.2",)
+    for bad in (["--server-key", "12ab"], ["--server", "ftp://x"], ["--sync-interval", "0"], lan):
         with pytest.raises(SystemExit):
             parse_args(bad)
 

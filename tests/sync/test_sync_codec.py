@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgerec.sync import (
+    CertificateAnswer,
     EnrolRequest,
     EnrolResponse,
     ErrorBody,
@@ -29,9 +30,10 @@ blobs = st.binary(max_size=64)
 
 MESSAGES = st.one_of(
     st.builds(EnrolRequest, text, blobs, blobs),
-    st.builds(EnrolResponse, ints, text, blobs, st.none() | floats),
+    st.builds(EnrolResponse, ints, text, blobs, st.none() | floats, blobs),
     st.builds(RoundAnnouncement, ints, ints, ints, ints, ints, text, st.none() | ints, floats, floats,
-              ints, ints, text, floats, ints, floats),
+              ints, ints, text, floats, floats, ints, ints, ints, floats),
+    st.builds(CertificateAnswer, blobs),
     st.builds(RoundStatus, ints, text, text, ints, st.none() | ints, st.none() | ints,
               st.none() | ints, text),
     st.builds(UploadAck, ints, text, st.booleans()),
@@ -71,7 +73,7 @@ def test_errors_say_what_is_wrong():
     cases = {
         b"[1]": "JSON object",
         json.dumps({**good, "type": "upload_ack"}).encode(): "expected a message of type",
-        json.dumps({**good, "version": 2}).encode(): "version 2 is not supported",
+        json.dumps({**good, "version": 1}).encode(): "version 1 is not supported",
         json.dumps({**good, "extra": 1}).encode(): "unknown fields ['extra']",
         json.dumps({"type": "error", "code": "c"}).encode(): "missing field 'message'",
         json.dumps({**good, "code": 5}).encode(): "expected str",
@@ -86,8 +88,10 @@ def test_errors_say_what_is_wrong():
 
 
 def test_the_announcement_builds_the_same_parameters_on_both_sides():
-    ann = RoundAnnouncement(7, 100, 4, 10, 6, "complete", None, 1.0, 0.5, 6, 3, "advertise_keys", 1e9)
-    assert ann.secagg_config().threshold == 6 and ann.secagg_config().round_id == 7
+    ann = RoundAnnouncement(7, 100, 4, 10, 6, "complete", None, 1.0, 0.5, 6, 3, "advertise_keys", 1e9,
+                            colluders=1)
+    config = ann.secagg_config()
+    assert (config.threshold, config.round_id, config.colluders) == (6, 7, 1)
     assert ann.noise().per_client_std == pytest.approx(0.5 / 6**0.5)
     fp = ann.fixed_point()
-    assert fp.max_clients == 10 and fp.noise_std == ann.noise().per_client_std
+    assert (fp.max_clients, fp.dimension, fp.noise_multiplier, fp.min_survivors) == (10, 100, 0.5, 6)

@@ -4,9 +4,14 @@ Every round is a full in-memory round (``edgerec.secagg.simulate_round``): all n
 the server run every stage, every message goes through the wire format, and the unmasked sum
 is checked against the exact sum of the survivors' inputs. Times are CPU seconds of this
 process (``time.process_time``), so other work on a shared machine does not inflate them;
-per-device client time is the mean (and max) over the clients that finished, all four stages
+per-device client time is the mean (and max) over the clients that finished, every stage
 including encoding and decoding their messages. Dropped clients vanish after sharing keys,
 the costliest moment for the server (it must rebuild their mask keys and their pairwise masks).
+Every client has an enrolment certificate and checks its peers'.
+
+The first table compares this protocol (v2: certificates, signed mask sets, the consistency
+check) with the one before it (v1, git commit ``--baseline``, extracted with ``git archive``),
+both measured in this run, each in fresh interpreters, alternating, median of ``--repeat``.
 
 Run from the repository root: ``python -m benchmarks.bench_secagg`` (``--help`` for sizes).
 """
@@ -14,15 +19,53 @@ Run from the repository root: ``python -m benchmarks.bench_secagg`` (``--help`` 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from benchmarks._report import table, write_section
-from edgerec.secagg import SecAggConfig, Stage, simulate_round
+from edgerec.secagg import SecAggConfig, Stage, crypto, deterministic_rng, simulate_round
 
 CLIENT_BAR_S = 2.0
 EXPANSION_BAR = 1.2
+#: the last commit with the v1 protocol (before certificates and the consistency check)
+BASELINE = "bd73e27"
+ROOT = Path(__file__).resolve().parents[1]
+#: Measures rounds with whatever ``edgerec`` is on the path (v1 or v2): argv[1] is a JSON list of
+#: [n, length, graph, dropout, seed]; prints a JSON list of figures.
+_MEASURE = r"""
+import inspect, json, sys, time
+import numpy as np
+from edgerec.secagg import SecAggConfig, Stage, crypto, deterministic_rng, simulate_round
+
+def one(n, length, graph, dropout, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2**32, length, dtype=np.uint32)
+    dropped = rng.choice(n, size=int(round(dropout * n)), replace=False)
+    config = SecAggConfig(round_id=seed, vector_length=length, graph=graph)
+    kw = {}
+    if "authority_key" in inspect.signature(simulate_round).parameters:
+        kw["authority_key"] = crypto.ed25519_private(deterministic_rng(b"bench-authority"))
+    out = simulate_round(config, {c: x for c in range(n)}, seed=b"bench%d" % seed,
+                         dropouts={int(c): Stage.MASKED_INPUT for c in dropped},
+                         clock=time.process_time, **kw)
+    alive = sorted(out.result.survivors)
+    assert np.array_equal(out.result.total, (x.astype(np.uint64) * len(alive) % 2**32).astype(np.uint32))
+    degree, threshold = config.parameters_for(n)
+    return dict(client=float(np.mean([out.client_seconds[c] for c in alive])),
+                up=float(np.mean([out.upload_bytes[c] for c in alive])),
+                down=float(np.mean([out.download_bytes[c] for c in alive])),
+                server=float(sum(out.server_seconds.values())), degree=degree, threshold=threshold)
+
+print(json.dumps([one(*args) for args in json.loads(sys.argv[1])]))
+"""
 
 
 def run(n: int, length: int, graph: str, dropout: float, seed: int = 0) -> dict:
@@ -33,8 +76,10 @@ def run(n: int, length: int, graph: str, dropout: float, seed: int = 0) -> dict:
     dropped = rng.choice(n, size=int(round(dropout * n)), replace=False)
     dropouts = {int(c): Stage.MASKED_INPUT for c in dropped}
     config = SecAggConfig(round_id=seed, vector_length=length, graph=graph)
+    authority = crypto.ed25519_private(deterministic_rng(b"bench-authority"))
     wall = time.perf_counter()
-    outcome = simulate_round(config, inputs, seed=b"bench%d" % seed, dropouts=dropouts, clock=time.process_time)
+    outcome = simulate_round(config, inputs, seed=b"bench%d" % seed, dropouts=dropouts,
+                             clock=time.process_time, authority_key=authority)
     wall = time.perf_counter() - wall
     survivors = sorted(outcome.result.survivors)
     expected = (x.astype(np.uint64) * len(survivors) % 2**32).astype(np.uint32)
@@ -80,6 +125,46 @@ def growth_rows(results: list[dict]) -> list[list[object]]:
     ]
 
 
+def _baseline_tree(commit: str, into: Path) -> Path:
+    """The ``edgerec`` package as of ``commit`` (``git archive``), unpacked under ``into``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "edgerec"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _measure(path: Path, cases: list[list[object]]) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": str(path), "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(cases)], check=True,
+                          capture_output=True, text=True, env=env, cwd=str(path))
+    return json.loads(done.stdout)
+
+
+def compare(baseline: str, n: int, length: int, dropout: float, repeat: int) -> list[list[object]]:
+    """v1 (``baseline``) against v2 (this tree), alternating fresh interpreters; median rows."""
+    cases = [[n, length, g, d, 0] for g in ("harary", "complete") for d in (0.0, dropout)]
+    with tempfile.TemporaryDirectory(prefix="edgerec-baseline-") as tmp:
+        old_tree = _baseline_tree(baseline, Path(tmp))
+        runs: dict[str, list[list[dict]]] = {"v1": [], "v2": []}
+        for _ in range(repeat):
+            runs["v1"].append(_measure(old_tree, cases))
+            runs["v2"].append(_measure(ROOT, cases))
+    rows = []
+    for i, (_, _, graph, drop, _) in enumerate(cases):
+        med = {v: {k: float(np.median([r[i][k] for r in runs[v]])) for k in ("client", "up", "down", "server")}
+               for v in runs}
+        first = {v: runs[v][0][i] for v in runs}
+        rows.append([
+            "SecAgg+ (Harary)" if graph == "harary" else "SecAgg (complete)", int(round(drop * n)),
+            f"{first['v1']['degree']} / {first['v1']['threshold']}", f"{first['v2']['degree']} / {first['v2']['threshold']}",
+            _ms(med["v1"]["client"]), _ms(med["v2"]["client"]), f"{med['v2']['client'] / med['v1']['client']:.2f}x",
+            f"{med['v1']['up']:,.0f}", f"{med['v2']['up']:,.0f}", f"{med['v2']['up'] / med['v1']['up']:.4f}x",
+            f"{med['v1']['down'] / 1e3:.1f} / {med['v2']['down'] / 1e3:.1f}",
+            f"{_ms(med['v1']['server'])} / {_ms(med['v2']['server'])}"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100)
@@ -87,10 +172,15 @@ def main() -> None:
     parser.add_argument("--growth", default="10,100,500", help="client counts for the growth table")
     parser.add_argument("--growth-length", type=int, default=200_000)
     parser.add_argument("--full-graph-max-n", type=int, default=500, help="skip complete-graph growth rows above")
-    parser.add_argument("--dropout", type=float, default=0.1, help="fraction dropped after sharing keys")
+    # 2%: SecAgg+ neighbourhoods (2 log2 n + 1 devices) with t above 2/3 of them tolerate only
+    # about a quarter of them dropping; 10% random dropouts would leave some neighbourhood short.
+    parser.add_argument("--dropout", type=float, default=0.02, help="fraction dropped after sharing keys")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--baseline", default=BASELINE, help="git commit of the v1 protocol to compare with")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs per protocol (median)")
     args = parser.parse_args()
 
+    versus = compare(args.baseline, args.n, args.length, args.dropout, args.repeat)
     run(10, args.length, "complete", 0.0)  # warm-up: imports, allocator, OpenSSL contexts
     headline = [run(args.n, args.length, g, d) for g in ("complete", "harary") for d in (0.0, args.dropout)]
     sizes = [int(s) for s in args.growth.split(",") if s]
@@ -98,10 +188,24 @@ def main() -> None:
     growth += [run(n, args.growth_length, "complete", args.dropout) for n in sizes if n <= args.full_graph_max_n]
 
     body = "\n\n".join([
+        f"### The cost of the active-adversary protocol (v2) against v1 (commit {args.baseline}), same run",
+        f"n = {args.n}, vector length {args.length:,}; each protocol with its own default threshold "
+        f"(v1: a majority of each neighbourhood; v2: above 2/3 of it). Client ms: CPU per surviving "
+        f"device, all stages (v2 adds a certificate check per neighbour, a signed mask set, the "
+        f"consistency stage's signature, and at unmasking the check of t - 1 survivor signatures and "
+        f"of every surviving neighbour's mask set). Median of {args.repeat} alternating runs in fresh "
+        "interpreters. Goals: client time <= 1.1x, upload expansion <= 1.01x.",
+        table(
+            ["protocol", "dropped", "v1 degree / t", "v2 degree / t", "v1 client ms", "v2 client ms",
+             "client ratio", "v1 upload B", "v2 upload B", "upload ratio", "download KB v1 / v2",
+             "server ms v1 / v2"],
+            versus,
+        ),
+        "### This protocol (v2)",
         f"n = {args.n} devices, vector length {args.length:,} uint32 ({4 * args.length / 1e6:.1f} MB plain). "
         "Full in-memory rounds: every stage, every message through the wire format, sum checked exactly. "
         "Times are CPU ms of the benchmark process (per-device: mean and max over finishing clients, all "
-        "four stages including (de)serialisation). Dropped devices vanish after sharing keys. "
+        "five stages including (de)serialisation). Dropped devices vanish after sharing keys. "
         f"Bars (SecAgg+): client < {CLIENT_BAR_S:.0f} s per round, upload expansion < {EXPANSION_BAR}x.",
         table(
             ["protocol", "degree / t", "dropped", "client ms (mean)", "client ms (max)", "server unmask ms",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Mapping
 
 from .._exceptions import BadCertificateError, BadSignatureError, MalformedMessageError, UnsafeRequestError, WrongLengthError
@@ -40,18 +41,31 @@ class View:
     degree: int
     threshold: int
 
-    @property
+    @cached_property
     def digest(self) -> bytes:
         return statements.view_hash(self.round_id, self.participants, self.graph_seed,
                                     self.degree, self.threshold)
 
+    @property
+    def complete(self) -> bool:
+        return self.degree >= len(self.participants) - 1
+
+    @cached_property
+    def _ring(self) -> tuple[list[int], dict[int, int]]:
+        # The ring order costs a hash per participant: computed once per view, not per peer.
+        order = graph.ring_order(sorted(self.participants), self.graph_seed)
+        return order, {c: i for i, c in enumerate(order)}
+
     def neighbours(self, client: int) -> frozenset[int]:
-        return graph.neighbours_of(client, self.participants, self.graph_seed, self.degree)
+        if self.complete:
+            return frozenset(self.participants) - {client}
+        order, index = self._ring
+        return graph.ring_neighbours(order, index[client], self.degree)
 
     def slot(self, owner: int, member: int) -> tuple[int, int]:
         """(size of ``owner``'s neighbour list, ``member``'s index in it, sorted): where
         ``member``'s bit sits in ``owner``'s mask set. ``member`` must be a neighbour."""
-        if self.degree >= len(self.participants) - 1:  # complete graph: no need to build the list
+        if self.complete:  # no need to build the list
             index = bisect.bisect_left(self.participants, member)
             return len(self.participants) - 1, index - (owner < member)
         order = sorted(self.neighbours(owner))
@@ -87,16 +101,23 @@ def distinct_identities(peers: Iterable[PeerKeys], own_key: bytes) -> None:
 
 
 def count_survivor_signatures(signatures: Iterable[tuple[int, bytes]], statement: bytes,
-                              allowed: frozenset[int], keys: Mapping[int, bytes]) -> int:
-    """How many distinct ``allowed`` peers signed ``statement``; a bad or foreign one refuses all."""
-    seen: set[int] = set()
+                              allowed: frozenset[int], keys: Mapping[int, bytes], needed: int) -> int:
+    """How many distinct ``allowed`` peers signed ``statement``, verifying only until ``needed``
+    are found (each verification costs far more than the rest of a small client's round; the
+    ones after that change nothing). A bad signature among those checked, a repeated or foreign
+    signer anywhere, refuses the whole request."""
+    listed = [peer for peer, _ in signatures]
+    if len(set(listed)) != len(listed) or not set(listed) <= allowed:
+        raise UnsafeRequestError("survivor signatures twice from one peer, or from a peer that is "
+                                 "not a surviving neighbour")
+    valid = 0
     for peer, signature in signatures:
-        if peer in seen or peer not in allowed:
-            raise UnsafeRequestError(f"a survivor signature from {peer}, twice or not a surviving neighbour")
+        if valid >= needed:
+            break
         if not crypto.verify(keys[peer], signature, statement):
             raise BadSignatureError(f"peer {peer}'s signature over the survivor set does not verify")
-        seen.add(peer)
-    return len(seen)
+        valid += 1
+    return valid
 
 
 def check_mask_sets(mask_sets: Iterable[tuple[int, bytes, bytes]], needed: frozenset[int], me: int,

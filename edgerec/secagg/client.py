@@ -262,7 +262,7 @@ class ClientMachine:
         keys = {p: peer.identity_key for p, peer in self._peers.items()}
         statement = statements.survivors_statement(self._view.digest, msg.round_id, sorted(survivors))
         agreeing = 1 + count_survivor_signatures(msg.signatures, statement,
-                                                 self._neighbours & survivors, keys)
+                                                 self._neighbours & survivors, keys, self._threshold - 1)
         if agreeing < self._threshold:
             raise UnsafeRequestError(f"only {agreeing} of my neighbourhood signed this survivor set; "
                                      f"threshold {self._threshold}")

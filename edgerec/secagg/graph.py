@@ -22,7 +22,7 @@ def neighbourhoods(participants: Sequence[int], seed: bytes, degree: int) -> dic
     if degree >= len(everyone) - 1:
         return {c: everyone - {c} for c in everyone}
     order = ring_order(sorted(everyone), seed)
-    return {c: _ring_neighbours(order, i, degree) for i, c in enumerate(order)}
+    return {c: ring_neighbours(order, i, degree) for i, c in enumerate(order)}
 
 
 def neighbours_of(client: int, participants: Sequence[int], seed: bytes, degree: int) -> frozenset[int]:
@@ -31,9 +31,10 @@ def neighbours_of(client: int, participants: Sequence[int], seed: bytes, degree:
     if degree >= len(everyone) - 1:
         return everyone - {client}
     order = ring_order(sorted(everyone), seed)
-    return _ring_neighbours(order, order.index(client), degree)
+    return ring_neighbours(order, order.index(client), degree)
 
 
-def _ring_neighbours(order: list[int], i: int, degree: int) -> frozenset[int]:
+def ring_neighbours(order: Sequence[int], i: int, degree: int) -> frozenset[int]:
+    """The neighbours of ``order[i]`` on the ring ``order`` (from :func:`ring_order`)."""
     n, half = len(order), degree // 2
     return frozenset(order[(i + d) % n] for d in range(-half, half + 1) if d != 0)

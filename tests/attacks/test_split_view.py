@@ -62,8 +62,8 @@ def test_devices_refuse_a_split_view_and_reveal_nothing(threshold, fraction):
     # Every device signed only its own set: the signatures it is shown are over other sets (at
     # t = 8 the sets of 6 are refused even before signing: too few survivors).
     assert set(attacker.refused) == set(attacker.ids)
-    expected = BadSignatureError if threshold == 6 else UnsafeRequestError
-    assert all(isinstance(e, expected) for e in attacker.refused.values())
+    # (a signer outside its own set, or a signature over another set: either way, refused)
+    assert all(isinstance(e, (BadSignatureError, UnsafeRequestError)) for e in attacker.refused.values())
     assert not attacker.responses
     for group in ({A, B}, {A}, set(range(1, 12))):
         with pytest.raises(NotRecoverable):
@@ -77,7 +77,7 @@ def test_signatures_over_other_sets_are_not_counted():
     attacker.advertise()
     attacker.masked_input(attacker.share_keys())
     attacker.consistency(lambda c: set(attacker.ids) if c != A else set(attacker.ids) - {11})
-    attacker.unmask(signers_for=lambda c: set(attacker.ids) - {A})
+    attacker.unmask(signers_for=lambda c: set(attacker.ids) - {A} - ({11} if c == A else set()))
     assert isinstance(attacker.refused[A], BadSignatureError)
     assert set(attacker.responses) == set(attacker.ids) - {A}  # the others agree with each other
 

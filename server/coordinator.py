@@ -47,7 +47,7 @@ from .config import ServerConfig
 from .logs import log_event
 from .metrics import Metrics
 from .publisher import Publisher, flat_weights
-from .rounds import RoundParams, draw_cohort
+from .rounds import CohortTooSmallError, RoundParams, draw_cohort
 from .state import DeviceRecord, RoundRecord, StateBackend
 
 __all__ = ["Coordinator", "open_round"]
@@ -81,10 +81,12 @@ def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, n
     except BadRequestError as exc:
         # The parameters passed check(): it is this draw that does not fit (a conflict, so
         # that a schedule simply draws again on its next tick; nothing was opened).
+        few = isinstance(exc, CohortTooSmallError)
         raise ConflictError(
-            f"drew {len(members)} of {len(active)} active devices, too many for a minimum of "
-            f"{params.min_participants}: {exc} (nothing was opened; a lower sampling rate "
-            "draws fewer)") from None
+            f"drew {len(members)} of {len(active)} active devices, too {'few' if few else 'many'} "
+            f"for a minimum of {params.min_participants}: {exc} (nothing was opened; a "
+            f"{'higher' if few else 'lower'} sampling rate draws {'more' if few else 'fewer'})"
+        ) from None
     record = state.create_round(params.to_dict(), seed or os.urandom(32), now, latest.version,
                                 vector_length, members, population=len(active))
     state.log_event("round_opened", {"round_id": record.id, "members": len(members),

@@ -27,12 +27,18 @@ from edgerec.secagg import SecAggConfig, Stage
 
 from ._exceptions import BadRequestError, ConflictError
 
-__all__ = ["CLIENT_STAGES", "RoundParams", "STRATEGIES", "draw_cohort", "rate_for_expected"]
+__all__ = ["CLIENT_STAGES", "CohortTooSmallError", "RoundParams", "STRATEGIES", "draw_cohort",
+           "rate_for_expected"]
 
 CLIENT_STAGES = (Stage.ADVERTISE, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY,
                  Stage.UNMASK)
 STRATEGIES = ("fedavg", "fedadam")
 _MAX_COHORT = 100_000
+
+
+class CohortTooSmallError(BadRequestError):
+    """The cohort is smaller than the threshold can work with (``t <= degree``): more devices,
+    not fewer, would fit (``open_round`` says so instead of "too many")."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,26 @@ class RoundParams:
         self._check_basic()
         self.make_strategy()
         if self.threshold is not None or self.colluders:
-            self._secagg(0, 1, self.threshold)  # the configuration itself must be valid
+            config = self._secagg(0, 1, self.threshold)  # the configuration itself must be valid
+            if self.threshold is not None:
+                self._check_threshold_fits_some_cohort(config)
+
+    def _check_threshold_fits_some_cohort(self, config: SecAggConfig) -> None:
+        """An explicit threshold must work for some turnout of ``min_participants`` or more,
+        else no draw could ever fit it (and a schedule would draw again forever). The floor only
+        grows with the neighbourhood, so the smallest turnout with ``t <= degree`` is its best."""
+        t = self.threshold
+        n = next((n for n in range(self.min_participants, _MAX_COHORT + 1) if config.degree_for(n) >= t),
+                 None)
+        try:
+            if n is None:
+                raise RoundAbortedError(f"no neighbourhood of up to {_MAX_COHORT} devices has {t} members")
+            config.parameters_for(n)
+        except RoundAbortedError as exc:
+            raise BadRequestError(
+                f"threshold {t} does not fit any cohort of {self.min_participants} or more devices "
+                f"({exc}); leave the threshold unset (the safe floor for each draw) or choose another"
+            ) from None
 
     def for_cohort(self, cohort: int) -> RoundParams:
         """These parameters for a drawn cohort of ``cohort`` members, resolved (threshold fixed)."""
@@ -106,8 +131,8 @@ class RoundParams:
                          if probe.degree_for(n) >= threshold), self.max_participants + 1)
         fixed = replace(self, threshold=threshold, min_participants=smallest)
         if smallest > self.max_participants:
-            raise BadRequestError(f"threshold {threshold} needs more than {self.max_participants} "
-                                  "participants; draw a larger cohort or lower the threshold")
+            raise CohortTooSmallError(f"threshold {threshold} needs more than {self.max_participants} "
+                                      "participants; draw a larger cohort or lower the threshold")
         turnouts = range(fixed.min_participants, fixed.max_participants + 1)
         config = fixed._secagg(0, 1, threshold)
         for n in turnouts:

@@ -12,6 +12,7 @@ import io
 import json
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -308,8 +309,15 @@ def _to_v2(c: sqlite3.Connection) -> None:
     columns = {row[1] for row in c.execute("PRAGMA table_info(devices)")}
     if "certificate" not in columns:
         c.execute("ALTER TABLE devices ADD COLUMN certificate BLOB")
-    c.execute("UPDATE rounds SET state = 'aborted', reason = 'opened by an older server "
-              "(secure-aggregation protocol 1)' WHERE state = 'open'")
+    # As abort_round does: closed now, and the message bodies (shares, masked vectors) purged.
+    now, reason = time.time(), "opened by an older server (secure-aggregation protocol 1)"
+    stale = [row[0] for row in c.execute("SELECT id FROM rounds WHERE state = 'open'")]
+    for round_id in stale:
+        c.execute("UPDATE rounds SET state = 'aborted', closed_at = ?, reason = ? WHERE id = ?",
+                  (now, reason, round_id))
+        _purge(c, round_id)
+        c.execute("INSERT INTO events (ts, kind, detail) VALUES (?, 'round_aborted', ?)",
+                  (now, json.dumps({"round_id": round_id, "reason": reason}, sort_keys=True)))
     c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 

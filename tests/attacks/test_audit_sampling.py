@@ -44,15 +44,16 @@ from edgerec.sync import RoundParticipant, ServerRejectedError
 # The server tests' helpers and fixtures (a real server process, simulated devices); pytest puts
 # tests/server on the path only when it collects that folder, so this file does it itself.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-from srv_helpers import Device, cli, enrol_devices  # noqa: E402
+from srv_helpers import Device, authority_key, cli, enrol_devices  # noqa: E402
 from srv_helpers import bundle_dir, data_dir, server, server_factory  # noqa: E402,F401  (fixtures)
 
 N_DEVICES = 20
 Z, DELTA = 8.0, 1e-5
 # (q, --min, who takes part; None: the smallest minimum whose threshold fits every device). On
-# the complete graph the threshold grows with the cohort, so a minimum fits cohorts up to some
-# size only; an unlucky draw (too small or too large) is refused and drawn again: that
-# conditions only on the cohort's size, which the accounting conditions on anyway.
+# the complete graph the threshold (> 2/3 of the cohort) grows with the cohort and the minimum
+# with it, so every draw of 4 or more fits and one device may always drop; an unlucky draw (too
+# small, or one the parameters do not fit) is refused and drawn again: that conditions only on
+# the cohort's size, which the accounting conditions on anyway.
 PLAN = [(0.2, 4, "all"), (0.2, 4, "nobody"), (0.2, 4, "all"), (0.2, 4, "one drops"),
         (1.0, None, "all")]
 
@@ -92,19 +93,19 @@ def _delta(rng: np.random.Generator, length: int) -> np.ndarray:
     return d / np.linalg.norm(d) * 0.5
 
 
-def _outsider_is_refused(outsider: Device, ann) -> None:
+def _outsider_is_refused(outsider: Device, ann, pinned: bytes) -> None:
     """A device that was not drawn gets no announcement, and cannot join with a borrowed one."""
     assert outsider.api.current_round() is None
     part = RoundParticipant(outsider.api, outsider.identity, ann, np.zeros(ann.vector_length),
-                            poll_interval=0.05, stage_timeout=10)
+                            authority_key=pinned, poll_interval=0.05, stage_timeout=10)
     with pytest.raises(ServerRejectedError) as refused:
         part.advertise()
     assert refused.value.status == 403
 
 
-def _take_part(dev: Device, delta: np.ndarray, drops: bool):
+def _take_part(dev: Device, delta: np.ndarray, drops: bool, pinned: bytes):
     part = RoundParticipant(dev.api, dev.identity, dev.api.current_round(), delta,
-                            poll_interval=0.05, stage_timeout=60)
+                            authority_key=pinned, poll_interval=0.05, stage_timeout=60)
     if not drops:
         return part.run()
     part.advertise()
@@ -113,7 +114,7 @@ def _take_part(dev: Device, delta: np.ndarray, drops: bool):
 
 
 def _run_round(devices: dict[int, Device], opened: dict, q: float, who: str,
-               rng: np.random.Generator) -> None:
+               rng: np.random.Generator, pinned: bytes) -> None:
     members = opened["members"]
     assert opened["population"] == N_DEVICES and opened["sampling_rate"] == q
     assert set(members) <= set(devices) and len(members) == opened["cohort"]
@@ -123,13 +124,14 @@ def _run_round(devices: dict[int, Device], opened: dict, q: float, who: str,
     assert ann.max_participants == len(members)
     outsiders = [d for i, d in devices.items() if i not in members]
     if outsiders:
-        _outsider_is_refused(outsiders[0], ann)
+        _outsider_is_refused(outsiders[0], ann, pinned)
     if who == "nobody":
         return
     deltas = {i: _delta(rng, ann.vector_length) for i in members}
     dropper = members[-1] if who == "one drops" else None
     with ThreadPoolExecutor(len(members)) as pool:
-        outcomes = list(pool.map(lambda i: _take_part(devices[i], deltas[i], i == dropper), members))
+        outcomes = list(pool.map(lambda i: _take_part(devices[i], deltas[i], i == dropper, pinned),
+                                 members))
     done = [o for o in outcomes if o is not None]
     assert done and {o.status.state for o in done} == {"done"}, outcomes
 
@@ -181,12 +183,13 @@ def test_audit_epsilon_is_dp_accountings_for_what_the_coordinator_drew(server, d
     token = cli(data_dir, "token", "create", "--uses", str(N_DEVICES))
     devices = {d.identity.device_id: d for d in enrol_devices(server.url, token, N_DEVICES)}
     rng = np.random.default_rng(11)
+    pinned = authority_key(data_dir)  # every device pins the enrolment authority
     opened = []
     for q, minimum, who in PLAN:
         minimum = minimum or _minimum_for_everyone()
         deadlines = {"nobody": "2,30,30,30", "one drops": "30,30,2,30"}.get(who, "30,30,30,30")
         opened.append(_open(data_dir, q, minimum, deadlines))
-        _run_round(devices, opened[-1], q, who, rng)
+        _run_round(devices, opened[-1], q, who, rng, pinned)
         if who == "nobody":  # the advertise deadline passes: the round aborts, releasing nothing
             status = _wait_closed(devices[opened[-1]["members"][0]], opened[-1]["round_id"])
             assert status == "aborted"

@@ -1,7 +1,9 @@
-"""Server test helpers (imported by the tests as ``srv_helpers``): a tiny signed model, a real ``edgerec-server`` process, simulated devices.
+"""Server test helpers (imported by the tests as ``srv_helpers``): a tiny signed model, a real ``edgerec-server`` process, simulated devices, and an in-process server on a fake clock (``World``).
 
 Devices are real ``edgerec.sync`` participants (real secure aggregation, real crypto) talking
-HTTP to a uvicorn process on 127.0.0.1; models are tiny (30 items, dim 8) so rounds are quick.
+HTTP to a uvicorn process on 127.0.0.1 (or to the app in-process through Starlette's
+TestClient); models are tiny (30 items, dim 8) so rounds are quick. Every participant pins the
+enrolment authority's public key (``authority_key``): without it a device refuses every round.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from edgerec.sync import DeviceIdentity, HttpxTransport, ServerApi, new_identity_key
+from edgerec.sync import DeviceIdentity, HttpxTransport, RoundParticipant, ServerApi, new_identity_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +47,12 @@ def tiny_bundle(path: Path, n_items: int = 30, dim: int = 8, seed: int = 0) -> P
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory) -> Path:
     return tiny_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+
+
+def authority_key(data_dir: Path, *extra: str) -> bytes:
+    """The enrolment authority's raw public key, as the operator reads it to pin it in the app
+    (``edgerec-server authority-key``; the embedded authority's is the bundle-signing key)."""
+    return bytes.fromhex(cli(data_dir, "authority-key", *extra))
 
 
 def cli(data_dir: Path, *args: str) -> str:
@@ -161,3 +169,83 @@ def enrol_devices(url: str, token: str, n: int) -> list[Device]:
         api = ServerApi(transport, identity.credential, on_upload=lambda k, b, u=uploads: u.append((k, b)))
         out.append(Device(identity, api, uploads))
     return out
+
+
+class Clock:
+    """A fake wall clock (seconds since the epoch) that only moves when a test says so. It starts
+    at the real time, so certificates issued by the CLI (on the real clock) are valid on it."""
+
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class World:
+    """A server in-process on ``tmp`` (state, publisher, coordinator, app behind Starlette's
+    TestClient) on a fake clock, and helpers to make devices. ``config`` overrides settings
+    (e.g. ``authority_public_key`` for an offline enrolment authority)."""
+
+    def __init__(self, tmp, bundle_dir, **config) -> None:
+        from edgerec_server import load_config
+
+        self.tmp, self.clock = tmp, Clock()
+        self.config = load_config(data_dir=tmp, tick_interval_s=0, env={}, **config)
+        self.start(bundle_dir)
+
+    def start(self, bundle_dir=None) -> None:
+        from starlette.testclient import TestClient
+
+        from edgerec_server import Coordinator, Publisher, SqliteBackend, create_app
+        from edgerec_server.keys import load_or_create_key
+
+        self.state = SqliteBackend(self.config.database_path)
+        self.publisher = Publisher(self.state, load_or_create_key(self.config.signing_key_path))
+        if bundle_dir is not None:
+            self.publisher.import_bundle(bundle_dir, self.clock())
+        self.co = Coordinator(self.state, self.publisher, self.config, clock=self.clock)
+        self.client = TestClient(create_app(self.co))
+
+    def restart(self) -> None:
+        self.client.close()
+        self.state.close()
+        self.start()
+
+    def close(self) -> None:
+        self.client.close()
+        self.state.close()
+
+    @property
+    def authority_key(self) -> bytes:
+        """The enrolment authority's public key: what the devices pin."""
+        return self.co.authority.public_key
+
+    def devices(self, n: int) -> list[ServerApi]:
+        """``n`` devices enrolled over HTTP; each API object carries its ``identity``."""
+        from edgerec_server import auth
+
+        token, _ = auth.create_token(self.state, self.clock(), 3600, n)
+        transport = HttpxTransport(client=self.client)
+        out = []
+        for _ in range(n):
+            identity = ServerApi(transport).enrol(token, new_identity_key())
+            api = ServerApi(transport, identity.credential)
+            api.identity = identity  # type: ignore[attr-defined]
+            out.append(api)
+        return out
+
+    def participant(self, api: ServerApi, delta=None, **kwargs) -> RoundParticipant:
+        """A device's part in the current round, pinning this server's authority and checking
+        certificates on the fake clock; its "sleep" lets the server tick."""
+        ann = api.current_round()
+        assert ann is not None
+        delta = np.zeros(ann.vector_length) if delta is None else delta
+        options = {"authority_key": self.authority_key, "poll_interval": 0, "stage_timeout": 5,
+                   "clock": self.clock, "wall_clock": self.clock,
+                   "sleep": lambda s: self.tick(0.5), **kwargs}
+        return RoundParticipant(api, api.identity, ann, delta, **options)  # type: ignore[attr-defined]
+
+    def tick(self, seconds: float = 0.0) -> None:
+        self.clock.now += seconds
+        self.co.tick()

@@ -7,91 +7,39 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 
 import dp_accounting as dp
 import numpy as np
 import pytest
 from scipy.stats import binom, chi2
-from starlette.testclient import TestClient
 
 from edgerec.federated import FedAdam, StrategyState
-from edgerec.secagg import RoundAbortedError, Stage
-from edgerec.sync import HttpxTransport, RoundParticipant, ServerApi, new_identity_key
-from edgerec_server import Coordinator, Publisher, RoundParams, SqliteBackend, create_app, load_config
-from edgerec_server import auth, coordinator
+from edgerec.secagg import RoundAbortedError, Stage, min_threshold
+from edgerec.sync import HttpxTransport, RoundAnnouncement, RoundPolicy, ServerRejectedError
+from edgerec_server import Coordinator, RoundParams, load_config
+from edgerec_server import coordinator
 from edgerec_server._exceptions import BadRequestError, ConflictError, NotFoundError
 from edgerec_server.audit import audit_rows
 from edgerec_server.cli import main
-from edgerec_server.keys import load_or_create_key
 from edgerec_server.publisher import flat_weights
 from edgerec_server.rounds import draw_cohort, rate_for_expected
 
-from srv_helpers import cli
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class World:
-    """A server (state, publisher, coordinator, app) on ``tmp`` and helpers to make devices."""
-
-    def __init__(self, tmp, bundle_dir) -> None:
-        self.tmp, self.clock = tmp, Clock()
-        self.config = load_config(data_dir=tmp, tick_interval_s=0, env={})
-        self.start(bundle_dir)
-
-    def start(self, bundle_dir=None) -> None:
-        self.state = SqliteBackend(self.config.database_path)
-        self.publisher = Publisher(self.state, load_or_create_key(self.config.signing_key_path))
-        if bundle_dir is not None:
-            self.publisher.import_bundle(bundle_dir, self.clock())
-        self.co = Coordinator(self.state, self.publisher, self.config, clock=self.clock)
-        self.client = TestClient(create_app(self.co))
-
-    def restart(self) -> None:
-        self.client.close()
-        self.state.close()
-        self.start()
-
-    def devices(self, n: int) -> list[ServerApi]:
-        token, _ = auth.create_token(self.state, self.clock(), 3600, n)
-        transport = HttpxTransport(client=self.client)
-        out = []
-        for _ in range(n):
-            identity = ServerApi(transport).enrol(token, new_identity_key())
-            api = ServerApi(transport, identity.credential)
-            api.identity = identity  # type: ignore[attr-defined]
-            out.append(api)
-        return out
-
-    def participant(self, api: ServerApi, delta=None) -> RoundParticipant:
-        ann = api.current_round()
-        assert ann is not None
-        delta = np.zeros(ann.vector_length) if delta is None else delta
-        return RoundParticipant(api, api.identity, ann, delta, poll_interval=0, stage_timeout=5,  # type: ignore[attr-defined]
-                                clock=self.clock, sleep=lambda s: self.tick(0.5))
-
-    def tick(self, seconds: float = 0.0) -> None:
-        self.clock.now += seconds
-        self.co.tick()
+from srv_helpers import World, cli
 
 
 @pytest.fixture
 def world(tmp_path, bundle_dir):
     w = World(tmp_path / "state", bundle_dir)
     yield w
-    w.client.close()
-    w.state.close()
+    w.close()
 
 
 def test_advertise_deadline_with_too_few_aborts_and_keeps_the_model(world):
     apis = world.devices(5)
     record = world.co.open_round(RoundParams(min_participants=4, max_participants=5, deadlines=(10, 10, 10, 10)))
+    # The cohort of 5 needs t = 4 (> 2/3 of 5), so every one of the 5 must advertise.
+    assert world.state.round(record.id).params["min_participants"] == 5
     parts = [world.participant(a) for a in apis[:3]]
     for p in parts:
         p.advertise()
@@ -111,12 +59,56 @@ def _min_for(cohort: int) -> int:
     return next(m for m in range(3, cohort + 1) if _fits(m, cohort))
 
 
-def _fits(minimum: int, cohort: int) -> bool:
+def _fits(minimum: int, cohort: int, **params) -> bool:
     try:
-        RoundParams(min_participants=minimum).for_cohort(cohort)
+        RoundParams(min_participants=minimum, **params).for_cohort(cohort)
         return True
     except BadRequestError:
         return False
+
+
+@pytest.mark.parametrize("cohort, threshold", [(4, 3), (5, 4), (6, 5), (7, 5), (8, 6), (10, 7), (12, 9),
+                                               (20, 14)])
+def test_the_default_threshold_is_the_active_adversary_floor_and_raises_the_minimum(cohort, threshold):
+    """Complete graph, no colluders: t is the smallest with t > 2/3 n and 2t > n, and a round
+    needs t + 1 advertisements (t <= degree = turnout - 1), so the minimum rises to that."""
+    params = RoundParams(min_participants=3).for_cohort(cohort)
+    assert params.threshold == threshold == min_threshold(cohort - 1)
+    assert 3 * threshold > 2 * cohort and 2 * threshold > cohort
+    assert params.min_participants == threshold + 1 and params.max_participants == cohort
+    assert params.min_survivors == threshold
+    # What devices are told passes their own policy (the floor for the largest turnout).
+    assert RoundPolicy().refusal(_announcement(params)) is None
+    below = _announcement(replace(params, threshold=threshold - 1))
+    assert "threshold" in RoundPolicy().refusal(below)
+
+
+def test_colluders_raise_the_threshold_and_three_devices_never_fit():
+    # 2t > n + 2c: for 10 devices c = 1 still fits t = 7 (> 2/3 of 10 already), c = 2 needs 8,
+    # and the noise is calibrated to the t - c honest devices sure to be in any sum.
+    for c, t in ((0, 7), (1, 7), (2, 8)):
+        params = RoundParams(min_participants=3, colluders=c).for_cohort(10)
+        assert params.threshold == t == min_threshold(9, c)
+        assert params.min_survivors == t - c
+        assert RoundPolicy(colluders=c).refusal(_announcement(params)) is None
+    with pytest.raises(BadRequestError, match="needs more than 3"):  # t = 3 > degree 2
+        RoundParams(min_participants=3).for_cohort(3)
+
+
+def test_announcements_say_how_many_colluders_the_threshold_covers(world):
+    apis = world.devices(10)
+    world.co.open_round(RoundParams(min_participants=4, colluders=2))
+    ann = apis[0].current_round()
+    assert (ann.colluders, ann.threshold, ann.min_survivors) == (2, 8, 6)
+
+
+def _announcement(params: RoundParams) -> RoundAnnouncement:
+    return RoundAnnouncement(
+        round_id=1, vector_length=10, min_participants=params.min_participants,
+        max_participants=params.max_participants, threshold=params.threshold, graph=params.graph,
+        degree=params.degree, clip=params.clip, noise_multiplier=params.noise_multiplier,
+        min_survivors=params.threshold - params.colluders, base_model_version=1,
+        stage="advertise_keys", stage_deadline=0.0, colluders=params.colluders)
 
 
 def test_a_drawn_member_is_never_refused_as_full_however_late(world):
@@ -160,9 +152,19 @@ def test_too_small_a_draw_opens_nothing(world):
 
 def test_too_large_a_draw_for_the_threshold_opens_nothing(world):
     world.devices(12)
-    assert not _fits(4, 12)  # on the complete graph t grows with the cohort, past a minimum of 4
+    # The default threshold grows with the draw (and the minimum with it): every draw of 4 or
+    # more fits. An operator's fixed threshold does not: 3 is below the floor (9) for 12.
+    assert _fits(4, 12) and _fits(4, 4, threshold=3) and not _fits(4, 12, threshold=3)
     with pytest.raises(ConflictError, match="drew 12 of 12 active devices, too many"):
-        world.co.open_round(RoundParams(min_participants=4))
+        world.co.open_round(RoundParams(min_participants=4, threshold=3))
+    assert world.state.rounds() == []
+
+
+def test_too_small_a_draw_for_the_threshold_opens_nothing(world):
+    world.devices(4)
+    # An operator's threshold of 5 needs 6 devices (t <= degree): 4 drawn are too few.
+    with pytest.raises(ConflictError, match="drew 4 of 4 active devices, too few"):
+        world.co.open_round(RoundParams(min_participants=3, threshold=5))
     assert world.state.rounds() == []
 
 
@@ -223,14 +225,20 @@ def test_replay_after_restart_serves_identical_messages_and_fedadam_state_persis
     length = apis[0].current_round().vector_length
     deltas = [rng.normal(0, 0.02, length) for _ in apis]
     parts = [world.participant(a, d) for a, d in zip(apis, deltas)]
-    for step in ("advertise", "share_keys", "masked_input"):
+    for step in ("advertise", "share_keys", "masked_input", "consistency"):
         for p in parts:
             getattr(p, step)()
-    before = {a.identity.device_id: a.download(record.id, Stage.UNMASK) for a in apis}
+
+    def served() -> dict:
+        return {(a.identity.device_id, stage): a.download(record.id, stage) for a in apis
+                for stage in (Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASK)}
+
+    before = served()
+    assert None not in before.values()  # every stage up to the unmask request was closed
     world.restart()
     for p, a in zip(parts, apis):
         p.api.transport = a.transport = HttpxTransport(client=world.client)
-    assert {a.identity.device_id: a.download(record.id, Stage.UNMASK) for a in apis} == before
+    assert served() == before  # survivor sets and the signatures over them included
     for p in parts:
         p.unmask()
     assert {p.result().status.model_version_out for p in parts} == {2}
@@ -247,7 +255,7 @@ def test_audit_epsilon_of_unsampled_rounds_is_the_plain_gaussians(world):
     for _ in range(2):
         world.co.open_round(RoundParams(min_participants=4, noise_multiplier=1.0))  # q = 1
         parts = [world.participant(a) for a in apis]
-        for step in ("advertise", "share_keys", "masked_input", "unmask"):
+        for step in ("advertise", "share_keys", "masked_input", "consistency", "unmask"):
             for p in parts:
                 getattr(p, step)()
         assert parts[0].result().status.state == "done"
@@ -261,8 +269,8 @@ def test_audit_epsilon_of_unsampled_rounds_is_the_plain_gaussians(world):
     assert [(r["sampling_rate"], r["cohort"], r["population"], r["amplification"]) for r in rows] == [
         (1.0, 4, 4, "none")] * 2
     assert rows[1]["model_version_out"] == 3
-    # Four stages from four devices, the same shapes both times: what ledgers are matched against.
-    assert [r["messages_received"] for r in rows] == [16, 16]
+    # Five stages from four devices, the same shapes both times: what ledgers are matched against.
+    assert [r["messages_received"] for r in rows] == [20, 20]
     assert rows[0]["bytes_received"] == rows[1]["bytes_received"] > 0
     table = cli(world.tmp, "audit").splitlines()
     assert table[0].split()[:4] == ["round", "state", "q", "cohort/N"]
@@ -274,7 +282,7 @@ def test_a_round_without_noise_shows_infinite_epsilon(world):
     apis = world.devices(4)
     world.co.open_round(RoundParams(min_participants=4, noise_multiplier=0.0))
     parts = [world.participant(a) for a in apis]
-    for step in ("advertise", "share_keys", "masked_input", "unmask"):
+    for step in ("advertise", "share_keys", "masked_input", "consistency", "unmask"):
         for p in parts:
             getattr(p, step)()
     (row,) = audit_rows(world.state, 1e-5)
@@ -287,27 +295,30 @@ def test_open_round_preconditions(world, tmp_path):
     with pytest.raises(ConflictError, match="active devices"):
         world.co.open_round(RoundParams(min_participants=3, max_participants=3))
     world.devices(3)
-    world.co.open_round(RoundParams(min_participants=3, max_participants=3))
-    with pytest.raises(ConflictError, match="already open"):
+    # Three devices are never enough on the complete graph: t > 2/3 of 3 is 3, above degree 2.
+    with pytest.raises(ConflictError, match="drew 3 of 3 active devices, too few"):
         world.co.open_round(RoundParams(min_participants=3, max_participants=3))
+    world.devices(1)
+    world.co.open_round(RoundParams(min_participants=4, max_participants=4))
+    with pytest.raises(ConflictError, match="already open"):
+        world.co.open_round(RoundParams(min_participants=4, max_participants=4))
     empty = World(tmp_path / "empty", None)
     try:
         with pytest.raises(NotFoundError, match="init"):
-            empty.co.open_round(RoundParams(min_participants=3, max_participants=3))
+            empty.co.open_round(RoundParams(min_participants=4, max_participants=4))
     finally:
-        empty.client.close()
-        empty.state.close()
+        empty.close()
 
 
 def test_a_schedule_opens_rounds_when_devices_are_there(tmp_path, bundle_dir):
     w = World(tmp_path / "sched", bundle_dir)
     try:
         w.config = load_config(data_dir=w.tmp, tick_interval_s=0, schedule_every_s=60, env={},
-                               schedule_round={"min_participants": 3, "max_participants": 3})
+                               schedule_round={"min_participants": 4, "max_participants": 4})
         w.co = Coordinator(w.state, w.publisher, w.config, clock=w.clock)
         w.tick()
         assert w.state.rounds() == []  # no devices yet
-        w.devices(3)
+        w.devices(4)
         w.tick()
         (first,) = w.state.rounds()
         w.tick(301)  # the advertise deadline passes with nobody: aborted
@@ -317,8 +328,7 @@ def test_a_schedule_opens_rounds_when_devices_are_there(tmp_path, bundle_dir):
         w.tick(31)
         assert [r.state for r in w.state.rounds()] == ["aborted", "open"]
     finally:
-        w.client.close()
-        w.state.close()
+        w.close()
 
 
 def _quiet_world(world, n: int, quiet: float | None):
@@ -326,6 +336,7 @@ def _quiet_world(world, n: int, quiet: float | None):
     params = RoundParams(min_participants=n - 1, max_participants=n, deadlines=(100, 100, 100, 100),
                          quiet_close=quiet)
     record = world.co.open_round(params)
+    assert world.state.round(record.id).params["threshold"] == 4  # of 5: one may drop
     parts = [world.participant(a) for a in apis]
     for step in ("advertise", "share_keys"):
         for p in parts:
@@ -340,7 +351,10 @@ def test_quiet_close_ends_a_stage_soon_after_the_last_answer_once_enough_answere
     world.tick(1.9)
     assert world.co.status(record.id).stage == "masked_input"  # not yet: still within quiet
     world.tick(0.2)
-    assert world.co.status(record.id).stage == "unmask"  # long before the 100 s deadline
+    assert world.co.status(record.id).stage == "consistency"  # long before the 100 s deadline
+    for p in parts[:4]:
+        p.consistency()
+    assert world.co.status(record.id).stage == "unmask"  # every survivor signed: closed at once
     for p in parts[:4]:
         p.unmask()
     assert {p.result().status.model_version_out for p in parts[:4]} == {2}
@@ -362,7 +376,38 @@ def test_without_quiet_close_a_vanished_device_holds_the_stage_until_its_deadlin
     world.tick(99)
     assert world.co.status(record.id).stage == "masked_input"
     world.tick(1.5)
+    assert world.co.status(record.id).stage == "consistency"
+
+
+def test_a_survivor_that_does_not_sign_is_left_out_of_unmasking_but_its_input_counts(world):
+    """The consistency stage closes at its deadline with t signatures: the round completes, the
+    silent survivor's masked input stays in the sum, and it is not asked to unmask."""
+    apis = world.devices(7)
+    record = world.co.open_round(RoundParams(min_participants=7, deadlines=(100, 100, 100, 10)))
+    assert world.state.round(record.id).params["threshold"] == 5
+    length = apis[0].current_round().vector_length
+    deltas = [np.full(length, 0.001 * (i + 1)) for i in range(7)]  # inside the clip bound
+    parts = [world.participant(a, d) for a, d in zip(apis, deltas)]
+    for step in ("advertise", "share_keys", "masked_input"):
+        for p in parts:
+            getattr(p, step)()
+    assert world.co.status(record.id).stage == "consistency"
+    for p in parts[:5]:  # the two last survivors never sign
+        p.consistency()
+    world.tick(9.9)
+    assert world.co.status(record.id).stage == "consistency"
+    world.tick(0.2)
     assert world.co.status(record.id).stage == "unmask"
+    with pytest.raises(ServerRejectedError) as missed:
+        apis[6].download(record.id, Stage.UNMASK)
+    assert missed.value.status == 409 and "missed an earlier stage" in missed.value.message
+    for p in parts[:5]:
+        p.unmask()
+    outcomes = [p.result() for p in parts]
+    assert {(o.status.state, o.status.survivors) for o in outcomes} == {("done", 7)}
+    got = flat_weights(world.publisher.load(2)) - flat_weights(world.publisher.load(1))
+    np.testing.assert_allclose(got, np.mean(deltas, axis=0), atol=1e-4)  # all seven inputs
+    assert audit_rows(world.state, 1e-5)[-1]["messages_received"] == 7 * 3 + 5 + 5
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "2"])

@@ -23,7 +23,7 @@ from edgerec.sync import (
     verify_archive,
 )
 
-from srv_helpers import cli, enrol_devices
+from srv_helpers import authority_key, cli, enrol_devices
 
 
 def _error(response: httpx.Response) -> tuple[int, str]:
@@ -108,8 +108,14 @@ def test_bad_bodies_and_sizes(server, data_dir):
                              headers=auth))[0] == 403
     mine = devices[0].identity
     keys = [crypto.x25519_keypair(np.random.default_rng(0).bytes)[1] for _ in range(2)]
-    unsigned = AdvertiseKeys(round_id, mine.device_id, keys[0], keys[1], bytes(64))
+    unsigned = AdvertiseKeys(round_id, mine.device_id, keys[0], keys[1], certificate=mine.certificate,
+                             signature=bytes(64))
     assert _error(httpx.post(post, content=encode(unsigned), headers=auth)) == (403, "BadSignatureError")
+    # Signed, but without a certificate, or with another device's: refused, the round goes on.
+    for cert in (b"", other.certificate, mine.certificate[:-1] + bytes([mine.certificate[-1] ^ 1])):
+        uncertified = sign_message(AdvertiseKeys(round_id, mine.device_id, keys[0], keys[1],
+                                                 certificate=cert), mine.identity_key)
+        assert _error(httpx.post(post, content=encode(uncertified), headers=auth)) == (400, "BadCertificateError")
     # Wrong places: unknown message name, unknown round, wrong method.
     assert _error(httpx.get(f"{post}/nonsense", headers=auth))[0] == 404
     assert _error(httpx.get(f"{url}/v1/rounds/999/messages/key_list", headers=auth))[0] == 404
@@ -117,12 +123,14 @@ def test_bad_bodies_and_sizes(server, data_dir):
     assert _error(httpx.get(url + "/v1/nowhere"))[0] == 404
     # A valid advert, then a different one for the same stage: 409; the same again: accepted.
     part = RoundParticipant(devices[0].api, mine, devices[0].api.current_round(),
-                            np.zeros(devices[0].api.current_round().vector_length))
+                            np.zeros(devices[0].api.current_round().vector_length),
+                            authority_key=authority_key(data_dir))
     part.advertise()
     body = devices[0].uploads[-1][1]
     again = httpx.post(post, content=body, headers=auth)
     assert again.status_code == 202 and again.json()["duplicate"] is True
-    other_advert = sign_message(AdvertiseKeys(round_id, mine.device_id, keys[1], keys[0]), mine.identity_key)
+    other_advert = sign_message(AdvertiseKeys(round_id, mine.device_id, keys[1], keys[0],
+                                              certificate=mine.certificate), mine.identity_key)
     assert _error(httpx.post(post, content=encode(other_advert), headers=auth))[0] == 409
     _no_500(url)
 

@@ -87,5 +87,11 @@ def test_cli_audit_table_and_json(data_dir, capsys):
     from edgerec_server.cli import main
 
     assert main(["init", "--synthetic", "--data-dir", str(data_dir)]) == 2  # already has a model
-    assert main(["round", "open", "--min", "3", "--max", "50", "--data-dir", str(data_dir)]) == 2
-    assert "does not fit" in capsys.readouterr().err
+    # Parameters no draw could ever fit are refused as such, before any draw: a threshold of 2 is
+    # below the floor of every cohort (t > 2/3 n), 3 is below it for 10 or more devices.
+    for minimum, threshold in ((3, 2), (10, 3)):
+        assert main(["round", "open", "--min", str(minimum), "--threshold", str(threshold),
+                     "--data-dir", str(data_dir)]) == 2
+        err = capsys.readouterr().err
+        assert "does not fit any cohort" in err and "drew" not in err
+    assert json.loads(cli(data_dir, "audit", "--json"))["rounds"] == []

@@ -11,11 +11,11 @@ import pytest
 
 from edgerec.model.params import flatten, param_names
 from edgerec.secagg import RoundAbortedError, Stage
-from edgerec.sync import RoundParticipant, install_bundle
+from edgerec.sync import UPLOAD_KINDS, RoundParticipant, install_bundle
 
-from srv_helpers import cli, enrol_devices
+from srv_helpers import authority_key, cli, enrol_devices
 
-STEPS = ("advertise", "share_keys", "masked_input", "unmask")
+STEPS = ("advertise", "share_keys", "masked_input", "consistency", "unmask")
 
 
 def _retry(call, attempts: int = 20):
@@ -36,13 +36,14 @@ def test_sigkill_in_every_stage_loses_nothing_acknowledged(server_factory, data_
     port = server.port
     token = cli(data_dir, "token", "create", "--uses", "5")
     devices = enrol_devices(server.url, token, 5)
-    round_id = json.loads(cli(data_dir, "round", "open", "--min", "4", "--max", "5",
-                              "--deadline", "60"))["round_id"]
+    round_id = json.loads(cli(data_dir, "round", "open", "--min", "4", "--deadline", "60"))["round_id"]
     ann = devices[0].api.current_round()
     rng = np.random.default_rng(3)
     deltas = [rng.normal(0, 0.01, ann.vector_length) for _ in devices]
-    parts = [RoundParticipant(d.api, d.identity, d.api.current_round(), deltas[i], poll_interval=0.05,
-                              stage_timeout=60, transport_retries=20) for i, d in enumerate(devices)]
+    pinned = authority_key(data_dir)
+    parts = [RoundParticipant(d.api, d.identity, d.api.current_round(), deltas[i], authority_key=pinned,
+                              poll_interval=0.05, stage_timeout=60, transport_retries=20)
+             for i, d in enumerate(devices)]
     key_lists = {}
     for index, step in enumerate(STEPS):
         for part in parts[:3]:
@@ -54,6 +55,7 @@ def test_sigkill_in_every_stage_loses_nothing_acknowledged(server_factory, data_
         # The enrolled devices, the round and its accepted messages are all still there.
         status = _retry(lambda: devices[0].api.round_status(round_id))
         assert status.state == "open" and status.participants == 5 - 2 * (index == 0)
+        assert status.stage == UPLOAD_KINDS[Stage(index)]  # still collecting this step's stage
         last_kind, last_body = devices[0].uploads[-1]
         resend = _retry(lambda: devices[0].api.transport.request(
             "POST", f"/v1/rounds/{round_id}/messages", body=last_body,
@@ -95,10 +97,11 @@ def test_round_past_its_deadline_after_a_restart_aborts_and_the_model_stays(serv
     server = server_factory()
     token = cli(data_dir, "token", "create", "--uses", "5")
     devices = enrol_devices(server.url, token, 5)
-    round_id = json.loads(cli(data_dir, "round", "open", "--min", "4", "--max", "5",
-                              "--deadline", "2"))["round_id"]
+    round_id = json.loads(cli(data_dir, "round", "open", "--min", "4", "--deadline", "2"))["round_id"]
+    pinned = authority_key(data_dir)
     parts = [RoundParticipant(d.api, d.identity, d.api.current_round(),
-                              np.zeros(d.api.current_round().vector_length), poll_interval=0.05)
+                              np.zeros(d.api.current_round().vector_length), authority_key=pinned,
+                              poll_interval=0.05)
              for d in devices[:2]]
     for part in parts:
         part.advertise()

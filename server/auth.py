@@ -19,7 +19,7 @@ from edgerec.secagg import crypto
 from edgerec.sync import EnrolRequest, enrol_proof_bytes
 
 from ._exceptions import BadRequestError, ForbiddenError, UnauthorizedError
-from .authority import Authority
+from .authority import RENEW_BEFORE, Authority, valid_until
 from .ed25519_check import is_strong_ed25519_key
 from .state import DeviceRecord, StateBackend, TokenRecord
 
@@ -70,13 +70,16 @@ class Enrolment:
 
 def certificate_of(state: StateBackend, device: DeviceRecord, authority: Authority,
                    now: float) -> bytes:
-    """``device``'s certificate: the stored one, else one the embedded authority issues now
-    (and stores); empty while an offline authority has not signed it."""
-    if device.certificate:
-        return bytes(device.certificate)
+    """``device``'s certificate: the stored one while it has more than a tenth of its life left,
+    else one the embedded authority issues now (and stores); the stored one (or empty) while an
+    offline authority has not signed a new one."""
+    stored = bytes(device.certificate) if device.certificate else b""
+    lapses = valid_until(stored)
+    if stored and lapses - now > RENEW_BEFORE * authority.certificate_ttl_s:
+        return stored
     cert = authority.issue(device, now)
-    if cert is None:
-        return b""
+    if cert is None or (stored and valid_until(cert) <= lapses):
+        return stored  # offline authority, or capped by the credential: nothing longer to give
     state.set_certificate(device.id, cert)
     state.log_event("device_certified", {"device_id": device.id}, now)
     return cert

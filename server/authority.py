@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from edgerec.secagg import encode_certificate, issue_certificate
+from edgerec.secagg import BadCertificateError, decode_certificate, encode_certificate, issue_certificate
 from edgerec.signing import public_key_bytes
 
 from ._exceptions import BadRequestError
@@ -28,7 +28,11 @@ from .config import ServerConfig
 from .keys import load_or_create_key
 from .state import DeviceRecord, StateBackend
 
-__all__ = ["Authority", "certify_pending", "load_authority"]
+__all__ = ["Authority", "certify_pending", "eligible_devices", "load_authority", "valid_until"]
+
+#: A certificate is renewed (embedded authority) once less than this share of its life is left,
+#: so that a device never goes into a round with one about to lapse.
+RENEW_BEFORE = 0.1
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,22 @@ class Authority:
             expires = min(expires, device.expires_at)
         return encode_certificate(issue_certificate(self.private_key, device.id, device.identity_key,
                                                     now, expires))
+
+
+def valid_until(certificate: bytes | None) -> float:
+    """When a stored certificate expires (0 for none or an unreadable one)."""
+    if not certificate:
+        return 0.0
+    try:
+        return float(decode_certificate(certificate).expires_at)
+    except BadCertificateError:
+        return 0.0
+
+
+def eligible_devices(state: StateBackend, now: float, margin_s: float = 0.0) -> list[DeviceRecord]:
+    """The devices a round may draw: active, with a certificate valid ``margin_s`` beyond now
+    (their peers would refuse an expired one, and the round would wait for them in vain)."""
+    return [d for d in state.active_devices(now) if valid_until(d.certificate) > now + margin_s]
 
 
 def _raw_private(key: Ed25519PrivateKey) -> bytes:

@@ -125,7 +125,9 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
     now = time.time()
     rate = args.sample_rate
     if args.expected is not None:
-        rate = rate_for_expected(args.expected, len(s.state.active_devices(now)))
+        from .authority import eligible_devices
+
+        rate = rate_for_expected(args.expected, len(eligible_devices(s.state, now)))
     deadlines = [float(v) for v in args.deadlines.split(",")] if args.deadlines else args.deadline
     params = RoundParams.from_dict({
         "min_participants": args.min, "clip": args.clip, "sampling_rate": rate,
@@ -146,7 +148,13 @@ def _audit(s: _Services, args: argparse.Namespace) -> int:
 
     rows = audit_rows(s.state, s.config.dp_delta, s.config.accountant)
     if args.json:
-        print(json.dumps({"delta": s.config.dp_delta, "rounds": rows}, indent=1))
+        from .audit import certificate_rows
+        from .authority import load_authority
+
+        authority = load_authority(s.config)
+        print(json.dumps({"delta": s.config.dp_delta, "accountant": s.config.accountant,
+                          "authority": {"public_key": authority.public_key.hex(), "mode": authority.mode},
+                          "certificates": certificate_rows(s.state), "rounds": rows}, indent=1))
         return 0
     print(f"{'round':>5} {'state':8} {'q':>6} {'cohort/N':>11} {'part':>4} {'surv':>4} {'clip':>6} "
           f"{'z':>5} {'epsilon':>9}  versions")
@@ -253,8 +261,9 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--noise", type=float, default=0.0, help="noise multiplier z of the sum")
     op.add_argument("--threshold", type=int, default=None)
     op.add_argument("--tolerate-dropouts", type=int, default=None, metavar="D",
-                    help="threshold = drawn cohort - D (never below the safe floor): devices add "
-                         "noise for t survivors, so a t close to the turnout adds least noise")
+                    help="threshold = neighbourhood size - D (drawn cohort - D on the complete "
+                         "graph; never below the safe floor): devices add noise for t survivors, "
+                         "so a t close to the turnout adds least noise")
     op.add_argument("--colluders", type=int, default=0)
     op.add_argument("--graph", choices=("complete", "harary"), default="complete")
     op.add_argument("--degree", type=int, default=None)

@@ -42,7 +42,7 @@ from ._exceptions import (
     ServerError,
 )
 from .active import ActiveRound
-from .authority import Authority, load_authority
+from .authority import Authority, eligible_devices, load_authority
 from .config import ServerConfig
 from .logs import log_event
 from .metrics import Metrics
@@ -69,7 +69,7 @@ def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, n
     params.check()  # a mistake in the parameters is reported before anything is drawn
     latest = publisher.latest()
     vector_length = int(flat_weights(publisher.load(latest.version)).size)
-    active = [d.id for d in state.active_devices(now)]
+    active = [d.id for d in eligible_devices(state, now)]
     members = draw_cohort(active, params.sampling_rate)
     if len(members) < params.min_participants:
         raise ConflictError(

@@ -69,9 +69,10 @@ class RoundParams:
     # q: the probability with which each active device is drawn into the cohort, independently
     # (Poisson sampling; announced to devices and shown by the audit). 1.0: no sampling.
     sampling_rate: float = 1.0
-    # With threshold None: t = drawn cohort - tolerate_dropouts (never below the safe floor).
-    # Devices calibrate their noise to t survivors, so a t near the turnout adds the least
-    # noise beyond what is needed; the price is that more dropouts abort the round.
+    # With threshold None: t = neighbourhood size - tolerate_dropouts (the drawn cohort - D on the
+    # complete graph; never below the safe floor). Devices calibrate their noise to t survivors,
+    # so a t near the turnout adds the least noise beyond what is needed; the price is that
+    # more dropouts abort the round.
     tolerate_dropouts: int | None = None
 
     def check(self) -> None:
@@ -108,9 +109,12 @@ class RoundParams:
         """These parameters for a drawn cohort of ``cohort`` members, resolved (threshold fixed)."""
         drawn = replace(self, max_participants=cohort)
         if self.threshold is None and self.tolerate_dropouts is not None:
+            # D of a neighbourhood's k + 1 devices may drop (the whole cohort on the complete
+            # graph: t = drawn - D), never below the floor, never above the degree.
             probe = drawn._secagg(0, 1, threshold=None)
-            floor = probe.floor_for(probe.degree_for(cohort))
-            drawn = replace(drawn, threshold=max(floor, cohort - self.tolerate_dropouts))
+            degree = probe.degree_for(cohort)
+            wanted = min(degree, degree + 1 - self.tolerate_dropouts)
+            drawn = replace(drawn, threshold=max(probe.floor_for(degree), wanted))
         return drawn.resolved()
 
     def resolved(self) -> RoundParams:

@@ -61,6 +61,9 @@ __all__ = ["FEDERATED_FINETUNE", "STEPS", "SyncConditions", "SyncResult", "SyncS
 #: (SGD on the shared weights). The personal adapter is kept as it is and used in the forward
 #: pass, but not refitted here: refitting it is ``fine_tune()``'s job, outside rounds.
 FEDERATED_FINETUNE = FineTuneConfig(epochs=2, adapter_epochs=0, optimizer="sgd", lr=0.2, batch_size=64)
+#: A certificate with less than this left is fetched again before a round (the server's
+#: embedded authority renews it; its peers would refuse it once it lapsed).
+_RENEW_CERTIFICATE_S = 7 * 24 * 3600.0
 #: The round's steps after ``begin()``, in order (``RoundParticipant`` method names).
 STEPS = ("advertise", "share_keys", "masked_input", "consistency", "unmask")
 
@@ -254,10 +257,13 @@ class SyncSession:
 
     def _certified(self) -> SyncResult | None:
         """Fetch this device's enrolment certificate if it has none yet (an offline authority
-        signs later); None once it has one that verifies under the pinned authority."""
+        signs later) or its own will not do much longer (the server's authority renews it);
+        None once it has one that verifies under the pinned authority."""
         identity = self.identity
         assert identity is not None
-        certificate = identity.certificate or self._retry(self._api().certificate)
+        certificate = identity.certificate
+        if not self._certificate_ok(certificate, self._wall_clock() + _RENEW_CERTIFICATE_S):
+            certificate = self._retry(self._api().certificate) or certificate
         if not certificate:
             return self._result(SyncStatus.NOT_ENROLLED, f"enrolled as device {identity.device_id}; "
                                 "waiting for the enrolment authority to sign its certificate")
@@ -272,6 +278,16 @@ class SyncSession:
             self.identity = replace(identity, certificate=certificate)
             self.records.save_identity(self.url, self.identity)
         return None
+
+    def _certificate_ok(self, certificate: bytes, at: float) -> bool:
+        if not certificate or self.authority is None or self.identity is None:
+            return bool(certificate)
+        try:
+            check_certificate(certificate, self.authority, device_id=self.identity.device_id,
+                              identity_key=self.identity.public_key, now=at)
+        except BadCertificateError:
+            return False
+        return True
 
     def _update_bundle(self) -> None:
         """Install the server's bundle if its *signed* version is newer than any this device

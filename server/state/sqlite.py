@@ -303,8 +303,8 @@ class SqliteBackend:
 
 def _to_v2(c: sqlite3.Connection) -> None:
     """Schema 1 -> 2: devices get a certificate column (enrolled devices get one from the
-    authority: the embedded one issues it on their next request, an offline one via
-    ``edgerec-server certify``); rounds left open by a protocol-1 server cannot resume (their
+    authority: the embedded one issues it when they ask, ``GET /v1/certificate``, which a
+    device does before its next round; an offline one via ``edgerec-server certify``); rounds left open by a protocol-1 server cannot resume (their
     stages are numbered differently), so they abort, revealing nothing."""
     columns = {row[1] for row in c.execute("PRAGMA table_info(devices)")}
     if "certificate" not in columns:

@@ -23,7 +23,7 @@ from edgerec.signing import generate_signing_key, public_key_bytes
 from edgerec.sync import ServerApi
 from edgerec_server import RoundParams, load_config
 from edgerec_server._exceptions import BadRequestError, ConflictError
-from edgerec_server.authority import load_authority
+from edgerec_server.authority import eligible_devices, load_authority
 from edgerec_server.cli import main
 from edgerec_server.keys import load_or_create_key
 
@@ -224,3 +224,53 @@ def test_authority_settings_are_checked(tmp_path):
     assert authority.public_key != public_key_bytes(load_or_create_key(config.signing_key_path))
     assert load_authority(config).public_key == authority.public_key  # the same key next start
 
+
+
+def test_a_lapsing_certificate_is_renewed_and_an_expired_one_is_never_drawn(tmp_path, bundle_dir):
+    w = World(tmp_path / "state", bundle_dir, certificate_ttl_s=1000)
+    try:
+        apis = w.devices(4)
+        first = [a.identity.certificate for a in apis]  # type: ignore[attr-defined]
+        w.clock.now += 500  # half its life left: kept as it is
+        assert apis[0].certificate() == first[0]
+        w.clock.now += 460  # 40 s of 1000 left: renewed on request, for another full term
+        renewed = apis[0].certificate()
+        assert renewed != first[0] and _valid(renewed, w.authority_key, apis[0], w.clock()).expires_at \
+            == int(w.clock() + 1000)
+        assert w.state.device(apis[0].identity.device_id).certificate == renewed  # type: ignore[attr-defined]
+        w.clock.now += 41  # the others lapsed: their peers would refuse them, so no round draws them
+        assert [d.id for d in eligible_devices(w.state, w.clock())] == [apis[0].identity.device_id]  # type: ignore[attr-defined]
+        with pytest.raises(ConflictError, match="drew 1 of 1"):
+            w.co.open_round(RoundParams(min_participants=4))
+        assert all(a.certificate() != old for a, old in zip(apis[1:], first[1:]))  # renewed when asked
+        assert len(eligible_devices(w.state, w.clock())) == 4
+    finally:
+        w.close()
+
+
+def test_an_expired_certificate_is_not_renewed_without_the_authority(tmp_path, bundle_dir):
+    authority = generate_signing_key()
+    w = World(tmp_path / "state", bundle_dir, certificate_ttl_s=1000,
+              authority_public_key=public_key_bytes(authority).hex())
+    try:
+        (api,) = w.devices(1)
+        assert api.certificate() == b""  # offline: waiting for `certify`
+        pem, settings = tmp_path / "ea.pem", tmp_path / "server.json"
+        pem.write_bytes(_pem(authority))
+        settings.write_text(json.dumps({"authority_public_key": public_key_bytes(authority).hex(),
+                                        "certificate_ttl_s": 1000}))
+        cli(w.tmp, "certify", "--authority-key", str(pem), "--config", str(settings))
+        cert = api.certificate()
+        assert cert and eligible_devices(w.state, w.clock())
+        w.clock.now += 2000
+        assert api.certificate() == cert  # the server cannot make a new one
+        assert eligible_devices(w.state, w.clock()) == []
+    finally:
+        w.close()
+
+
+def test_the_cli_audit_json_lists_the_authority_and_certificates(world):
+    apis = world.devices(2)
+    body = json.loads(cli(world.tmp, "audit", "--json"))
+    assert body["authority"] == {"public_key": world.authority_key.hex(), "mode": "embedded"}
+    assert [r["device_id"] for r in body["certificates"]] == [a.identity.device_id for a in apis]  # type: ignore[attr-defined]

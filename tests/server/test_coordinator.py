@@ -414,3 +414,22 @@ def test_a_survivor_that_does_not_sign_is_left_out_of_unmasking_but_its_input_co
 def test_quiet_close_must_be_a_positive_number(bad):
     with pytest.raises(Exception, match="quiet_close"):
         RoundParams(quiet_close=bad).resolved()
+
+
+def test_tolerate_dropouts_puts_the_threshold_just_below_the_drawn_cohort():
+    """t = drawn - D (devices then add the least noise the turnout allows), never below the floor;
+    the minimum turnout follows (t + 1 on the complete graph)."""
+    from edgerec.secagg import min_threshold
+
+    for drawn in (10, 40, 100):
+        fitted = RoundParams(min_participants=4, tolerate_dropouts=2).for_cohort(drawn)
+        assert (fitted.threshold, fitted.min_participants, fitted.max_participants) == (drawn - 2, drawn - 1, drawn)
+        wide = RoundParams(min_participants=4, tolerate_dropouts=drawn).for_cohort(drawn)
+        assert wide.threshold == min_threshold(drawn - 1)  # the floor, not drawn - D
+    with pytest.raises(BadRequestError):
+        RoundParams(tolerate_dropouts=0).check()
+    # SecAgg+: D of each neighbourhood of k + 1 (k = 16 at 200 devices), capped by the degree
+    harary = RoundParams(min_participants=4, graph="harary", tolerate_dropouts=1).for_cohort(200)
+    assert harary.threshold == 16
+    harary = RoundParams(min_participants=4, graph="harary", tolerate_dropouts=3).for_cohort(200)
+    assert harary.threshold == max(min_threshold(16), 14)

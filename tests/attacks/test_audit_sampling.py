@@ -212,7 +212,9 @@ def test_audit_epsilon_is_dp_accountings_for_what_the_coordinator_drew(server, d
     got = {r["round_id"]: r["cumulative_epsilon"] for r in rows if r["state"] == "done"}
     assert got == pytest.approx(expected, rel=1e-9)
     assert rows[1]["cumulative_epsilon"] is None  # aborted: released nothing
-    assert got[rows[-1]["round_id"]] < unamplified  # the sampling that did happen is counted,
+    # The sampling that did happen is counted (never worse than none: the smaller bound wins;
+    # strictly better depends on the sizes the CSPRNG drew, which the equality above checks),
+    assert got[rows[-1]["round_id"]] <= unamplified
     sampled = got[rows[3]["round_id"]]  # and none that did not: after the rounds at q = 0.2,
     assert sampled > 2 * _old_poisson_epsilon(drawn[:4])  # the old figure was 3x too low
     table = cli(data_dir, "audit")

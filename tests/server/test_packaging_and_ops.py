@@ -79,7 +79,9 @@ def test_openapi_documents_every_route_and_health_and_metrics_answer(data_dir):
 
 
 def test_cli_audit_table_and_json(data_dir, capsys):
-    assert json.loads(cli(data_dir, "audit", "--json")) == {"delta": 1e-5, "rounds": []}
+    empty = json.loads(cli(data_dir, "audit", "--json"))
+    assert (empty["delta"], empty["rounds"], empty["certificates"]) == (1e-5, [], [])
+    assert empty["authority"]["mode"] == "embedded"
     assert "epsilon" in cli(data_dir, "audit")
     out = cli(data_dir, "export-bundle", "--out", str(data_dir.parent / "exported"))
     assert json.loads(out)["model_version"] == 1

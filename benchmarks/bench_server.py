@@ -32,7 +32,7 @@ import numpy as np
 from benchmarks._report import table, write_section
 
 ML100K = Path(os.environ.get("EDGEREC_ML100K", Path(__file__).resolve().parents[2] / "shared/data/ml-100k"))
-STAGES = ("ADVERTISE", "SHARE_KEYS", "MASKED_INPUT", "UNMASK")
+STAGES = ("ADVERTISE", "SHARE_KEYS", "MASKED_INPUT", "CONSISTENCY", "UNMASK")
 
 
 def _catalogue():
@@ -79,12 +79,14 @@ def math_alone(n: int, length: int, fp, seed: int = 0) -> dict:
     """The server's aggregation math for the same round, in memory: secagg + decode + FedAvg."""
     from edgerec.federated import FedAvg, StrategyState
     from edgerec.privacy import aggregate_decode
-    from edgerec.secagg import SecAggConfig, simulate_round
+    from edgerec.secagg import SecAggConfig, crypto, deterministic_rng, simulate_round
 
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 2**20, length, dtype=np.uint32)
     config = SecAggConfig(round_id=1, vector_length=length, min_clients=n, graph="harary")
-    outcome = simulate_round(config, {c: x for c in range(1, n + 1)}, seed=b"bench", clock=time.perf_counter)
+    authority = crypto.ed25519_private(deterministic_rng(b"bench-authority"))
+    outcome = simulate_round(config, {c: x for c in range(1, n + 1)}, seed=b"bench", clock=time.perf_counter,
+                             authority_key=authority)
     secagg = {s.name: t for s, t in outcome.server_seconds.items()}
     t0 = time.perf_counter()
     mean = aggregate_decode(outcome.result.total, fp, n)
@@ -129,13 +131,15 @@ def main() -> None:
         ann = apis[0].current_round()
         rng = np.random.default_rng(1)
         deltas = [d / np.linalg.norm(d) * 0.5 for d in rng.normal(0, 1, (n, ann.vector_length))]
-        parts = [RoundParticipant(a, i, ann, d, poll_interval=0.05, stage_timeout=600)
+        authority = bytes.fromhex(_server_cli(data_dir, "authority-key"))  # what devices pin
+        parts = [RoundParticipant(a, i, ann, d, authority_key=authority, poll_interval=0.05,
+                                  stage_timeout=600)
                  for a, i, d in zip(apis, identities, deltas)]
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.workers) as pool:
             # Stage by stage: a pool smaller than the cohort must not block on a stage that
             # waits for devices still queued behind it.
-            for step in ("advertise", "share_keys", "masked_input", "unmask"):
+            for step in ("advertise", "share_keys", "masked_input", "consistency", "unmask"):
                 list(pool.map(lambda p, step=step: getattr(p, step)(), parts))
             outcomes = list(pool.map(lambda p: p.result(), parts))
         round_wall = time.perf_counter() - t0

@@ -29,9 +29,10 @@ def unmask_sum(total: np.ndarray, responses: Mapping[int, UnmaskResponse], survi
     for u in sorted(seed_points):
         masking.apply(total, _rebuild(seed_points[u], u, threshold), -1)
     for v in sorted(key_points):
-        private = _rebuild(key_points[v], v, threshold)
-        if crypto.x25519_public(private) != adverts[v].mask_public_key:
+        raw = _rebuild(key_points[v], v, threshold)
+        if crypto.x25519_public(raw) != adverts[v].mask_public_key:
             raise RoundAbortedError(f"rebuilt mask key of client {v} does not match its advertised key")
+        private = crypto.x25519_key(raw)
         # Every survivor w that masked with v added a pairwise mask that v's own (missing)
         # masked vector would have cancelled.
         for w in sorted(w for w in survivors if v in masked_with[w]):

@@ -120,6 +120,8 @@ class ClientMachine:
             raise OutOfStageError("keys were already advertised this round")
         self._enc_private, enc_public = crypto.x25519_keypair(self._rng)
         self._mask_private, mask_public = crypto.x25519_keypair(self._rng)
+        # Key objects, loaded once: each is used with every neighbour.
+        self._enc_key, self._mask_key = crypto.x25519_key(self._enc_private), crypto.x25519_key(self._mask_private)
         msg = AdvertiseKeys(self.config.round_id, self.client_id, enc_public, mask_public,
                             self._certificate)
         self._stage = Stage.SHARE_KEYS
@@ -197,7 +199,7 @@ class ClientMachine:
 
     def _seal_for(self, peer: PeerKeys, plaintext: bytes) -> bytes:
         round_id, me, them = self.config.round_id, self.client_id, peer.client_id
-        key = crypto.share_key(self._enc_private, peer.enc_public_key, round_id, me, them)
+        key = crypto.share_key(self._enc_key, peer.enc_public_key, round_id, me, them)
         return crypto.seal(key, plaintext, crypto.share_aad(round_id, me, them))
 
     # -- stage 2: decrypt the shares held for neighbours, mask the input -------------------
@@ -215,7 +217,7 @@ class ClientMachine:
         for sender in senders:
             peer = self._peers[sender]
             seed = crypto.mask_seed(
-                self._mask_private, peer.mask_public_key, self.config.round_id, self.client_id, sender
+                self._mask_key, peer.mask_public_key, self.config.round_id, self.client_id, sender
             )
             masking.apply(masked, seed, masking.pairwise_sign(self.client_id, sender))
         self._held = held
@@ -229,7 +231,7 @@ class ClientMachine:
         if len(ciphertext) != SHARE_CIPHERTEXT_BYTES:
             raise WrongLengthError(f"share from {sender}: {len(ciphertext)} bytes")
         round_id, me = self.config.round_id, self.client_id
-        key = crypto.share_key(self._enc_private, self._peers[sender].enc_public_key, round_id, sender, me)
+        key = crypto.share_key(self._enc_key, self._peers[sender].enc_public_key, round_id, sender, me)
         plaintext = crypto.open_sealed(key, ciphertext, crypto.share_aad(round_id, sender, me))
         try:
             return (
@@ -275,6 +277,7 @@ class ClientMachine:
         # The round is over for this device: forget every secret it held.
         self._held, self._own_seed_share, self._self_seed = {}, 0, b""
         self._mask_private = self._enc_private = b""
+        self._mask_key = self._enc_key = None
         return self._sign(response)
 
     def _sign(self, msg: ClientMessage) -> ClientMessage:

@@ -8,7 +8,7 @@ the round id and both client ids, so material from one round or pair is useless 
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from typing import Callable, Union
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -55,8 +55,17 @@ def is_usable_x25519(public: bytes) -> bool:
     return True
 
 
-def _agree(private: bytes, peer_public: bytes) -> bytes:
-    own = X25519PrivateKey.from_private_bytes(private)
+PrivateKey = Union[bytes, X25519PrivateKey]
+
+
+def x25519_key(private: bytes) -> X25519PrivateKey:
+    """The key object of raw private bytes: load it once when it is used with many peers
+    (loading costs as much as an exchange)."""
+    return X25519PrivateKey.from_private_bytes(private)
+
+
+def _agree(private: PrivateKey, peer_public: bytes) -> bytes:
+    own = private if isinstance(private, X25519PrivateKey) else X25519PrivateKey.from_private_bytes(private)
     return own.exchange(X25519PublicKey.from_public_bytes(peer_public))
 
 
@@ -64,13 +73,13 @@ def _hkdf(secret: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(secret)
 
 
-def share_key(private: bytes, peer_public: bytes, round_id: int, sender: int, recipient: int) -> bytes:
+def share_key(private: PrivateKey, peer_public: bytes, round_id: int, sender: int, recipient: int) -> bytes:
     """The AES-256-GCM key for shares from ``sender`` to ``recipient`` (one key per direction)."""
     info = _SHARE_INFO + struct.pack(">QII", round_id, sender, recipient)
     return _hkdf(_agree(private, peer_public), info)
 
 
-def mask_seed(private: bytes, peer_public: bytes, round_id: int, a: int, b: int) -> bytes:
+def mask_seed(private: PrivateKey, peer_public: bytes, round_id: int, a: int, b: int) -> bytes:
     """The pairwise mask seed of clients ``a`` and ``b``; both ends derive the same one."""
     low, high = sorted((a, b))
     info = _MASK_INFO + struct.pack(">QII", round_id, low, high)

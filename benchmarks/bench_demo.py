@@ -16,7 +16,6 @@ from pathlib import Path
 
 from benchmarks._report import table, write_section
 from edgerec.demo import DemoConfig, run_demo
-from edgerec.demo.runner import _round_params  # the threshold the run's rounds used
 
 
 def _who(report: dict) -> str:
@@ -36,16 +35,20 @@ def _body(report: dict) -> str:
     lines = [
         f"{report['dataset']}: {_who(report)}. Each device is its own SQLite file, identity and "
         f"credential, hosted in {cfg['workers']} worker processes and talking to a real edgerec-server "
-        f"process over HTTP on 127.0.0.1. {cfg['rounds']} rounds of {cfg['per_round']} sampled devices; "
-        f"secure aggregation ({cfg['graph']} graph); clip C={cfg['clip']}, noise z={cfg['noise']}; "
+        f"process over HTTP on 127.0.0.1. {cfg['rounds']} rounds, each of the cohort the server drew "
+        f"(every device with probability {cfg['per_round']} / {report['devices']}); secure aggregation "
+        f"against a lying server ({cfg['graph']} graph, certificates, consistency check); clip "
+        f"C={cfg['clip']}, noise z={cfg['noise']} (discrete Gaussian, OS-seeded); "
         f"{cfg['strategy']} lr {cfg['server_lr']} with cosine decay; {cfg['dropout']:.0%} of each "
         f"round's devices drop before a random later stage (a stage closes {cfg['quiet_close']:g} s "
         f"after its last message once enough devices answered, else at its {cfg['stage_deadline']:g} s "
         f"deadline). LOO-full on the {report['eval_users']} device users' test items (devices hold "
         "everything else); the central model is trained on every user's training data in the same run.",
         "",
-        table(["round", "model", "NDCG@10", "HR@10", "devices", "survived", "dropped", "epsilon", "wall s"],
+        table(["round", "model", "NDCG@10", "HR@10", "drawn / N", "threshold", "devices", "survived",
+               "dropped", "epsilon", "wall s"],
               [[r["round"], r["model_version"], f"{r['ndcg']:.4f}", f"{r['hr']:.4f}",
+                f"{r['cohort']} / {r['population']}" if "cohort" in r else "-", r.get("threshold", "-"),
                 r.get("participants", "-"), r.get("survivors", "-"), r.get("dropouts", "-"),
                 _eps_cell(report, r), f"{r.get('wall_s', 0):.1f}"]
                for r in _shown(rows)]),
@@ -105,15 +108,16 @@ def _privacy_line(report: dict) -> str:
                 "round's threshold of devices, but there is no formal DP guarantee. Why the preset runs "
                 "without noise is in the note below.")
     return (f"- Privacy: **epsilon {eps:.3g}** at delta {report['delta']:g}, from the server's audit "
-            f"(dp-accounting RDP, Poisson sampling q = {cfg['per_round']} / {report['devices']} devices, "
-            f"{cfg['rounds']} rounds, z = {cfg['noise']}).")
+            f"(dp-accounting RDP, {cfg['rounds']} rounds, z = {cfg['noise']}; each round accounted as "
+            f"the cohort actually drawn, k of {report['devices']} devices without replacement, "
+            "zero-out neighbours: SECURITY.md).")
 
 
 def _privacy_note(report: dict) -> list[str]:
     """What the DP noise did to the run (stated next to the figure, with the arithmetic)."""
     cfg, final = report["config"], report["rounds"][-1]
     m, z, c = cfg["per_round"], cfg["noise"], cfg["clip"]
-    t = _round_params(DemoConfig(**cfg), 1, round(cfg["dropout"] * m))["threshold"]
+    t = final.get("threshold") or m
     k = final.get("survivors") or m
     sigma = z * c / (k * t) ** 0.5  # each device adds z*C/sqrt(t); the mean of k sums them
     weights = report.get("weights", 228560)

@@ -206,6 +206,7 @@ def _round(cfg: DemoConfig, r: int, index_of: dict[int, int], pool: Any, server:
     return {"round": r, "model_version": bundle.version, "hr": hr, "ndcg": ndcg,
             "state": audit["state"], "sampling_rate": audit["sampling_rate"],
             "cohort": audit["cohort"], "population": audit["population"],
+            "threshold": audit["threshold"],
             "participants": audit["participants"],
             "survivors": audit["survivors"], "dropouts": sum(len(x.dropped) for x in reports),
             "epsilon": audit["cumulative_epsilon"], "server_lr": server_lr(cfg.server_lr, r, cfg.rounds),

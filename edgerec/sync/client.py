@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Callable
 
 from .._exceptions import (BadCertificateError, BundleError, ConfigError, EdgeRecError,
                            MessageRejectedError, RoundAbortedError)
+from ._args import check_args, raw_key
 from ..finetune import FineTuneConfig
 from ..privacy import RandomSource
-from ..secagg import check_certificate, crypto
+from ..secagg import check_certificate
 from .api import DeviceIdentity, ServerApi, new_identity_key
 from .bundles import BundleRollbackError, install_bundle
 from .device import SyncRecords, device_epsilon
@@ -49,7 +50,7 @@ from .participant import RoundParticipant
 from .policy import RoundPolicy, RoundRefusedError
 from .retry import Backoff
 from .status import SyncConditions, SyncResult, SyncStatus
-from .transport import HttpxTransport, Transport, check_server_url
+from .transport import HttpxTransport, Transport
 
 if TYPE_CHECKING:
     from ..client import EdgeRec
@@ -112,13 +113,13 @@ class SyncSession:
                  insecure_http_hosts: tuple[str, ...] = (),
                  authority_key: bytes | str | None = None, policy: RoundPolicy | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        _check_args(server_url, enrolment_token, server_key, allow, budget, backoff, timeout,
+        check_args(server_url, enrolment_token, server_key, allow, budget, backoff, timeout,
                     insecure_http_hosts)
         if policy is not None and not isinstance(policy, RoundPolicy):
             raise ConfigError("policy must be a RoundPolicy")
         self.rec, self.url = rec, server_url.rstrip("/")
         self.token, self.server_key = enrolment_token, server_key
-        self.authority = _raw_key(authority_key if authority_key is not None else server_key)
+        self.authority = raw_key(authority_key if authority_key is not None else server_key)
         self.policy, self._wall_clock = policy or RoundPolicy(), wall_clock
         self.allow, self.budget = allow or SyncConditions(), budget or FEDERATED_FINETUNE
         self._owned = transport is None
@@ -410,33 +411,3 @@ class SyncSession:
 def sync(rec: EdgeRec, server_url: str, **options: object) -> SyncResult:
     """One whole sync of ``rec`` with ``server_url`` (options: :class:`SyncSession`'s)."""
     return SyncSession(rec, server_url, **options).run()  # type: ignore[arg-type]
-
-
-def _raw_key(key: bytes | str | None) -> bytes | None:
-    """A pinned Ed25519 public key as 32 raw bytes (given raw or as hex)."""
-    if key is None:
-        return None
-    try:
-        raw = bytes.fromhex(key) if isinstance(key, str) else bytes(key)
-    except ValueError:
-        raise ConfigError("a pinned key must be 32 raw bytes or their hex") from None
-    if len(raw) != crypto.KEY_BYTES:
-        raise ConfigError("a pinned key must be 32 raw bytes or their hex")
-    return raw
-
-
-def _check_args(url: object, token: object, key: object, allow: object, budget: object,
-                backoff: object, timeout: object, insecure_http_hosts: object = ()) -> None:
-    check_server_url(url, insecure_http_hosts)  # https, or http to loopback / a named host
-    if token is not None and (not isinstance(token, str) or not token):
-        raise ConfigError("enrolment_token must be a non-empty str or None")
-    if key is not None and not isinstance(key, (bytes, str)):
-        raise ConfigError("server_key must be the pinned key as bytes or hex str, or None")
-    if allow is not None and not isinstance(allow, SyncConditions):
-        raise ConfigError("allow must be a SyncConditions")
-    if budget is not None and not isinstance(budget, FineTuneConfig):
-        raise ConfigError("budget must be a FineTuneConfig")
-    if not isinstance(backoff, Backoff):
-        raise ConfigError("backoff must be a Backoff")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigError("timeout must be a positive number of seconds")

@@ -13,7 +13,7 @@ from . import crypto, graph, statements, wire
 from .certificate import check_certificate
 from .messages import AdvertiseKeys, PeerKeys
 
-__all__ = ["Trust", "View", "check_mask_sets", "check_peer", "count_survivor_signatures"]
+__all__ = ["Trust", "View", "check_peer", "check_unmask_request", "distinct_identities"]
 
 
 @dataclass(frozen=True)
@@ -100,44 +100,52 @@ def distinct_identities(peers: Iterable[PeerKeys], own_key: bytes) -> None:
         raise UnsafeRequestError("two participants of the key list share an identity key")
 
 
-def count_survivor_signatures(signatures: Iterable[tuple[int, bytes]], statement: bytes,
-                              allowed: frozenset[int], keys: Mapping[int, bytes], needed: int) -> int:
-    """How many distinct ``allowed`` peers signed ``statement``, verifying only until ``needed``
-    are found (each verification costs far more than the rest of a small client's round; the
-    ones after that change nothing). A bad signature among those checked, a repeated or foreign
-    signer anywhere, refuses the whole request."""
-    listed = [peer for peer, _ in signatures]
-    if len(set(listed)) != len(listed) or not set(listed) <= allowed:
-        raise UnsafeRequestError("survivor signatures twice from one peer, or from a peer that is "
-                                 "not a surviving neighbour")
-    valid = 0
-    for peer, signature in signatures:
-        if valid >= needed:
-            break
-        if not crypto.verify(keys[peer], signature, statement):
-            raise BadSignatureError(f"peer {peer}'s signature over the survivor set does not verify")
-        valid += 1
-    return valid
+def check_unmask_request(signatures: Iterable[tuple[int, bytes, bytes]],
+                         mask_sets: Iterable[tuple[int, bytes, bytes]], *, me: int,
+                         survivors: frozenset[int], neighbours: frozenset[int],
+                         alive: frozenset[int], view: View, keys: Mapping[int, bytes]) -> int:
+    """Check an unmask request's evidence; the number of neighbours that signed the survivor set.
 
-
-def check_mask_sets(mask_sets: Iterable[tuple[int, bytes, bytes]], needed: frozenset[int], me: int,
-                    view: View, keys: Mapping[int, bytes]) -> None:
-    """Every peer in ``needed`` (surviving neighbours whose seed shares I would reveal) must show
-    a mask set signed in my view that includes me; anything else in the list is refused."""
-    given: dict[int, tuple[bytes, bytes]] = {}
-    for peer, bits, signature in mask_sets:
-        if peer in given or peer not in needed:
-            raise UnsafeRequestError(f"a mask set of {peer}, twice or not asked for")
-        given[peer] = (bits, signature)
-    if set(given) != needed:
-        raise UnsafeRequestError(f"no signed mask set from {sorted(needed - set(given))}: "
-                                 "cannot check they masked with me")
+    ``signatures`` are surviving ``neighbours``' signatures over (view, ``survivors`` -- the
+    whole set I signed -- and their mask set); ``mask_sets`` the mask sets that ``alive`` neighbours (whose seed shares I would
+    reveal) signed with their masked input, for those that did not sign the survivor set. Every
+    alive neighbour must be covered by one or the other, and must have masked with me. One
+    public-key verification per peer: the survivor signature carries the mask set too.
+    Anything forged, repeated, foreign or missing refuses the whole request.
+    """
+    signers = _entries(signatures, (neighbours & survivors) - {me}, "survivor signature")
+    statements_only = _entries(mask_sets, alive, "mask set")
+    if signers.keys() & statements_only.keys():
+        raise UnsafeRequestError("a peer listed both with a survivor signature and a mask set")
+    if not alive <= signers.keys() | statements_only.keys():
+        missing = sorted(alive - signers.keys() - statements_only.keys())
+        raise UnsafeRequestError(f"no signed mask set from {missing}: cannot check they masked with me")
     digest = view.digest
-    for peer, (bits, signature) in given.items():
+    for peer, (bits, signature) in signers.items():
+        statement = statements.survivors_statement(digest, view.round_id, sorted(survivors), peer, bits)
+        _verify(keys[peer], signature, statement, f"peer {peer}'s signature over the survivor set")
+    for peer, (bits, signature) in statements_only.items():
         statement = statements.mask_statement(digest, view.round_id, peer, bits)
-        if len(signature) != crypto.SIGNATURE_BYTES or not crypto.verify(keys[peer], signature, statement):
-            raise BadSignatureError(f"peer {peer}'s mask set is not signed by it in this view")
+        _verify(keys[peer], signature, statement, f"peer {peer}'s mask set")
+    for peer in alive:
+        bits = (signers.get(peer) or statements_only[peer])[0]
         size, index = view.slot(peer, me)
         if not statements.bit_set(bits, size, index):
             raise UnsafeRequestError(f"peer {peer} did not mask with me: revealing its seed "
                                      "share could unmask a smaller group")
+    return len(signers)
+
+
+def _entries(items: Iterable[tuple[int, bytes, bytes]], allowed: frozenset[int],
+             what: str) -> dict[int, tuple[bytes, bytes]]:
+    out: dict[int, tuple[bytes, bytes]] = {}
+    for peer, bits, signature in items:
+        if peer in out or peer not in allowed:
+            raise UnsafeRequestError(f"a {what} from {peer}, twice or from a peer it may not come from")
+        out[peer] = (bits, signature)
+    return out
+
+
+def _verify(key: bytes, signature: bytes, statement: bytes, what: str) -> None:
+    if len(signature) != crypto.SIGNATURE_BYTES or not crypto.verify(key, signature, statement):
+        raise BadSignatureError(f"{what} does not verify in this view")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from .._exceptions import BadCertificateError
 from . import crypto
@@ -68,6 +69,15 @@ def issue_certificate(authority_private: bytes, device_id: int, identity_key: by
     return replace(cert, signature=crypto.sign(authority_private, _DOMAIN + cert.body()))
 
 
+@lru_cache(maxsize=16384)
+def _signed_by(authority_public: bytes, data: bytes) -> bool:
+    """Whether the authority signed these exact certificate bytes. A pure function of public
+    bytes, so it is remembered: a device meets the same peers round after round, and the
+    verification costs more than the rest of the certificate check together."""
+    cert = decode_certificate(data)
+    return crypto.verify(authority_public, cert.signature, _DOMAIN + cert.body())
+
+
 def encode_certificate(cert: Certificate) -> bytes:
     """The certificate's 127 bytes."""
     return cert.body() + cert.signature
@@ -93,7 +103,7 @@ def check_certificate(data: bytes, authority_public: bytes, *, device_id: int,
     cert = decode_certificate(data)
     if cert.authority_id != authority_id(authority_public):
         raise BadCertificateError(f"certificate of device {device_id} is from another authority")
-    if not crypto.verify(authority_public, cert.signature, _DOMAIN + cert.body()):
+    if not _signed_by(bytes(authority_public), bytes(data)):
         raise BadCertificateError(f"certificate of device {device_id} is not signed by the authority")
     if cert.device_id != device_id or cert.identity_key != identity_key:
         raise BadCertificateError(f"certificate is for device {cert.device_id} and another key, "

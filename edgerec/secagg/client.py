@@ -32,7 +32,7 @@ from .._exceptions import (
     WrongRoundError,
 )
 from . import crypto, graph, masking, shamir, statements, wire
-from ._verify import Trust, View, check_mask_sets, check_peer, count_survivor_signatures, distinct_identities
+from ._verify import Trust, View, check_peer, check_unmask_request, distinct_identities
 from .config import MAX_CLIENT_ID, SecAggConfig
 from .messages import (
     SERVER_MESSAGE_STAGE,
@@ -108,6 +108,7 @@ class ClientMachine:
         self._held: dict[int, tuple[int, int]] = {}
         self._own_seed_share = 0
         self._survivors: frozenset[int] = frozenset()
+        self._bits = b""
 
     @property
     def stage(self) -> Stage:
@@ -222,7 +223,7 @@ class ClientMachine:
             masking.apply(masked, seed, masking.pairwise_sign(self.client_id, sender))
         self._held = held
         assert self._view is not None
-        bits = statements.bitmap(held, sorted(self._neighbours))
+        bits = self._bits = statements.bitmap(held, sorted(self._neighbours))
         statement = statements.mask_statement(self._view.digest, msg.round_id, self.client_id, bits)
         mask_signature = crypto.sign(self._identity_key, statement)
         return self._sign(MaskedInput.from_array(msg.round_id, self.client_id, masked, bits, mask_signature))
@@ -253,7 +254,8 @@ class ClientMachine:
         if nearby < self._threshold:
             raise UnsafeRequestError(f"only {nearby} of my neighbourhood survived; threshold {self._threshold}")
         self._survivors = frozenset(survivors)
-        statement = statements.survivors_statement(self._view.digest, msg.round_id, survivors)
+        statement = statements.survivors_statement(self._view.digest, msg.round_id, survivors,
+                                                   self.client_id, self._bits)
         return self._sign(ConsistencyCheck(msg.round_id, self.client_id,
                                            crypto.sign(self._identity_key, statement)))
 
@@ -262,14 +264,15 @@ class ClientMachine:
         assert self._view is not None
         survivors = self._survivors
         keys = {p: peer.identity_key for p, peer in self._peers.items()}
-        statement = statements.survivors_statement(self._view.digest, msg.round_id, sorted(survivors))
-        agreeing = 1 + count_survivor_signatures(msg.signatures, statement,
-                                                 self._neighbours & survivors, keys, self._threshold - 1)
+        alive = frozenset(self._held) & survivors
+        # Signers are my surviving neighbours (only their keys are known to me, and they are the
+        # ones holding my shares); each signed the whole survivor set I signed.
+        agreeing = 1 + check_unmask_request(msg.signatures, msg.mask_sets, me=self.client_id,
+                                            survivors=survivors, neighbours=self._neighbours,
+                                            alive=alive, view=self._view, keys=keys)
         if agreeing < self._threshold:
             raise UnsafeRequestError(f"only {agreeing} of my neighbourhood signed this survivor set; "
                                      f"threshold {self._threshold}")
-        alive = frozenset(self._held) & survivors
-        check_mask_sets(msg.mask_sets, alive, self.client_id, self._view, keys)
         gone = frozenset(self._held) - survivors
         seed_shares = sorted([(p, self._held[p][0]) for p in alive] + [(self.client_id, self._own_seed_share)])
         key_shares = sorted((p, self._held[p][1]) for p in gone)

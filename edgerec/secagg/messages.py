@@ -152,12 +152,13 @@ class ConsistencyCheck:
 @dataclass(frozen=True)
 class UnmaskRequest:
     """Stage 3 -> 4, server -> one client: its neighbours' signatures over the survivor set,
-    and the signed mask sets of the surviving neighbours whose self-mask seeds it is asked to
-    reveal, each as (peer, bitmap, signature)."""
+    each with the signer's mask set ``(peer, bitmap, signature)``; and, for surviving neighbours
+    whose self-mask seeds it is asked to reveal but which did not sign, the mask set they signed
+    with their masked input ``(peer, bitmap, signature)``."""
 
     round_id: int
     recipient: int
-    signatures: tuple[tuple[int, bytes], ...]
+    signatures: tuple[tuple[int, bytes, bytes], ...]
     mask_sets: tuple[tuple[int, bytes, bytes], ...]
     version: int = VERSION
 

@@ -213,7 +213,9 @@ class ServerMachine:
         self._masked[msg.sender] = (msg.mask_set, msg.mask_signature)
 
     def _accept_check(self, msg: ConsistencyCheck) -> None:
-        statement = statements.survivors_statement(self._view, self.config.round_id, sorted(self._survivors))
+        bits = self._masked[msg.sender][0]  # the mask set it signed with its input, restated
+        statement = statements.survivors_statement(self._view, self.config.round_id, sorted(self._survivors),
+                                                   msg.sender, bits)
         if not crypto.verify(self._identities[msg.sender], msg.survivors_signature, statement):
             raise BadSignatureError(f"{msg.sender}'s signature over the survivor set does not verify")
         self._checks[msg.sender] = msg.survivors_signature
@@ -309,9 +311,12 @@ class ServerMachine:
         self._require(len(answering), "clients can see enough survivor signatures")
         self._check_recoverable(answering)
         for u in sorted(answering):
-            signatures = tuple((p, self._checks[p]) for p in sorted(self._graph[u] & signers))
-            alive = sorted(self._masked_with[u] & self._survivors)
-            mask_sets = tuple((p, *self._masked[p]) for p in alive)
+            signed = sorted(self._graph[u] & signers)
+            signatures = tuple((p, self._masked[p][0], self._checks[p]) for p in signed)
+            # Survivors whose seed shares u reveals but that did not sign: their mask sets as
+            # signed with their masked input (a signer's is in its survivor signature).
+            unsigned = sorted((self._masked_with[u] & self._survivors) - signers)
+            mask_sets = tuple((p, *self._masked[p]) for p in unsigned)
             self._requests[u] = UnmaskRequest(self.config.round_id, u, signatures, mask_sets)
         return dict(self._requests)
 

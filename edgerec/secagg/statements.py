@@ -13,9 +13,10 @@ its neighbours saw:
   it: a server that forwarded a victim's keys selectively, to isolate a small group whose
   masks it can remove, is refused;
 * the **survivor set**: the clients whose masked inputs the server says it has
-  (:func:`survivors_statement`). A client reveals anything only after ``t`` of its
-  neighbourhood signed the same set: a server that told different clients different survivor
-  sets (to collect both shares of someone, or to unmask a small sum) is refused.
+  (:func:`survivors_statement`, which restates the signer's mask set, so one signature per peer
+  serves both checks). A client reveals anything only after ``t`` of its neighbourhood signed
+  the same set: a server that told different clients different survivor sets (to collect both
+  shares of someone, or to unmask a small sum) is refused.
 
 Every byte string here starts with its own domain, so no statement can be replayed as another.
 """
@@ -81,7 +82,9 @@ def mask_statement(view: bytes, round_id: int, sender: int, bits: bytes) -> byte
     return _MASK + view + struct.pack(">QI", round_id, sender) + bytes(bits)
 
 
-def survivors_statement(view: bytes, round_id: int, survivors: Iterable[int]) -> bytes:
-    """The bytes a client signs for "in this view, these clients survived the masked input"."""
+def survivors_statement(view: bytes, round_id: int, survivors: Iterable[int], sender: int,
+                        bits: bytes) -> bytes:
+    """The bytes a client signs for "in this view, these clients survived the masked input, and
+    I masked with exactly these neighbours" (the same mask set it signed with its input)."""
     digest = hashlib.sha256(_ids(survivors)).digest()
-    return _SURVIVORS + view + struct.pack(">Q", round_id) + digest
+    return _SURVIVORS + view + struct.pack(">QI", round_id, sender) + digest + bytes(bits)

@@ -160,7 +160,7 @@ def _body(msg: Message, w: _Writer) -> None:
     elif isinstance(msg, ConsistencyRequest):
         w.u32(msg.recipient), w.ids(msg.survivors)
     elif isinstance(msg, UnmaskRequest):
-        w.u32(msg.recipient), w.id_blobs(msg.signatures), w.id_blob_pairs(msg.mask_sets)
+        w.u32(msg.recipient), w.id_blob_pairs(msg.signatures), w.id_blob_pairs(msg.mask_sets)
 
 
 def _unsigned(msg: Message) -> list[bytes]:
@@ -248,7 +248,7 @@ def _dec_consistency_request(r: _Reader, round_id: int) -> ConsistencyRequest:
 
 
 def _dec_unmask_request(r: _Reader, round_id: int) -> UnmaskRequest:
-    return UnmaskRequest(round_id, r.u32(), r.id_blobs(), r.id_blob_pairs())
+    return UnmaskRequest(round_id, r.u32(), r.id_blob_pairs(), r.id_blob_pairs())
 
 
 _DECODERS: dict[int, Callable[[_Reader, int], Message]] = {

@@ -112,10 +112,10 @@ class Attacker:
         """Send each device the survivor signatures of ``signers_for(device)`` (default: every
         signature anyone made) and the mask sets of the survivors it holds shares of."""
         for c in self.checks:
-            signers = self.checks if signers_for is None else signers_for(c)
-            signatures = tuple((p, self.checks[p].survivors_signature) for p in sorted(signers)
-                               if p != c)
-            alive = sorted(p for p in self.masked_with[c] if p in self.views[c])
+            signers = set(self.checks if signers_for is None else signers_for(c)) - {c}
+            signatures = tuple((p, self.masked[p].mask_set, self.checks[p].survivors_signature)
+                               for p in sorted(signers) if p in self.checks)
+            alive = sorted(p for p in self.masked_with[c] if p in self.views[c] and p not in signers)
             mask_sets = tuple((p, self.masked[p].mask_set, self.masked[p].mask_signature) for p in alive)
             reply = self._ask(c, UnmaskRequest(self.round_id, c, signatures, mask_sets))
             if reply is not None:

@@ -93,9 +93,11 @@ def test_statements_are_bound_to_their_view_round_and_sender():
     base = statements.mask_statement(view, 1, 2, b"\xc0")
     assert base != statements.mask_statement(view, 1, 3, b"\xc0")
     assert base != statements.mask_statement(view, 2, 2, b"\xc0")
-    s = statements.survivors_statement(view, 1, (1, 2))
-    assert s == statements.survivors_statement(view, 1, (2, 1))  # a set, in any order
-    assert s != statements.survivors_statement(view, 1, (1, 2, 3))
+    s = statements.survivors_statement(view, 1, (1, 2), 2, b"\xc0")
+    assert s == statements.survivors_statement(view, 1, (2, 1), 2, b"\xc0")  # a set, in any order
+    assert s != statements.survivors_statement(view, 1, (1, 2, 3), 2, b"\xc0")
+    assert s != statements.survivors_statement(view, 1, (1, 2), 3, b"\xc0")  # another signer
+    assert s != statements.survivors_statement(view, 1, (1, 2), 2, b"\x80")  # another mask set
     # each statement starts with its own NUL-terminated domain: none passes for another kind
     domains = {x.split(b"\0", 1)[0] for x in (s, base, b"edgerec/secagg/v2/signed-message\0")}
     assert len(domains) == 3

@@ -222,10 +222,19 @@ def test_unsafe_survivor_sets_are_not_signed(make_round, make_survivors, error):
 
 
 def _sign_survivors(h, signers, survivors, view_of):
-    """Survivor signatures by ``signers`` (they would make them) over ``survivors``."""
-    view = view_of.digest
-    statement = statements.survivors_statement(view, h.config.round_id, sorted(survivors))
-    return tuple((c, crypto.sign(h.keys[c], statement)) for c in sorted(signers))
+    """Survivor signatures by ``signers`` (as they would make them, with the mask sets they
+    signed with their inputs) over ``survivors``."""
+    out = []
+    for c in sorted(signers):
+        bits = h.server._masked[c][0]
+        statement = statements.survivors_statement(view_of.digest, h.config.round_id, sorted(survivors), c, bits)
+        out.append((c, bits, crypto.sign(h.keys[c], statement)))
+    return tuple(out)
+
+
+def _bits_cleared(entry):
+    peer, bits, signature = entry
+    return peer, bytes(len(bits)), signature
 
 
 @pytest.mark.parametrize(
@@ -233,12 +242,12 @@ def _sign_survivors(h, signers, survivors, view_of):
     [
         lambda me, r, h: dict(signatures=r.signatures[: h.clients[me]._threshold - 2]),  # too few
         lambda me, r, h: dict(signatures=r.signatures + r.signatures[:1]),  # one signer twice
-        lambda me, r, h: dict(signatures=((r.signatures[0][0], b"\0" * 64),) + r.signatures[1:]),  # forged
-        lambda me, r, h: dict(signatures=((999, b"\0" * 64),) + r.signatures),  # not a neighbour
-        lambda me, r, h: dict(mask_sets=r.mask_sets[1:]),  # a survivor's mask set missing
-        lambda me, r, h: dict(mask_sets=r.mask_sets + r.mask_sets[:1]),  # twice
-        lambda me, r, h: dict(mask_sets=((r.mask_sets[0][0], bytes(len(r.mask_sets[0][1])),
-                                          r.mask_sets[0][2]),) + r.mask_sets[1:]),  # altered bits
+        lambda me, r, h: dict(signatures=((*r.signatures[0][:2], b"\0" * 64),) + r.signatures[1:]),  # forged
+        lambda me, r, h: dict(signatures=((999, b"", b"\0" * 64),) + r.signatures),  # not a neighbour
+        lambda me, r, h: dict(signatures=r.signatures[1:]),  # a survivor's mask set missing
+        lambda me, r, h: dict(signatures=(_bits_cleared(r.signatures[0]),) + r.signatures[1:]),  # altered
+        lambda me, r, h: dict(mask_sets=r.signatures[:1], signatures=r.signatures[1:]),  # as a mask set
+        lambda me, r, h: dict(mask_sets=r.signatures[:1]),  # both as signer and as mask set
     ],
 )
 def test_unsafe_unmask_requests_are_refused(make_round, change):
@@ -260,7 +269,7 @@ def test_signatures_over_another_survivor_set_do_not_count(make_round):
     me = h.ids[0]
     request = _at_request(h)[me]
     other_set = tuple(c for c in h.ids if c != h.ids[-1])
-    forged = _sign_survivors(h, [c for c in other_set if c != me], other_set, h.clients[me]._view)
+    forged = _sign_survivors(h, [c for c in h.ids if c != me], other_set, h.clients[me]._view)
     with pytest.raises(BadSignatureError):
         h.clients[me].handle(replace(request, signatures=forged))
     h.clients[me].handle(request)
@@ -276,11 +285,18 @@ def test_a_peer_that_did_not_mask_with_me_gets_no_seed_share(make_round):
     view = h.clients[me]._view
     neighbours = sorted(view.neighbours(victim))
     without_me = statements.bitmap([c for c in neighbours if c != me], neighbours)
-    statement = statements.mask_statement(view.digest, h.config.round_id, victim, without_me)
-    signed = (victim, without_me, crypto.sign(h.keys[victim], statement))
-    mask_sets = tuple(signed if p == victim else (p, b, s) for p, b, s in request.mask_sets)
+    # Whether the victim's mask set comes with its survivor signature or with its masked input:
+    survivors = sorted(h.clients[me]._survivors)
+    as_signer = statements.survivors_statement(view.digest, h.config.round_id, survivors, victim, without_me)
+    signed = (victim, without_me, crypto.sign(h.keys[victim], as_signer))
+    signatures = tuple(signed if p == victim else (p, b, s) for p, b, s in request.signatures)
     with pytest.raises(UnsafeRequestError):
-        h.clients[me].handle(replace(request, mask_sets=mask_sets))
+        h.clients[me].handle(replace(request, signatures=signatures))
+    as_input = statements.mask_statement(view.digest, h.config.round_id, victim, without_me)
+    others = tuple(e for e in request.signatures if e[0] != victim)
+    with pytest.raises(UnsafeRequestError):
+        h.clients[me].handle(replace(request, signatures=others,
+                                     mask_sets=((victim, without_me, crypto.sign(h.keys[victim], as_input)),)))
     h.clients[me].handle(request)
 
 
@@ -304,8 +320,7 @@ def test_never_both_shares_of_one_peer(make_round, data):
         return
     view = client._view
     signatures = _sign_survivors(h, [c for c in survivors if c != me], survivors, view)
-    mask_sets = tuple((p, *h.server._masked[p]) for p in sorted(set(survivors) - {me}))
-    response = client.handle(UnmaskRequest(h.config.round_id, me, signatures, mask_sets))
+    response = client.handle(UnmaskRequest(h.config.round_id, me, signatures, ()))
     seeds = {p for p, _ in response.seed_shares}
     keys = {p for p, _ in response.key_shares}
     assert not (seeds & keys)

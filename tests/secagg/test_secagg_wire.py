@@ -55,7 +55,7 @@ messages = st.one_of(
               st.lists(peer, max_size=4).map(tuple)),
     st.builds(ForwardedShares, rounds, ids, pairs_blob),
     st.builds(ConsistencyRequest, rounds, ids, id_tuple),
-    st.builds(UnmaskRequest, rounds, ids, pairs_blob, triples),
+    st.builds(UnmaskRequest, rounds, ids, triples, triples),
 )
 
 

@@ -124,7 +124,9 @@ def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: Server
         bar = _bar(progress, cfg.rounds, "rounds")
         for r in range(1, cfg.rounds + 1):
             rows.append(_round(cfg, r, index_of, pool, server, key, work, evaluate, rng, timing))
-            bar.set_postfix(ndcg=f"{rows[-1]['ndcg']:.4f}", eps=f"{rows[-1]['epsilon'] or 0:.2f}")
+            eps = rows[-1]["epsilon"]  # None in the audit: infinite (no noise), or an aborted round
+            shown = f"{eps:.2f}" if eps is not None else ("inf" if rows[-1]["state"] == "done" else "-")
+            bar.set_postfix(ndcg=f"{rows[-1]['ndcg']:.4f}", eps=shown)
             bar.update(1)
         bar.close()
         pool.close()

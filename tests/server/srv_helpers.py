@@ -249,3 +249,15 @@ class World:
     def tick(self, seconds: float = 0.0) -> None:
         self.clock.now += seconds
         self.co.tick()
+
+
+def announcement_of(params) -> "RoundAnnouncement":
+    """What devices would be told about a round with these (resolved) parameters."""
+    from edgerec.sync import RoundAnnouncement
+
+    return RoundAnnouncement(
+        round_id=1, vector_length=10, min_participants=params.min_participants,
+        max_participants=params.max_participants, threshold=params.threshold, graph=params.graph,
+        degree=params.degree, clip=params.clip, noise_multiplier=params.noise_multiplier,
+        min_survivors=params.threshold - params.colluders, base_model_version=1,
+        stage="advertise_keys", stage_deadline=0.0, colluders=params.colluders)

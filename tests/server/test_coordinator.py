@@ -16,7 +16,7 @@ from scipy.stats import binom, chi2
 
 from edgerec.federated import FedAdam, StrategyState
 from edgerec.secagg import RoundAbortedError, Stage, min_threshold
-from edgerec.sync import HttpxTransport, RoundAnnouncement, RoundPolicy, ServerRejectedError
+from edgerec.sync import HttpxTransport, ServerRejectedError
 from edgerec_server import Coordinator, RoundParams, load_config
 from edgerec_server import coordinator
 from edgerec_server._exceptions import BadRequestError, ConflictError, NotFoundError
@@ -74,13 +74,6 @@ def test_announcements_say_how_many_colluders_the_threshold_covers(world):
     assert (ann.colluders, ann.threshold, ann.min_survivors) == (2, 8, 6)
 
 
-def _announcement(params: RoundParams) -> RoundAnnouncement:
-    return RoundAnnouncement(
-        round_id=1, vector_length=10, min_participants=params.min_participants,
-        max_participants=params.max_participants, threshold=params.threshold, graph=params.graph,
-        degree=params.degree, clip=params.clip, noise_multiplier=params.noise_multiplier,
-        min_survivors=params.threshold - params.colluders, base_model_version=1,
-        stage="advertise_keys", stage_deadline=0.0, colluders=params.colluders)
 
 
 def test_a_drawn_member_is_never_refused_as_full_however_late(world):

@@ -8,18 +8,13 @@ from dataclasses import replace
 import pytest
 
 from edgerec.secagg import min_threshold
-from edgerec.sync import RoundAnnouncement, RoundPolicy
+from edgerec.sync import RoundPolicy
 from edgerec_server import RoundParams
 from edgerec_server._exceptions import BadRequestError
 
+from srv_helpers import announcement_of
 
-def _announcement(params: RoundParams) -> RoundAnnouncement:
-    return RoundAnnouncement(
-        round_id=1, vector_length=10, min_participants=params.min_participants,
-        max_participants=params.max_participants, threshold=params.threshold, graph=params.graph,
-        degree=params.degree, clip=params.clip, noise_multiplier=params.noise_multiplier,
-        min_survivors=params.threshold - params.colluders, base_model_version=1,
-        stage="advertise_keys", stage_deadline=0.0, colluders=params.colluders)
+
 
 
 @pytest.mark.parametrize("cohort, threshold", [(4, 3), (5, 4), (6, 5), (7, 5), (8, 6), (10, 7), (12, 9),
@@ -33,8 +28,8 @@ def test_the_default_threshold_is_the_active_adversary_floor_and_raises_the_mini
     assert params.min_participants == threshold + 1 and params.max_participants == cohort
     assert params.min_survivors == threshold
     # What devices are told passes their own policy (the floor for the largest turnout).
-    assert RoundPolicy().refusal(_announcement(params)) is None
-    below = _announcement(replace(params, threshold=threshold - 1))
+    assert RoundPolicy().refusal(announcement_of(params)) is None
+    below = announcement_of(replace(params, threshold=threshold - 1))
     assert "threshold" in RoundPolicy().refusal(below)
 
 
@@ -45,7 +40,7 @@ def test_colluders_raise_the_threshold_and_three_devices_never_fit():
         params = RoundParams(min_participants=3, colluders=c).for_cohort(10)
         assert params.threshold == t == min_threshold(9, c)
         assert params.min_survivors == t - c
-        assert RoundPolicy(colluders=c).refusal(_announcement(params)) is None
+        assert RoundPolicy(colluders=c).refusal(announcement_of(params)) is None
     with pytest.raises(BadRequestError, match="needs more than 3"):  # t = 3 > degree 2
         RoundParams(min_participants=3).for_cohort(3)
 

@@ -71,6 +71,13 @@ class EdgeRec:
 
     def __init__(self, store: InteractionStore, bundle: Bundle, *, threads: int = 1,
                  scorer: Scorer | None = None, clock: Callable[[], float] = time.time):
+        if not isinstance(store, InteractionStore):
+            raise ConfigError(f"store must be an InteractionStore, got {type(store).__name__}")
+        if not isinstance(bundle, Bundle):
+            raise ConfigError(f"bundle must be a loaded Bundle, got {type(bundle).__name__}")
+        self._threads = _threads(threads)
+        if not callable(clock):
+            raise ConfigError("clock must be a callable returning seconds since the epoch")
         self.store = store
         self._clock = clock
         self._state = DeviceState(store)
@@ -78,12 +85,29 @@ class EdgeRec:
         self._erasures = 0  # bumped by forget(): an adapter fitted before it is stale
         #: Every payload that left this device, written before it was sent (append-only).
         self.ledger = PrivacyLedger(store, clock=clock)
-        self._install(bundle, scorer or Scorer(bundle.model_path, len(bundle.catalogue),
-                                               bundle.config.history, threads=threads))
+        self.install(bundle, scorer=scorer)
 
-    def _install(self, bundle: Bundle, scorer: Scorer) -> None:
-        """Switch to ``bundle`` and its ``scorer`` (the int8 session by default)."""
+    def install(self, bundle: Bundle, *, scorer: Any = None) -> None:
+        """Serve ``bundle`` from the next request on; a request already running finishes on the
+        model it started with (the switch is one assignment). The one way to change the model
+        in use, for apps and for ``sync()`` alike. ``scorer`` defaults to a new onnxruntime
+        session of the bundle's int8 graph."""
+        if not isinstance(bundle, Bundle):
+            raise ConfigError(f"bundle must be a loaded Bundle (edgerec.load_bundle), got "
+                              f"{type(bundle).__name__}")
+        scorer = scorer or Scorer(bundle.model_path, len(bundle.catalogue), bundle.config.history,
+                                  threads=self._threads)
         self._m = _Installed(bundle, scorer, self._load_adapter(bundle))
+
+    @property
+    def device_state(self) -> DeviceState:
+        """Small device-level values the SDK keeps in the database (adapter, sync records)."""
+        return self._state
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock this device stamps events and records with."""
+        return self._clock
 
     @property
     def bundle(self) -> Bundle:
@@ -105,11 +129,11 @@ class EdgeRec:
         return self.store.log_many(events)
 
     # -- recommending ---------------------------------------------------------------------------
-    def _offset(self, m: _Installed, candidates: Iterable[Any] | None) -> np.ndarray | None:
+    def _offset(self, m: _Installed, candidates: frozenset[str] | None) -> np.ndarray | None:
         """-inf for every item outside ``candidates`` (cached: apps reuse a few filters)."""
         if candidates is None:
             return None
-        key = frozenset(str(c) for c in candidates)
+        key = candidates
         with self._lock:
             cached = m.offsets.get(key)
             if cached is not None:
@@ -147,18 +171,22 @@ class EdgeRec:
         user = check_id("user", user)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive int, got {k!r}")
+        if not isinstance(exclude_seen, bool):
+            raise ConfigError(f"exclude_seen must be True or False, got {exclude_seen!r}")
+        allowed = None if candidates is None else _ids("candidates", candidates)
+        exclude = _ids("exclude", exclude)
         m = self._m  # read once: an install during this call does not mix two models
         rows, signals, events = self._history(m, user)
         if exclude_seen:
             drop = rows
         else:
             drop = rows[np.array([e == "dismiss" for e in events], bool)] if events else rows
-        extra = [m.index[i] for i in map(str, exclude) if i in m.index]
+        extra = [m.index[i] for i in exclude if i in m.index]
         if extra:
             drop = np.concatenate([drop, np.array(extra, np.int64)])
         length = m.bundle.config.history
         top, scores = m.scorer.top_k(rows[:length], signals[:length], np.unique(drop), k,
-                                     self._offset(m, candidates), m.adapter)
+                                     self._offset(m, allowed), m.adapter)
         return self._explain(m.bundle, top, scores, rows[:length], signals[:length], events)
 
     @staticmethod
@@ -273,8 +301,38 @@ def open(path: str | os.PathLike[str], bundle: str | os.PathLike[str] | Bundle, 
 
     ``synchronous="NORMAL"`` (default) keeps every event that ``log()`` returned through an app
     crash; ``"FULL"`` also through power loss, at some cost in write speed. ``public_key``, when
-    given, must have signed the bundle's manifest.
+    given, must have signed the bundle's manifest. Every bad argument is a ``ConfigError``
+    naming it.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
+    if not isinstance(bundle, (str, os.PathLike, Bundle)):
+        raise ConfigError(f"bundle must be a folder path or a loaded Bundle, got {type(bundle).__name__}")
+    if public_key is not None and not isinstance(public_key, (bytes, str)):
+        raise ConfigError(f"public_key must be 32 raw bytes or their hex, got {type(public_key).__name__}")
+    if retention is not None and not isinstance(retention, Retention):
+        raise ConfigError(f"retention must be a Retention, got {type(retention).__name__}")
+    _threads(threads)
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle), public_key=public_key)
     store = InteractionStore(path, synchronous=synchronous, retention=retention, clock=clock)
     return EdgeRec(store, loaded, threads=threads, clock=clock)
+
+
+def _threads(threads: object) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
+        raise ConfigError(f"threads must be an int from 1 to 256, got {threads!r}")
+    return threads
+
+
+def _ids(name: str, values: object) -> frozenset[str]:
+    """A collection of item ids as text; one str is not a collection (it would be read per
+    character), nor is a number."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ConfigError(f"{name} must be a collection of item ids (list, set, tuple), got "
+                          f"{type(values).__name__}")
+    out = set()
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ConfigError(f"{name} must hold item ids (str or int), got {type(value).__name__}")
+        out.add(str(value))
+    return frozenset(out)

@@ -156,7 +156,7 @@ def test_a_recommendation_never_mixes_two_installed_models(rec, trained_bundle):
 
     def swap():
         while not stop.is_set():
-            rec._install(other, Scorer(other.model_path, len(other.catalogue), other.config.history))
+            rec.install(other, scorer=Scorer(other.model_path, len(other.catalogue), other.config.history))
 
     t = threading.Thread(target=swap)
     t.start()

@@ -108,7 +108,7 @@ class Worker:
     def adopt(self, rec: EdgeRec) -> None:
         """Share a bundle a device just installed with the process's next devices."""
         if rec.bundle.version != self.bundle.version:
-            self.bundle, self.scorer = rec.bundle, rec._scorer
+            self.bundle, self.scorer = rec.bundle, rec._scorer  # noqa: SLF001 (the same process's session)
 
     def session(self, rec: EdgeRec, transport: TimingTransport) -> SyncSession:
         # The noise is the SDK's default: drawn from a CSPRNG the OS seeds, in every device and
@@ -184,7 +184,7 @@ def run_round(round_: int, tasks: list[DeviceTask]) -> RoundReport:
                 _end(report, task, rec, session, transport, outcome.status.value)
     for index, (task, rec, session, transport) in live.items():
         if _WORKER.bundle.version > rec.model_version:  # a device of this process installed it
-            rec._install(_WORKER.bundle, _WORKER.scorer)
+            rec.install(_WORKER.bundle, scorer=_WORKER.scorer)
         t0, http0 = time.perf_counter(), transport.seconds + transport.slept
         outcome = session.finish()
         _WORKER.adopt(rec)

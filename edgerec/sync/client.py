@@ -128,7 +128,7 @@ class SyncSession:
         self.backoff, self._poll, self._stage_timeout = backoff, poll_interval, stage_timeout
         self._sleep, self._clock, self._jitter = sleep, clock, jitter
         self._key_rng, self._noise_source, self._dp_delta = key_rng, noise_source, dp_delta
-        self.records = SyncRecords(rec._state, rec._clock)
+        self.records = SyncRecords(rec.device_state, rec.clock)
         self.version_before = rec.model_version
         self.identity: DeviceIdentity | None = None
         self.participant: RoundParticipant | None = None
@@ -312,8 +312,6 @@ class SyncSession:
             return
         if download is None:
             return
-        from ..scoring import Scorer
-
         try:
             bundle = install_bundle(download.archive, self.bundle_dir, self.server_key, newer_than=floor)
         except BundleRollbackError as exc:
@@ -324,7 +322,7 @@ class SyncSession:
             # the ETag spares the next download.
             self.records.save_etag(download.etag, exc.manifest.model_version)
             return
-        self.rec._install(bundle, Scorer(bundle.model_path, len(bundle.catalogue), bundle.config.history))
+        self.rec.install(bundle)
         self.records.raise_installed_version(bundle.version)
         self.records.save_etag(download.etag, bundle.version)
         self._installed = True

@@ -13,42 +13,72 @@
 Loading checks everything before anything is used: format version, every file's SHA-256,
 the catalogue hash, the shapes, and the signature when a public key is pinned. A bundle that
 fails any check raises a ``BundleError`` and is not used.
+
+**Bundle roots.** A new bundle written or installed where none is (``write_bundle``,
+``edgerec.sync.install_bundle``) is a plain folder, staged next to it and renamed into place. A
+bundle folder that receives another bundle becomes a *bundle root*: complete, immutable bundle
+folders side by side and one pointer naming the live one::
+
+    model-bundle/
+      CURRENT              "v000003-m12-1f2e3d4c\\n": the live version (relative name)
+      .versions/
+        v000002-m11-9a8b7c6d/   the previous bundle (kept for a process still reading it)
+        v000003-m12-1f2e3d4c/   the live bundle: manifest.json, model.int8.onnx, ...
+
+An install writes the new bundle into ``.versions/.incoming-*``, fsyncs its files and folder,
+renames it to its ``v*`` name, writes the pointer to a temporary file, fsyncs it and
+``os.replace``-s it over ``CURRENT`` (the one switch), fsyncs the root, then removes what is
+superseded. A crash at any instant leaves ``CURRENT`` naming a complete bundle (the old or the
+new one); a plain folder becomes a root the same way, since the bundle it holds stays valid until
+``CURRENT`` appears. ``load_bundle`` follows the pointer when there is one, so apps keep calling
+``edgerec.open("app.db", bundle="model-bundle/")`` on either layout (``Bundle.path`` is then the
+version folder, ``Bundle.root`` the root). Installs into one root are serialised by a lock the OS
+drops when its holder dies (``flock`` on the root folder); ``clean_bundle_root`` removes what
+crashed and superseded installs left. Windows (not tested): the same steps, with a lock file in
+``.versions``, no folder fsync (NTFS journals renames), and a version still open by another
+process is removed by a later cleanup.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ._exceptions import (
-    BundleError,
-    BundleFormatError,
-    BundleIntegrityError,
-    BundleSignatureError,
-    DatasetError,
-)
+from ._exceptions import BundleError, BundleFormatError, BundleIntegrityError, BundleSignatureError
 from .data._types import Catalogue
+from .events import N_SIGNALS
 from .model.config import ModelConfig
 from .model.params import Params, param_names
-from .signing import verify_bytes
+from .signing import load_public_key, verify_bytes
+from ._bundle_root import (  # the versioned layout and its one atomic switch (see there)
+    CATALOGUE_FILE,
+    FEATURES_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    POINTER_FILE,
+    REQUIRED,
+    SIGNATURE_FILE,
+    VERSIONS_DIR,
+    WEIGHTS_FILE,
+    bundle_root,
+    clean_bundle_root,
+    install_atomically,
+    resolve_bundle,
+)
 
-__all__ = ["Bundle", "Manifest", "FORMAT", "FORMAT_VERSION", "load_bundle", "write_bundle"]
+__all__ = ["Bundle", "Manifest", "FORMAT", "FORMAT_VERSION", "POINTER_FILE", "VERSIONS_DIR",
+           "bundle_root", "clean_bundle_root", "install_atomically", "load_bundle", "resolve_bundle",
+           "write_bundle"]
 
 FORMAT = "edgerec-bundle"
 FORMAT_VERSION = 1
-MODEL_FILE, WEIGHTS_FILE = "model.int8.onnx", "weights.npz"
-CATALOGUE_FILE, FEATURES_FILE = "catalogue.json", "features.npy"
-MANIFEST_FILE, SIGNATURE_FILE = "manifest.json", "manifest.sig"
-_REQUIRED = (MODEL_FILE, WEIGHTS_FILE, CATALOGUE_FILE, FEATURES_FILE)
-
+_REQUIRED = REQUIRED
 
 @dataclass(frozen=True)
 class Manifest:
@@ -108,13 +138,23 @@ class Manifest:
 
 @dataclass(frozen=True, eq=False)
 class Bundle:
-    """A verified bundle, loaded."""
+    """A verified bundle, loaded.
+
+    ``path`` is the folder holding its files (in a bundle root: the immutable version folder,
+    so ``model_path`` keeps naming this bundle's graph after a later install); ``root`` is where
+    installs go (the bundle root, or ``path`` itself for a plain folder).
+    """
 
     path: Path
     manifest: Manifest
     config: ModelConfig
     catalogue: Catalogue
     params: Params
+    root: Path | None = None  # None: the same as ``path``
+
+    def __post_init__(self) -> None:
+        if self.root is None:
+            object.__setattr__(self, "root", self.path)
 
     @property
     def model_path(self) -> Path:
@@ -147,48 +187,35 @@ def _write_payload(folder: Path, params: Params, catalogue: Catalogue, cfg: Mode
     (folder / CATALOGUE_FILE).write_text(json.dumps(meta))
 
 
-def replace_dir(staged: Path, target: Path) -> None:
-    """Put ``staged`` at ``target`` so that ``target`` is always either the old or the new folder."""
-    backup = None
-    if target.exists():
-        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(backup, ignore_errors=True)
-        os.replace(target, backup)
-    os.replace(staged, target)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
-
-
 def write_bundle(target: str | Path, params: Params, catalogue: Catalogue, cfg: ModelConfig, *,
                  model_version: int = 1, parent_version: int | None = None,
                  hyperparameters: dict[str, Any] | None = None, created_at: str | None = None,
                  sign: Callable[[bytes], bytes] | None = None) -> Manifest:
     """Export, quantize and package a model; ``sign`` (e.g. the server's key) signs the manifest.
 
-    Needs the ``train`` extra (onnx). The folder appears whole or not at all.
+    Needs the ``train`` extra (onnx). Written the way :func:`install_atomically` installs: a
+    new ``target`` (or an empty folder) becomes a plain bundle folder that appears whole or not at
+    all; onto an existing bundle (plain or a root) the new one becomes the live version of a
+    bundle root, so that a crash leaves the old bundle or the new one, never neither.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    try:
-        _write_payload(staged, params, catalogue, cfg)
+    def fill(folder: Path) -> Manifest:
+        _write_payload(folder, params, catalogue, cfg)
         manifest = Manifest(
             model_version=model_version, parent_version=parent_version,
             catalogue_hash=catalogue.content_hash, n_items=len(catalogue),
             model_config=cfg.to_dict(), hyperparameters=dict(hyperparameters or {}),
-            files={name: _sha256(staged / name) for name in _REQUIRED}, created_at=created_at)
+            files={name: _sha256(folder / name) for name in _REQUIRED}, created_at=created_at)
         raw = manifest.to_bytes()
-        (staged / MANIFEST_FILE).write_bytes(raw)
+        (folder / MANIFEST_FILE).write_bytes(raw)
         if sign is not None:
-            (staged / SIGNATURE_FILE).write_bytes(sign(raw))
-        replace_dir(staged, target)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return manifest
+            (folder / SIGNATURE_FILE).write_bytes(sign(raw))
+        return manifest
+
+    return install_atomically(target, fill)[1]
 
 
-def _read_manifest(folder: Path, public_key: bytes | str | None) -> Manifest:
+# -- reading --------------------------------------------------------------------------------------
+def _read_manifest(folder: Path, public_key: Any) -> Manifest:
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
         raise BundleFormatError(f"{folder} has no {MANIFEST_FILE}: not a bundle")
@@ -211,33 +238,84 @@ def _read_manifest(folder: Path, public_key: bytes | str | None) -> Manifest:
     return manifest
 
 
+@contextmanager
+def _reading(name: str) -> Iterator[None]:
+    """Any foreign exception while parsing ``name`` becomes a BundleFormatError naming it.
+
+    A file can match its hash and still not parse (a bundle signed by a buggy server, or an
+    unsigned one re-hashed by hand): np.load then raises BadZipFile, EOFError, ValueError...
+    """
+    try:
+        yield
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleFormatError(f"{name} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
 def _read_catalogue(folder: Path) -> Catalogue:
-    meta = json.loads((folder / CATALOGUE_FILE).read_text())
-    features = np.load(folder / FEATURES_FILE, allow_pickle=False)
-    return Catalogue(tuple(meta["item_ids"]), tuple(meta["titles"]), features,
-                     tuple(meta["feature_names"]))
+    with _reading(f"bundle file {CATALOGUE_FILE}"):
+        meta = json.loads((folder / CATALOGUE_FILE).read_text())
+        ids, titles, names = (tuple(meta[k]) for k in ("item_ids", "titles", "feature_names"))
+    with _reading(f"bundle file {FEATURES_FILE}"):
+        features = np.load(folder / FEATURES_FILE, allow_pickle=False)
+    with _reading(f"bundle file {CATALOGUE_FILE}"):
+        return Catalogue(ids, titles, features, names)
 
 
-def _read_params(folder: Path, cfg: ModelConfig, n_items: int) -> Params:
-    with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as npz:
+def _expected_shapes(cfg: ModelConfig, n_items: int, n_features: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every parameter (the table in edgerec.model.params)."""
+    d = cfg.dim
+    shapes = {"emb_in": (n_items, d), "feat_in": (n_features, d), "emb_out": (n_items, d),
+              "feat_out": (n_features, d), "bias": (n_items,), "pos": (cfg.history,),
+              "signal": (N_SIGNALS,), "user0": (d,)}
+    if cfg.hidden:
+        shapes.update(w1=(d, d), b1=(d,), w2=(d, d))
+    return shapes
+
+
+def _read_params(folder: Path, cfg: ModelConfig, n_items: int, n_features: int) -> Params:
+    with _reading(f"bundle file {WEIGHTS_FILE}"), \
+            np.load(folder / WEIGHTS_FILE, allow_pickle=False) as npz:
         params = {name: np.asarray(npz[name], np.float32) for name in param_names(cfg)}
-    if params["emb_in"].shape != (n_items, cfg.dim) or params["pos"].shape != (cfg.history,):
-        raise BundleFormatError("weights do not match the manifest's model config and catalogue")
+    expected = _expected_shapes(cfg, n_items, n_features)
+    wrong = sorted(name for name, value in params.items() if value.shape != expected[name])
+    if wrong:
+        raise BundleFormatError(f"weights {wrong} do not match the manifest's model config and "
+                                f"catalogue")
     return params
 
 
-def load_bundle(path: str | Path, *, public_key: bytes | str | None = None) -> Bundle:
-    """Load and verify a bundle folder. With ``public_key`` the manifest must be signed by it."""
-    folder = Path(path)
+def _load_folder(folder: Path, root: Path, public_key: Any) -> Bundle:
     manifest = _read_manifest(folder, public_key)
-    try:
+    with _reading(f"the model_config of {MANIFEST_FILE}"):
         cfg = ModelConfig.from_dict(manifest.model_config)
-        catalogue = _read_catalogue(folder)
-        params = _read_params(folder, cfg, manifest.n_items)
-    except BundleError:
-        raise
-    except (KeyError, ValueError, TypeError, OSError, DatasetError) as exc:
-        raise BundleFormatError(f"bundle {folder} is malformed: {exc}") from exc
+    catalogue = _read_catalogue(folder)
+    params = _read_params(folder, cfg, manifest.n_items, catalogue.features.shape[1])
     if catalogue.content_hash != manifest.catalogue_hash or len(catalogue) != manifest.n_items:
         raise BundleIntegrityError("the catalogue does not match the manifest's catalogue hash")
-    return Bundle(folder, manifest, cfg, catalogue, params)
+    return Bundle(folder, manifest, cfg, catalogue, params, root=root)
+
+
+def load_bundle(path: str | Path, *, public_key: Any = None) -> Bundle:
+    """Load and verify the bundle at ``path`` (a bundle folder, or a bundle root: its live one).
+
+    With ``public_key`` (32 raw bytes or their hex) the manifest must be signed by it; a
+    malformed key is a ``ConfigError``. Anything wrong with the bundle is a ``BundleError``.
+    """
+    key = load_public_key(public_key) if public_key is not None else None
+    given = Path(path)
+    root = bundle_root(given)
+    for attempt in range(3):
+        folder = resolve_bundle(given)
+        try:
+            with _reading(f"bundle {folder}"):  # OSErrors while hashing, and anything unforeseen
+                return _load_folder(folder, root, key)
+        except BundleError:
+            # Another process may have switched the pointer and cleaned this version away while
+            # it was read: then the new live bundle is the answer.
+            if attempt == 2 or resolve_bundle(given) == folder:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+

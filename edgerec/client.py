@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 import numpy as np
 
 from ._exceptions import ConfigError
-from .bundle import Bundle, load_bundle
+from .bundle import Bundle, clean_bundle_root, load_bundle
 from .data._types import Sequences
 from .events import Interaction, check_id, signal_code
 from .finetune import FineTuneConfig, LocalUpdate, fine_tune
@@ -314,6 +314,9 @@ def open(path: str | os.PathLike[str], bundle: str | os.PathLike[str] | Bundle, 
         raise ConfigError(f"retention must be a Retention, got {type(retention).__name__}")
     _threads(threads)
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle), public_key=public_key)
+    # What a crash during an earlier install left (staging copies, superseded versions): best
+    # effort, never the live bundle, never an error.
+    clean_bundle_root(loaded.root)
     store = InteractionStore(path, synchronous=synchronous, retention=retention, clock=clock)
     return EdgeRec(store, loaded, threads=threads, clock=clock)
 

@@ -4,17 +4,19 @@ Server side: ``archive = pack_bundle(folder)``. Device side::
 
     bundle = install_bundle(archive, "model-bundle/", public_key=PINNED_SERVER_KEY)
 
-``install_bundle`` unpacks into a staging folder next to the target, refuses anything odd in
-the archive (paths with folders or ``..``, links, duplicates, too many or too large members),
-verifies the manifest signature and every file hash with ``edgerec.bundle.load_bundle``,
-refuses any member the signed manifest does not list, refuses a signed bundle that is not
-newer than ``newer_than`` (rollback), and only then swaps the folder in atomically
-(``edgerec.bundle.replace_dir``). If anything fails, the staging folder is removed and the
-bundle already installed stays as it was.
+``install_bundle`` unpacks into a staging folder (next to a new target, or inside the bundle
+root of an existing one), refuses anything odd in the archive (paths with folders or ``..``,
+links, duplicates, too many or too large members), verifies the manifest signature and every
+file hash with ``edgerec.bundle.load_bundle``, refuses any member the signed manifest does not
+list, refuses a signed bundle that is not newer than ``newer_than`` (rollback), and only then
+makes it the live bundle in one atomic step (``edgerec.bundle.install_atomically``: a rename
+into place, or a pointer switch). If anything fails, or the process dies at any instant, the
+bundle already installed stays live.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 import tempfile
@@ -22,7 +24,10 @@ import zipfile
 from pathlib import Path
 
 from .._exceptions import BundleError, BundleFormatError
-from ..bundle import MANIFEST_FILE, SIGNATURE_FILE, Bundle, Manifest, load_bundle, replace_dir
+from .._bundle_root import _step
+from ..bundle import (MANIFEST_FILE, SIGNATURE_FILE, Bundle, Manifest, bundle_root,
+                      install_atomically, load_bundle, resolve_bundle)
+from ..signing import load_public_key
 
 __all__ = ["MAX_ARCHIVE_MEMBERS", "MAX_UNPACKED_BYTES", "BundleRollbackError", "install_bundle",
            "pack_bundle", "verify_archive"]
@@ -49,8 +54,9 @@ class BundleRollbackError(BundleError):
 
 
 def pack_bundle(folder: str | Path) -> bytes:
-    """The archive of a bundle folder (its top-level files, sorted; deterministic bytes)."""
-    root = Path(folder)
+    """The archive of a bundle folder or root's live bundle (top-level files, sorted; same bytes
+    for the same files)."""
+    root = resolve_bundle(folder)
     files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise BundleFormatError(f"{root} has no files to pack")
@@ -66,38 +72,43 @@ def pack_bundle(folder: str | Path) -> bytes:
 
 def install_bundle(archive: bytes, target_dir: str | Path, public_key: bytes | str, *,
                    newer_than: int | None = None) -> Bundle:
-    """Verify ``archive`` against ``public_key`` and install it at ``target_dir`` atomically.
+    """Verify ``archive`` against ``public_key`` and make it ``target_dir``'s live bundle.
 
-    With ``newer_than``, a bundle whose signed ``model_version`` is not greater raises
-    :class:`BundleRollbackError` (the decision rests on the signed manifest only). Raises a
-    ``BundleError`` (format, integrity, signature, rollback) and changes nothing on failure.
+    A missing ``target_dir`` becomes a plain bundle folder; onto an existing bundle it becomes
+    (or stays) a bundle root whose live version is the new bundle (see ``edgerec.bundle``),
+    switched to in one atomic step. The ``Bundle.path`` of an installed bundle may be given as
+    ``target_dir``: installs go to its root. With ``newer_than``, a bundle whose signed
+    ``model_version`` is not greater raises :class:`BundleRollbackError` (the decision rests on
+    the signed manifest only). Raises a ``BundleError`` (format, integrity, signature, rollback)
+    and changes nothing on failure; a malformed ``public_key`` is a ``ConfigError``.
     """
-    target = Path(target_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.incoming-", dir=target.parent))
-    try:
-        manifest = _unpack_verified(archive, staging, public_key)
-        if newer_than is not None and manifest.model_version <= newer_than:
-            raise BundleRollbackError(manifest, newer_than)
-        replace_dir(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return load_bundle(target, public_key=public_key)
+    load_public_key(public_key)  # a malformed key is refused before anything is touched
+    verified: list[Bundle] = []
+
+    def fill(staging: Path) -> Manifest:
+        bundle = _unpack_verified(archive, staging, public_key)
+        if newer_than is not None and bundle.manifest.model_version <= newer_than:
+            raise BundleRollbackError(bundle.manifest, newer_than)
+        verified.append(bundle)
+        return bundle.manifest
+
+    folder, _ = install_atomically(target_dir, fill)
+    # Verified in staging; the rename kept every byte, so only the paths change.
+    return dataclasses.replace(verified[-1], path=folder, root=bundle_root(target_dir))
 
 
 def verify_archive(archive: bytes, public_key: bytes | str) -> Manifest:
     """The manifest of ``archive`` if it is a bundle signed by ``public_key``; else a BundleError."""
     with tempfile.TemporaryDirectory(prefix="edgerec-verify-") as tmp:
-        return _unpack_verified(archive, Path(tmp), public_key)
+        return _unpack_verified(archive, Path(tmp), public_key).manifest
 
 
-def _unpack_verified(archive: bytes, into: Path, public_key: bytes | str) -> Manifest:
-    """Unpack ``archive`` into ``into`` and check everything; the verified manifest."""
+def _unpack_verified(archive: bytes, into: Path, public_key: bytes | str) -> Bundle:
+    """Unpack ``archive`` into ``into`` and check everything; the verified bundle."""
     names = _unpack(archive, into)
-    manifest = load_bundle(into, public_key=public_key).manifest  # signature + every hash
-    _check_listed(names, manifest)
-    return manifest
+    bundle = load_bundle(into, public_key=public_key)  # signature + every hash
+    _check_listed(names, bundle.manifest)
+    return bundle
 
 
 def _check_listed(names: list[str], manifest: Manifest) -> None:
@@ -118,6 +129,7 @@ def _unpack(archive: bytes, into: Path) -> list[str]:
             for info in members:
                 with zf.open(info) as src, open(into / info.filename, "xb") as dst:
                     shutil.copyfileobj(src, dst)
+                _step("member-written")
             return [info.filename for info in members]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as exc:
         if isinstance(exc, FileExistsError):

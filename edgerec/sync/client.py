@@ -86,7 +86,8 @@ class SyncSession:
         allow: the app's conditions (default: all met, at least one new interaction).
         budget: local training for the round (default :data:`FEDERATED_FINETUNE`).
         transport: a :class:`Transport` (default an httpx one, closed at the end).
-        bundle_dir: where new bundles are installed (default: the installed bundle's folder).
+        bundle_dir: where new bundles are installed (default: the installed bundle's root,
+            which then holds versioned bundles and one pointer switched atomically).
         backoff: retry policy of single requests.
         timeout: seconds per HTTP request (default transport only).
         poll_interval, stage_timeout: while waiting for the server in a round.
@@ -124,7 +125,7 @@ class SyncSession:
         self.allow, self.budget = allow or SyncConditions(), budget or FEDERATED_FINETUNE
         self._owned = transport is None
         self.transport: Transport = transport or HttpxTransport(self.url, timeout=timeout)
-        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else rec.bundle.path
+        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else rec.bundle.root
         self.backoff, self._poll, self._stage_timeout = backoff, poll_interval, stage_timeout
         self._sleep, self._clock, self._jitter = sleep, clock, jitter
         self._key_rng, self._noise_source, self._dp_delta = key_rng, noise_source, dp_delta

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 
 import pytest
 
-from edgerec._exceptions import BundleFormatError, BundleIntegrityError, BundleSignatureError
-from edgerec.bundle import load_bundle, write_bundle
+from edgerec._exceptions import (BundleFormatError, BundleIntegrityError, BundleSignatureError,
+                                 ConfigError)
+from edgerec.bundle import VERSIONS_DIR, load_bundle, resolve_bundle, write_bundle
 from edgerec.signing import generate_signing_key, public_key_bytes, sign_bytes
 from edgerec.sync import install_bundle, pack_bundle, verify_archive
 from edgerec.sync.bundles import BundleRollbackError
@@ -28,6 +30,12 @@ def signed(tmp_path_factory, trained_bundle):
                      sign=lambda raw: sign_bytes(key, raw))
         out[version] = pack_bundle(folder)
     return public_key_bytes(key), out
+
+
+def _snapshot(target) -> dict[str, bytes]:
+    """Every file under a bundle root (pointer, versions), by relative path: nothing may change."""
+    files = sorted(p for p in target.rglob("*") if p.is_file())
+    return {str(p.relative_to(target)): p.read_bytes() for p in files}
 
 
 def _rezip(archive: bytes, change) -> bytes:
@@ -66,10 +74,10 @@ def test_a_bad_archive_is_refused_and_the_old_bundle_stays(signed, tmp_path, cha
     key, archives = signed
     target = tmp_path / "model"
     install_bundle(archives[1], target, key)
-    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    before = _snapshot(target)
     with pytest.raises(error):
         install_bundle(_rezip(archives[2], change), target, key)
-    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert _snapshot(target) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
@@ -110,11 +118,11 @@ def test_a_signed_bundle_not_newer_than_the_floor_is_a_rollback(signed, tmp_path
     key, archives = signed
     target = tmp_path / "model"
     install_bundle(archives[2], target, key)
-    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    before = _snapshot(target)
     with pytest.raises(BundleRollbackError, match="rollback refused") as caught:
         install_bundle(archives[offered], target, key, newer_than=floor)
     assert caught.value.manifest.model_version == offered and caught.value.installed == floor
-    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert _snapshot(target) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # staging removed
 
 
@@ -130,3 +138,50 @@ def test_the_floor_is_checked_after_the_signature(signed, tmp_path):
         {**json.loads(m["manifest.json"]), "model_version": 99}, sort_keys=True, indent=1).encode()}))
     with pytest.raises(BundleSignatureError):
         install_bundle(forged, tmp_path / "model", key, newer_than=2)
+
+
+def test_a_first_install_is_a_plain_folder_the_next_a_version_of_a_bundle_root(signed, tmp_path):
+    key, archives = signed
+    target = tmp_path / "model"
+    first = install_bundle(archives[1], target, key)
+    assert first.path == first.root == target and (target / "manifest.json").is_file()
+    second = install_bundle(archives[2], target, key, newer_than=1)
+    assert second.root == target and second.path == resolve_bundle(target)
+    assert second.path.parent == target / VERSIONS_DIR and second.model_path.is_file()
+    assert not (target / "manifest.json").exists()  # the plain bundle it replaced is gone
+    # Installing "into" the running bundle's folder (what sync does with Bundle.path) goes to
+    # its root: version folders never change.
+    third = install_bundle(archives[1], second.path, key)
+    assert third.root == target and load_bundle(target, public_key=key).version == 1
+    assert load_bundle(second.path, public_key=key).version == 2  # kept as the previous one
+    assert pack_bundle(target) == archives[1]  # a root packs as its live bundle
+
+
+def test_a_plain_folder_refusing_a_rollback_is_left_exactly_as_it_was(signed, tmp_path):
+    key, archives = signed
+    target = tmp_path / "model"
+    install_bundle(archives[2], tmp_path / "root", key)
+    shutil.copytree(resolve_bundle(tmp_path / "root"), target)  # a plain v2 folder
+    before = _snapshot(target)
+    with pytest.raises(BundleRollbackError):
+        install_bundle(archives[1], target, key, newer_than=2)
+    assert _snapshot(target) == before and not (target / VERSIONS_DIR).exists()
+    assert load_bundle(target, public_key=key).version == 2
+    assert install_bundle(archives[2], target, key, newer_than=1).version == 2  # then migrates
+    assert (target / "CURRENT").is_file() and not (target / "manifest.json").exists()
+
+
+def test_a_malformed_key_is_a_config_error_and_touches_nothing(signed, tmp_path):
+    _, archives = signed
+    with pytest.raises(ConfigError, match="not a valid Ed25519 public key"):
+        install_bundle(archives[1], tmp_path / "model", b"\x00" * 16)
+    with pytest.raises(ConfigError, match="not a valid Ed25519 public key"):
+        verify_archive(archives[1], "not hex")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_first_install_leaves_no_folder(signed, tmp_path):
+    key, archives = signed
+    with pytest.raises(BundleRollbackError):
+        install_bundle(archives[1], tmp_path / "model", key, newer_than=5)
+    assert list(tmp_path.iterdir()) == []

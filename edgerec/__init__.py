@@ -20,7 +20,7 @@ from .events import EventType, Interaction
 from .finetune import FineTuneConfig, LocalUpdate
 from .model.config import ModelConfig, TrainConfig
 from .privacy.ledger import LedgerEntry, LedgerSnapshot, PrivacyLedger, read_ledger
-from .store import InteractionStore, Retention
+from .store import ErasureResult, InteractionStore, Retention
 
 __version__ = "0.1.0"
 
@@ -36,6 +36,7 @@ __all__ = [
     "DatasetError",
     "EdgeRec",
     "EdgeRecError",
+    "ErasureResult",
     "EventType",
     "FineTuneConfig",
     "Interaction",

@@ -19,12 +19,12 @@ import numpy as np
 from ._exceptions import ConfigError
 from .bundle import Bundle, clean_bundle_root, load_bundle
 from .data._types import Sequences
-from .events import Interaction, check_id, signal_code
+from .events import Interaction, check_id, check_lookup_id, signal_code
 from .finetune import FineTuneConfig, LocalUpdate, fine_tune
 from .privacy.ledger import PrivacyLedger
 from .reasons import attribute, reason_text
 from .scoring import Scorer
-from .store import DeviceState, InteractionStore, Retention
+from .store import DeviceState, ErasureResult, InteractionStore, Retention
 
 if TYPE_CHECKING:
     from .sync.client import SyncResult
@@ -168,6 +168,8 @@ class EdgeRec:
         not returned unless ``exclude_seen=False``. ``candidates`` restricts the answer to those
         item ids (ids unknown to the model are ignored); ``exclude`` removes more ids.
         """
+        # The write rules, not the lenient lookup: a user the app cannot log for (an empty id is
+        # almost always an unset variable) is a mistake to report, not a cold start to serve.
         user = check_id("user", user)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive int, got {k!r}")
@@ -255,29 +257,37 @@ class EdgeRec:
         return sync(self, server_url, **options)
 
     # -- data-subject requests and housekeeping -------------------------------------------------
-    def forget(self, user: Any) -> int:
-        """Erase everything stored about ``user``; returns the number of events deleted.
+    def forget(self, user: Any) -> ErasureResult:
+        """Erase everything stored about ``user``; an ``ErasureResult`` (an int: events deleted).
 
         The personal adapter was fitted on everyone's events on this device, the erased user's
-        included, so it is dropped too (the next ``fine_tune()`` fits a new one).
+        included, so it is dropped too (the next ``fine_tune()`` fits a new one). The events
+        are gone from every query at once; ``result.pending`` says their bytes may still be on
+        disk because a reader held an old snapshot (``InteractionStore.forget``): the store
+        finishes that after a later write, ``prune()`` or ``store.finish_erasure()``.
         """
-        from .sync.device import SyncRecords
-
+        # Outside self._lock: erasure may wait (briefly) for readers, and recommend() must not
+        # wait for it. The adapter goes after the events, so a fine_tune() that overlaps sees a
+        # changed erasure count and does not keep what it fitted.
+        result = self.store.forget(check_lookup_id("user", user))
         with self._lock:
-            deleted = self.store.forget(check_id("user", user))
             self._erasures += 1
             self._state.delete(_ADAPTER_KEY)
             self._m = replace(self._m, adapter=None)
-        if deleted:
-            # sync counts new events as (stored now - stored at the last round): erased events
-            # must not read as negative progress that blocks the next round.
-            records = SyncRecords(self._state, self._clock)
-            records.save_count(max(0, records.last_count() - deleted))
-        return deleted
+        return result
 
     def export(self, user: Any) -> list[dict[str, Any]]:
-        """Everything stored about ``user``, as JSON-ready dicts."""
-        return self.store.export(check_id("user", user))
+        """Everything stored about ``user``, as JSON-ready dicts (``log_many`` re-imports them)."""
+        return self.store.export(check_lookup_id("user", user))
+
+    def prune(self) -> int:
+        """Apply the retention policy in full now; the number of events deleted.
+
+        Retention also runs on its own while the app logs (a bounded amount per write), so
+        this is for an app that wants the bound met at once, e.g. on start or from a timer.
+        It also retries a pending physical erasure.
+        """
+        return self.store.prune()
 
     @property
     def model_version(self) -> int:

@@ -29,7 +29,6 @@ from edgerec.sync import codec
 
 from . import audit, auth
 from ._exceptions import BadRequestError, NotFoundError, PayloadTooLargeError, ServerError
-from .config import ServerConfig
 from .coordinator import Coordinator
 from .logs import log_event
 from .metrics import CONTENT_TYPE

@@ -138,11 +138,40 @@ def test_forget_does_not_hold_back_the_next_round(tmp_path, trained_bundle):
 
     with edgerec.open(tmp_path / "app.db", bundle=trained_bundle) as rec:
         rec.log_many([{"user": u, "item": str(i)} for u in ("a", "b") for i in range(5)])
-        records = SyncRecords(rec._state, rec._clock)
-        records.save_count(rec.store.count())  # as after taking part in a round
+        records = SyncRecords(rec.device_state, rec.clock)
+        records.save_mark(rec.store.high_water_mark())  # as after taking part in a round
         assert rec.forget("a") == 5
+        assert rec.store.count_since(records.last_mark()) == 0  # not -5
         rec.log("b", "9")
-        assert rec.store.count() - records.last_count() == 1  # the new event counts as new
+        assert rec.store.count_since(records.last_mark()) == 1  # the new event counts as new
+
+
+def test_forget_returns_an_erasure_result_and_export_reads_old_ids(tmp_path, trained_bundle):
+    with edgerec.open(tmp_path / "app.db", bundle=trained_bundle) as rec:
+        rec.log_many([{"user": "a", "item": str(i)} for i in range(3)])
+        result = rec.forget("a")
+        assert isinstance(result, edgerec.ErasureResult)
+        assert result == result.deleted == 3 and result.erased_on_disk and not result.pending
+        assert rec.export("a") == [] and rec.forget("a") == 0
+        # A read or erase of an id the write rules refuse is a lookup that finds nothing, not
+        # an error: ids stored by older versions must stay erasable.
+        assert rec.export("a\u200b") == [] and rec.forget("a\u200b") == 0
+        with pytest.raises(edgerec.InvalidEventError, match="user"):
+            rec.forget(3.5)
+
+
+def test_retention_applies_on_open_and_prune_applies_it_at_once(tmp_path, trained_bundle):
+    path, now = tmp_path / "app.db", [2000.0]
+    with edgerec.open(path, bundle=trained_bundle) as rec:
+        rec.log_many([{"user": "a", "item": str(i % 10), "ts": 1000.0 + i} for i in range(30)])
+    keep = edgerec.Retention(max_rows=10, max_age_s=1000.0)
+    with edgerec.open(path, bundle=trained_bundle, retention=keep, clock=lambda: now[0]) as rec:
+        assert rec.store.count() == 10  # opening enforced max_rows: the 10 newest are left
+        assert [e["ts"] for e in rec.export("a")] == [1020.0 + i for i in range(10)]
+        now[0] = 2025.5  # ts 1020..1025 are now older than max_age_s
+        assert rec.prune() == 6
+        assert [e["ts"] for e in rec.export("a")] == [1026.0 + i for i in range(4)]
+        assert rec.prune() == 0
 
 
 def test_a_recommendation_never_mixes_two_installed_models(rec, trained_bundle):

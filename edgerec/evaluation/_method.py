@@ -7,7 +7,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..data._types import Catalogue, Sequences
+from ..data._types import Sequences
 
 __all__ = ["FittedModel", "Method"]
 

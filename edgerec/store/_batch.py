@@ -15,7 +15,7 @@ import math
 from typing import Any, Iterable, Mapping, Optional, Tuple
 
 from .._exceptions import InvalidEventError
-from ..events import EventType, Interaction, interaction_from_mapping, validate_interaction
+from ..events import MAX_FUTURE_S, MAX_ID_LENGTH, EventType, Interaction, interaction_from_mapping, validate_interaction
 
 __all__ = ["Row", "fast_row", "rows_for_batch"]
 
@@ -24,13 +24,15 @@ Row = Tuple[str, str, str, float, float, Optional[str]]
 _FIELDS = frozenset({"user", "item", "event", "value", "ts", "event_id"})
 # Ratings carry an extra range rule; leave them (and anything else unusual) to events.py.
 _FAST_EVENTS = frozenset(e.value for e in EventType if e is not EventType.RATING)
-_MAX_ID = 256  # events.py's limit; the differential test fails if the two drift apart
+_MAX_ID = MAX_ID_LENGTH
 _EXACT_INT = 2**53  # larger ints do not convert to float exactly (or at all)
 
 
 def _plain_id(x: Any) -> bool:
-    # Subset of events._id: exactly str, 1..256 chars, no surrounding whitespace, and printable
-    # (which excludes NUL and every other control character).
+    # Subset of events.check_id: exactly str, 1..256 chars, no surrounding whitespace, and
+    # printable: isprintable() is False for every control (Cc), format (Cf: bidi controls, zero
+    # width characters, BOM), surrogate (Cs), unassigned (Cn) and separator (Zl, Zp, Zs but
+    # space) character, so it covers all of check_id's forbidden characters, and more.
     return type(x) is str and 0 < len(x) <= _MAX_ID and x.isprintable() and x.strip() == x
 
 
@@ -43,7 +45,8 @@ def _plain_number(x: Any) -> bool:
 
 
 def fast_row(raw: Any, now: float) -> Row | None:
-    """The row ``interaction_from_mapping(raw, now=now)`` would give, or None if unsure.
+    """The row ``interaction_from_mapping(raw, now=now, max_future_s=MAX_FUTURE_S)`` would give,
+    or None if unsure.
 
     None never means "invalid": it means "ask events.py".
     """
@@ -66,7 +69,7 @@ def fast_row(raw: Any, now: float) -> Row | None:
         return None
     if ts is None:
         ts = now
-    elif not (_plain_number(ts) and ts >= 0):
+    elif not (_plain_number(ts) and 0 <= ts <= now + MAX_FUTURE_S):
         return None
     return (user, item, event, float(value), float(ts), event_id)
 
@@ -75,15 +78,26 @@ def _slow_row(raw: Any, now: float) -> Row:
     if isinstance(raw, Interaction):
         # A hand-built Interaction skipped validation (dataclasses do not check); check it again.
         e = validate_interaction(
-            user=raw.user, item=raw.item, event=raw.event, value=raw.value, ts=raw.ts, event_id=raw.event_id, now=now
+            user=raw.user, item=raw.item, event=raw.event, value=raw.value, ts=raw.ts, event_id=raw.event_id,
+            now=now, max_future_s=MAX_FUTURE_S,
         )
     else:
-        e = interaction_from_mapping(raw, now=now)
+        e = interaction_from_mapping(raw, now=now, max_future_s=MAX_FUTURE_S)
     return (e.user, e.item, e.event, e.value, e.ts, e.event_id)
 
 
 def rows_for_batch(events: Iterable[Mapping[str, Any] | Interaction], now: float) -> list[Row]:
-    """Validate every event and return the rows; raise ``InvalidEventError`` naming the first bad index."""
+    """Validate every event and return the rows; raise ``InvalidEventError`` naming the first bad index.
+
+    ``events`` itself must be an iterable of events: None, a single mapping or a string raise
+    ``InvalidEventError`` naming ``events``.
+    """
+    if isinstance(events, (Mapping, Interaction)):
+        raise InvalidEventError(
+            f"events must be an iterable of events, got a single {type(events).__name__} (use log() for one event)"
+        )
+    if isinstance(events, (str, bytes, bytearray)) or not isinstance(events, Iterable):
+        raise InvalidEventError(f"events must be an iterable of events, got {type(events).__name__}")
     # The clock's "now" fills in missing timestamps; if it is itself unusable, let events.py say so.
     fast_now = type(now) is float and math.isfinite(now) and now >= 0
     rows: list[Row] = []

@@ -3,6 +3,8 @@
 A ``sqlite3.Connection`` must not be used by two threads at once, nor carried across
 ``fork()``. So each thread gets its own connection (``threading.local``), and a child process
 created by ``fork()`` drops the connections it inherited and opens its own on first use.
+Readers take no Python lock while they use SQLite: a thread's first call opens its connection
+outside the registry's lock, which only guards the list of open connections.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from sqlite_utils import Database
+
+from ._locks import WriteLock
 
 __all__ = ["SYNCHRONOUS_MODES", "ThreadConnections", "connect"]
 
@@ -56,6 +60,8 @@ class ThreadConnections:
 
     ``local`` is read directly by the store's hot path; it holds ``db`` and ``conn`` (the raw
     ``sqlite3.Connection`` of ``db``) once the calling thread has opened its connection.
+    ``write_lock`` serialises this process's writers (see ``_locks``); like the connections, a
+    forked child gets a fresh one.
     """
 
     def __init__(self, factory: Callable[[], Database]) -> None:
@@ -64,6 +70,7 @@ class ThreadConnections:
         self._lock = threading.Lock()
         self._open: list[tuple[threading.Thread, Database]] = []
         self.closed = False
+        self.write_lock = WriteLock()
         _LIVE.add(self)
 
     def open_for_this_thread(self) -> Database:
@@ -71,19 +78,22 @@ class ThreadConnections:
         db = getattr(self.local, "db", None)
         if db is not None:
             return db
+        if self.closed:
+            raise RuntimeError("closed")
+        db = self._factory()  # outside the lock: other threads' first calls do not queue behind it
         with self._lock:
             if self.closed:
+                db.conn.close()
                 raise RuntimeError("closed")
             # Threads come and go (e.g. a web server's workers): close what dead threads left.
             alive = []
+            dead = []
             for thread, old in self._open:
-                if thread.is_alive():
-                    alive.append((thread, old))
-                else:
-                    old.conn.close()
+                (alive if thread.is_alive() else dead).append((thread, old))
             self._open = alive
-            db = self._factory()
             self._open.append((threading.current_thread(), db))
+        for _, old in dead:
+            old.conn.close()
         self.local.db = db
         self.local.conn = db.conn
         return db
@@ -105,6 +115,7 @@ class ThreadConnections:
         self._lock = threading.Lock()
         self._open = []
         self.local = threading.local()
+        self.write_lock = WriteLock()
 
 
 _LIVE: weakref.WeakSet[ThreadConnections] = weakref.WeakSet()

@@ -189,7 +189,7 @@ class SyncSession:
             return refused
         if self.allow.unmetered:
             self._update_bundle()
-        new = self.rec.store.count() - self.records.last_count()
+        new = self.rec.store.count_since(self.records.last_mark())
         reason = self.allow.refusal(new)
         if reason is not None:
             return self._after_bundle(SyncStatus.CONDITIONS_NOT_MET, reason)
@@ -213,6 +213,9 @@ class SyncSession:
             raise RoundRefusedError(f"round {ann.round_id} refused: no enrolment authority key is "
                                     "pinned, so peers' keys cannot be checked")
         self.policy.check(ann)  # before any training: a refused round costs the device nothing
+        # The mark is taken before training: events logged while it runs count towards the next
+        # round (the update may not have seen them).
+        mark = self.rec.store.high_water_mark()
         update = self.rec.fine_tune(self.budget)
         self.participant = RoundParticipant(
             self._api(), self.identity, ann, update.delta, authority_key=self.authority,
@@ -220,7 +223,7 @@ class SyncSession:
             poll_interval=self._poll, stage_timeout=self._stage_timeout,
             transport_retries=self.backoff.attempts - 1, sleep=self._sleep, clock=self._clock,
             wall_clock=self._wall_clock)
-        self.records.save_count(self.rec.store.count())
+        self.records.save_mark(mark)
 
     def _finish(self) -> SyncResult:
         assert self.participant is not None

@@ -11,8 +11,11 @@
   server cannot roll the device back, even after a restart or with a stale bundle folder.
 - ``sync_rounds``: the rounds this device sent a delta to (id and noise multiplier), which is
   what its own privacy charge is computed from.
-- ``sync_last_count``: the number of stored events when the device last took part, so that
-  "at least N new interactions" can be checked.
+- ``sync_last_mark``: the store's ``high_water_mark()`` when the device last took part, so that
+  "at least N new interactions" counts only events logged since (``count_since``). A mark,
+  not a count: pruning and erasure delete old rows and must not read as negative progress.
+  (Devices from before it kept ``sync_last_count``; it is ignored, and their first check counts
+  every stored event as new.)
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .api import DeviceIdentity
 
 __all__ = ["SyncRecords", "device_epsilon"]
 
-_IDENTITY, _ETAG, _ROUNDS, _COUNT = "sync_identity", "sync_bundle_etag", "sync_rounds", "sync_last_count"
+_IDENTITY, _ETAG, _ROUNDS, _MARK = "sync_identity", "sync_bundle_etag", "sync_rounds", "sync_last_mark"
 _INSTALLED = "sync_installed_version"
 
 
@@ -113,11 +116,17 @@ class SyncRecords:
         self._put(_ROUNDS, rounds)
         return rounds
 
-    def last_count(self) -> int:
-        return int(self._get(_COUNT) or 0)
+    def last_mark(self) -> int:
+        """The store's high-water mark when this device last took part (0 before any round)."""
+        saved = self._get(_MARK)
+        if saved is None:
+            return 0
+        if isinstance(saved, bool) or not isinstance(saved, int) or saved < 0:
+            raise StoreError(f"device state {_MARK!r} is not a non-negative int")
+        return saved
 
-    def save_count(self, count: int) -> None:
-        self._put(_COUNT, int(count))
+    def save_mark(self, mark: int) -> None:
+        self._put(_MARK, int(mark))
 
 
 def device_epsilon(rounds: list[dict[str, Any]], delta: float) -> float | None:

@@ -133,8 +133,8 @@ class SyncWorker:
         return result
 
     def _erase_used(self, held: list[str]) -> int:
-        # rec.forget also lowers the sync client's "events at the last round" count by what it
-        # erased, so these erasures do not hold back the kiosk's next round.
+        # The sync client counts new events from a high-water mark of row ids, not a count, so
+        # these erasures do not hold back the kiosk's next round.
         erased = self.kiosk.erase(held)
         self.erased_after_rounds += erased
         return erased

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import edgerec
+from edgerec.sync.device import SyncRecords
 from edgerec.bundle import load_bundle, write_bundle
 from edgerec.data import Catalogue, synthetic
 from edgerec.demo.population import device_events, plan_population
@@ -107,6 +108,9 @@ def test_twenty_devices_three_rounds_with_dropouts_and_the_privacy_proof(server,
         results = {i: s.finish() for i, s in sessions.items()}
         assert {x.status for x in results.values()} == {SyncStatus.PARTICIPATED}, results
         assert {x.model_version_after for x in results.values()} == {r + 1}
+        for i in results:  # "new events since the last round" now starts from what it trained on
+            rec = devices[i][1]
+            assert SyncRecords(rec.device_state, rec.clock).last_mark() == rec.store.high_water_mark() > 0
         if r > 1 and dropped[r - 1][0] != drop_dev and dropped[r - 1][1] != "advertise":
             late = results[dropped[r - 1][0]]  # it missed a model: updated it before joining
             assert late.model_version_before == r - 1 or late.model_version_before == r

@@ -249,7 +249,7 @@ def test_a_ledger_whose_triggers_were_dropped_is_refused(store: InteractionStore
 
 def test_forget_and_retention_leave_the_ledger_alone(db_path: Path) -> None:
     clock = Clock()
-    with InteractionStore(db_path, clock=clock, retention=Retention(max_age_s=10, max_rows=1)) as store:
+    with InteractionStore(db_path, clock=clock, retention=Retention(max_age_s=10, max_rows=10)) as store:
         ledger = PrivacyLedger(store, clock=clock)
         store.log_many([{"user": "u1", "item": f"i{i}", "ts": T0 + i} for i in range(3)])
         store.log("u2", "i9", ts=T0 + 3)

@@ -23,7 +23,8 @@ import httpx
 import numpy as np
 import pytest
 
-from edgerec.sync import DeviceIdentity, HttpxTransport, RoundParticipant, ServerApi, new_identity_key
+from edgerec.sync import (DeviceIdentity, HttpxTransport, RoundAnnouncement, RoundParticipant, ServerApi,
+                          new_identity_key)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -251,10 +252,8 @@ class World:
         self.co.tick()
 
 
-def announcement_of(params) -> "RoundAnnouncement":
+def announcement_of(params) -> RoundAnnouncement:
     """What devices would be told about a round with these (resolved) parameters."""
-    from edgerec.sync import RoundAnnouncement
-
     return RoundAnnouncement(
         round_id=1, vector_length=10, min_participants=params.min_participants,
         max_participants=params.max_participants, threshold=params.threshold, graph=params.graph,

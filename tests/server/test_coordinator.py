@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import replace
 
 import dp_accounting as dp
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from scipy.stats import binom, chi2
 
 from edgerec.federated import FedAdam, StrategyState
-from edgerec.secagg import RoundAbortedError, Stage, min_threshold
+from edgerec.secagg import RoundAbortedError, Stage
 from edgerec.sync import HttpxTransport, ServerRejectedError
 from edgerec_server import Coordinator, RoundParams, load_config
 from edgerec_server import coordinator

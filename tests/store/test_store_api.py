@@ -10,7 +10,7 @@ import pytest
 
 from edgerec import ConfigError, InvalidEventError, StoreError
 from edgerec.events import EventType, Interaction
-from edgerec.store import InteractionStore, Retention
+from edgerec.store import InteractionStore
 
 
 def test_log_returns_true_and_fills_in_the_clock_time(store: InteractionStore, clock) -> None:

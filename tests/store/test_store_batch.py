@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgerec import InvalidEventError
-from edgerec.events import EventType, Interaction, interaction_from_mapping
+from edgerec.events import MAX_FUTURE_S, EventType, Interaction, interaction_from_mapping
 from edgerec.store._batch import fast_row, rows_for_batch
 
 NOW = 1_700_000_000.5
@@ -75,7 +75,7 @@ def _raw_event(draw: st.DrawFn) -> Any:
 
 def _slow(raw: Any, now: float) -> tuple[Any, ...] | None:
     try:
-        e = interaction_from_mapping(raw, now=now)
+        e = interaction_from_mapping(raw, now=now, max_future_s=MAX_FUTURE_S)
     except (InvalidEventError, OverflowError):
         return None
     return (e.user, e.item, e.event, e.value, e.ts, e.event_id)

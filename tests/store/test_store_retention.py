@@ -1,4 +1,5 @@
-"""Retention: by age against the injected clock, by row count oldest first, on open and on prune()."""
+"""Retention: by age against the injected clock, by row count oldest first, on open, on prune()
+and right after the writes that exceed it."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def test_prune_by_rows_deletes_the_oldest_by_timestamp(db_path: Path) -> None:
         # Inserted out of time order: retention goes by ts, then by insertion for equal ts.
         s.log_many([{"user": "u", "item": name, "ts": ts} for name, ts in
                     [("t5", 5), ("t1", 1), ("t3a", 3), ("t3b", 3), ("t9", 9)]])
-        assert s.prune() == 2
+        # Applied right after the batch (max_rows is small, so every write is checked).
         assert [e.item for e in s.history("u")] == ["t3b", "t5", "t9"]
+        assert s.prune() == 0
 
 
 def test_max_rows_counts_the_whole_store_not_each_user(db_path: Path) -> None:
@@ -45,7 +47,7 @@ def test_max_rows_counts_the_whole_store_not_each_user(db_path: Path) -> None:
         s.log("a", "x", ts=1)
         s.log("b", "y", ts=2)
         s.log("a", "z", ts=3)
-        assert s.prune() == 1
+        assert s.prune() == 0  # already applied after the third log
         assert s.users() == ["a", "b"] and s.count() == 2 and s.count("a") == 1
 
 
@@ -54,8 +56,8 @@ def test_both_limits_apply_together(db_path: Path, clock) -> None:
     with InteractionStore(db_path, clock=clock, retention=retention) as s:
         s.log_many([{"user": "u", "item": str(i), "ts": clock.now - 200 + 20 * i} for i in range(10)])
         # ages 200, 180, ..., 20: five are at most 100 s old, and the newest two of those are kept
-        assert s.prune() == 8
         assert [e.item for e in s.history("u")] == ["8", "9"]
+        assert s.prune() == 0
 
 
 def test_retention_is_applied_on_open(db_path: Path, clock) -> None:
@@ -70,7 +72,7 @@ def test_retention_is_applied_on_open(db_path: Path, clock) -> None:
 def test_max_rows_zero_empties_the_store(db_path: Path) -> None:
     with InteractionStore(db_path, retention=Retention(max_rows=0)) as s:
         s.log("u", "i")
-        assert s.prune() == 1 and s.count() == 0
+        assert s.count() == 0 and s.prune() == 0
 
 
 @pytest.mark.parametrize(

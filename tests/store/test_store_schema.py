@@ -51,7 +51,7 @@ class BrokenUpgrade(InteractionStore):
 
 
 def test_new_file_gets_the_latest_version_in_a_meta_table(store: InteractionStore) -> None:
-    assert store.schema_version == len(MIGRATIONS) == 4
+    assert store.schema_version == len(MIGRATIONS) == 5
     assert store.db[META_TABLE].exists()
 
 

@@ -161,6 +161,23 @@ def test_conditions_gate_the_round_and_the_download(device, signed):
     assert result.status == SyncStatus.CONDITIONS_NOT_MET and "50 needed" in result.message
 
 
+def test_new_events_are_counted_from_a_mark_that_pruning_and_erasure_cannot_lower(tmp_path, device):
+    """30 events, a round, then a restart with max_rows=10 prunes 20: 3 new events are 3 new,
+    not 13 - 30 = -17 (which would hold the device out of rounds until 20 more arrived)."""
+    items = device.bundle.catalogue.item_ids
+    device.log_many([{"user": "u2", "item": items[i % 7], "ts": 1000.0 + i} for i in range(25)])
+    SyncRecords(device.device_state, device.clock).save_mark(device.store.high_water_mark())  # as a round does
+    folder, path = device.bundle.root, device.store.path
+    device.close()
+    with edgerec.open(path, bundle=folder, retention=edgerec.Retention(max_rows=10)) as rec:
+        assert rec.store.count() == 10
+        rec.log_many([{"user": "u3", "item": items[i]} for i in range(3)])
+        assert _sync(rec, FakeServer(), allow=SyncConditions(min_new_interactions=3))[0].status == SyncStatus.NO_ROUND
+        rec.forget("u1")
+        result, _ = _sync(rec, FakeServer(), allow=SyncConditions(min_new_interactions=4))
+        assert result.status == SyncStatus.CONDITIONS_NOT_MET and "3 new" in result.message, result.message
+
+
 def test_retries_with_bounded_backoff(device):
     result, sleeps = _sync(device, FakeServer(fail_first=2), backoff=Backoff(attempts=3, base=0.5))
     assert result.status == SyncStatus.NO_ROUND

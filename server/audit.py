@@ -21,12 +21,14 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from edgerec.privacy import Release, releases_epsilon
+from edgerec._exceptions import ConfigError
+from edgerec.privacy import Release, noise_for_releases, releases_epsilon
 
+from ._exceptions import BadRequestError
 from .state import RoundRecord, StateBackend
 
 __all__ = ["NEIGHBOURING_RELATION", "audit_rows", "certificate_rows", "cohort_of", "cumulative_epsilon",
-           "release_of"]
+           "noise_for_target", "release_of"]
 
 #: One device's clipped update replaced by zero (it still takes part and adds its noise share).
 NEIGHBOURING_RELATION = "zero-out"
@@ -60,6 +62,26 @@ def cumulative_epsilon(releases: Iterable[Release], delta: float, accountant: st
     # drawn (~0.4 s each for a sampled one), not with the rounds run.
     releases.sort(key=lambda r: (r.population, r.cohort, r.noise_multiplier))
     return float(releases_epsilon(releases, delta, accountant=accountant))
+
+
+def noise_for_target(target_epsilon: float, population: int, cohort: int, rounds: int,
+                     delta: float, accountant: str = "rdp") -> float:
+    """The least noise multiplier z whose ``rounds`` rounds, each drawing ``cohort`` of
+    ``population`` devices, this audit accounts at ``target_epsilon`` or less at ``delta``.
+
+    The same ``Release(population, cohort, z)`` as ``release_of`` and the same accountant as
+    ``cumulative_epsilon`` (RDP for sampled rounds), so ``cumulative_epsilon`` of those rounds
+    is at most the target (``edgerec.privacy.noise_for_releases``, relative tolerance 1e-3).
+
+    Raises:
+        BadRequestError: a bad argument, or no z up to 1e6 meets the target.
+    """
+    kind = "rdp" if accountant == "pld" and cohort < population else accountant
+    try:
+        return noise_for_releases(target_epsilon, population=population, cohort=cohort,
+                                  rounds=rounds, delta=delta, accountant=kind)
+    except ConfigError as exc:
+        raise BadRequestError(str(exc)) from None
 
 
 def amplification(release: Release) -> str:

@@ -6,6 +6,7 @@ also while the server runs; it picks up new rounds within one tick).
     edgerec-server init --synthetic | --data ../shared/data/ml-100k | --bundle model-bundle/
     edgerec-server token create --ttl 86400 --uses 10
     edgerec-server round open --min 10 --expected 40 --clip 1 --noise 1 --deadline 300
+    edgerec-server round open --min 10 --expected 40 --epsilon 8 --planned-rounds 20
     edgerec-server --data-dir ./state --port 8000          # serve (the default command)
     edgerec-server audit --json
 """
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ._exceptions import ServerError
+from ._exceptions import BadRequestError, ServerError
 from .config import ServerConfig, load_config
 from .keys import load_or_create_key
 from .publisher import Publisher
@@ -118,6 +120,7 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
                               "participants": r.participants, "survivors": r.survivors,
                               "model_version_out": r.out_version, "reason": r.reason}))
         return 0
+    calibrated = _calibration(s, args)
     if args.max is not None:
         # A cap on a Poisson draw would make the cohort something the audit cannot account.
         print("warning: --max is ignored: every device drawn into the cohort may take part "
@@ -129,18 +132,74 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
 
         rate = rate_for_expected(args.expected, len(eligible_devices(s.state, now)))
     deadlines = [float(v) for v in args.deadlines.split(",")] if args.deadlines else args.deadline
+    noise = 0.0 if args.noise is None else args.noise  # with --epsilon: chosen for the draw
     params = RoundParams.from_dict({
         "min_participants": args.min, "clip": args.clip, "sampling_rate": rate,
-        "noise_multiplier": args.noise, "threshold": args.threshold, "colluders": args.colluders,
+        "noise_multiplier": noise, "threshold": args.threshold, "colluders": args.colluders,
         "graph": args.graph, "degree": args.degree, "deadlines": deadlines,
         "strategy": args.strategy, "server_lr": args.server_lr, "quiet_close": args.quiet_close,
         "tolerate_dropouts": args.tolerate_dropouts})
-    record = open_round(s.state, s.publisher, params, now)
+    record = open_round(s.state, s.publisher, params, now,
+                        noise_for=calibrated.noise_for if calibrated else None)
     members = sorted(s.state.members(record.id))
+    z = float(record.params["noise_multiplier"])
+    if calibrated:
+        print(calibrated.describe(record.population, len(members), z), file=sys.stderr)
     print(json.dumps({"round_id": record.id, "members": members, "cohort": len(members),
                       "population": record.population, "sampling_rate": rate,
-                      "threshold": record.params["threshold"]}))
+                      "threshold": record.params["threshold"], "noise_multiplier": z,
+                      **(calibrated.to_dict() if calibrated else {})}))
     return 0
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    """``round open --epsilon E --planned-rounds R [--delta D]``: z chosen for the draw."""
+
+    epsilon: float
+    rounds: int
+    delta: float
+    accountant: str
+
+    def noise_for(self, population: int, cohort: int) -> float:
+        """The least z whose R rounds drawing ``cohort`` of ``population`` the audit accounts
+        at <= E (``audit.noise_for_target``: the audit's own release and accountant)."""
+        from .audit import noise_for_target
+
+        return noise_for_target(self.epsilon, population, cohort, self.rounds, self.delta,
+                                self.accountant)
+
+    def describe(self, population: int, cohort: int, z: float) -> str:
+        """The line ``round open`` prints about the z it chose."""
+        drawn = f"all {population}" if cohort >= population else f"{cohort} of {population}"
+        return (f"epsilon {self.epsilon:g} over {self.rounds} planned rounds of {drawn} devices "
+                f"(delta {self.delta:g}): noise multiplier z = {z:.4g}")
+
+    def to_dict(self) -> dict[str, float | int]:
+        """What ``round open`` adds to its JSON."""
+        return {"target_epsilon": self.epsilon, "planned_rounds": self.rounds, "delta": self.delta}
+
+
+def _calibration(s: _Services, args: argparse.Namespace) -> _Calibration | None:
+    """What ``--epsilon`` asks for (None: the operator set z with ``--noise``, or no noise)."""
+    if args.epsilon is None:
+        if args.planned_rounds is not None or args.delta is not None:
+            raise BadRequestError("--planned-rounds and --delta go with --epsilon")
+        return None
+    if args.planned_rounds is None:
+        raise BadRequestError("--epsilon needs --planned-rounds R: the rounds the budget is spread over")
+    if not (math.isfinite(args.epsilon) and args.epsilon > 0):
+        raise BadRequestError("--epsilon must be a positive number")
+    if args.planned_rounds < 1:
+        raise BadRequestError("--planned-rounds must be at least 1")
+    delta = s.config.dp_delta if args.delta is None else args.delta
+    if not 0 < delta < 1:
+        raise BadRequestError("--delta must be in (0, 1)")
+    if delta > s.config.dp_delta:
+        print(f"warning: the audit reports epsilon at delta {s.config.dp_delta:g}; calibrated at "
+              f"delta {delta:g}, its figure can exceed {args.epsilon:g}", file=sys.stderr)
+    return _Calibration(float(args.epsilon), int(args.planned_rounds), float(delta),
+                        s.config.accountant)
 
 
 def _audit(s: _Services, args: argparse.Namespace) -> int:
@@ -258,7 +317,16 @@ def _parser() -> argparse.ArgumentParser:
                       help="Q = K / active devices (at most 1): K drawn on average")
     op.add_argument("--max", type=int, default=None, help=argparse.SUPPRESS)  # ignored, warns
     op.add_argument("--clip", type=float, default=1.0)
-    op.add_argument("--noise", type=float, default=0.0, help="noise multiplier z of the sum")
+    privacy = op.add_mutually_exclusive_group()
+    privacy.add_argument("--noise", type=float, default=None,
+                         help="noise multiplier z of the sum (default 0: no differential privacy)")
+    privacy.add_argument("--epsilon", type=float, default=None, metavar="E",
+                         help="choose z for a target epsilon instead: the least z with which "
+                              "--planned-rounds rounds like this draw cost at most E in the audit")
+    op.add_argument("--planned-rounds", type=int, default=None, metavar="R",
+                    help="rounds the --epsilon budget is spread over (required with --epsilon)")
+    op.add_argument("--delta", type=float, default=None,
+                    help="delta of --epsilon (default: the server's dp_delta, 1e-5 unless set)")
     op.add_argument("--threshold", type=int, default=None)
     op.add_argument("--tolerate-dropouts", type=int, default=None, metavar="D",
                     help="threshold = neighbourhood size - D (drawn cohort - D on the complete "

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Callable
 
 from edgerec._exceptions import ConfigError, MessageRejectedError, RoundAbortedError
@@ -58,13 +59,18 @@ _STATUS_OF = {ReplayError: 409, DuplicateSenderError: 409, OutOfStageError: 409,
 
 
 def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, now: float,
-               seed: bytes | None = None) -> RoundRecord:
+               seed: bytes | None = None, *,
+               noise_for: Callable[[int, int], float] | None = None) -> RoundRecord:
     """Open a round on the latest model for a Poisson sample of the active devices.
 
     Each active device is drawn independently with probability ``params.sampling_rate``; the
     drawn cohort is the round's members and its size its ``max_participants``. A draw smaller
     than ``min_participants`` opens nothing (ConflictError): no member list, no announcement.
     Usable without a server (the CLI opens rounds on the database directly).
+
+    ``noise_for``: the round's noise multiplier is ``noise_for(population, cohort)`` of this
+    draw (active devices, drawn devices: the audit's ``Release`` of the round) instead of
+    ``params.noise_multiplier``; how ``round open --epsilon`` calibrates z to the draw.
     """
     params.check()  # a mistake in the parameters is reported before anything is drawn
     latest = publisher.latest()
@@ -87,6 +93,8 @@ def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, n
             f"for a minimum of {params.min_participants}: {exc} (nothing was opened; a "
             f"{'higher' if few else 'lower'} sampling rate draws {'more' if few else 'fewer'})"
         ) from None
+    if noise_for is not None:  # after every check of the draw: calibrating takes seconds
+        params = replace(params, noise_multiplier=float(noise_for(len(active), len(members))))
     record = state.create_round(params.to_dict(), seed or os.urandom(32), now, latest.version,
                                 vector_length, members, population=len(active))
     state.log_event("round_opened", {"round_id": record.id, "members": len(members),

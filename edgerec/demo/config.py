@@ -6,12 +6,16 @@ MovieLens-100K (``--data`` pointing at it): the benchmark run, every user a devi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .._exceptions import ConfigError
 
-__all__ = ["DemoConfig", "PRESETS"]
+__all__ = ["DP_DELTA", "PRESETS", "DemoConfig"]
+
+#: The delta the demo's epsilons hold at: the server's default ``dp_delta``.
+DP_DELTA = 1e-5
 
 #: What ``None`` means for the preset fields, by kind of data (see DemoConfig for the fields).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -42,6 +46,10 @@ class DemoConfig:
     None: all of them), and ``rounds`` federated rounds of ``per_round`` sampled devices improve
     the model. A share ``dropout`` of each round's devices vanish after fine-tuning, before a
     random later stage. Fields left None take the data set's preset (``PRESETS``).
+
+    Privacy: either ``noise`` (the noise multiplier z) or ``epsilon``, a target for the whole
+    run at ``DP_DELTA``; then ``noise`` stays None and ``resolved`` chooses z for the device
+    population once it is known.
     """
 
     data: str = "synthetic"
@@ -50,6 +58,7 @@ class DemoConfig:
     rounds: int | None = None
     per_round: int | None = None
     noise: float | None = None  # noise multiplier z of the aggregated sum
+    epsilon: float | None = None  # instead of noise: the epsilon all the rounds may spend
     clip: float = 1.0
     workers: int = 2
     port: int = 0  # 0: a free port on 127.0.0.1
@@ -70,14 +79,39 @@ class DemoConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.epsilon is not None and self.noise is not None:
+            raise ConfigError("set noise (z) or epsilon (z chosen to meet it), not both")
         preset = PRESETS["synthetic" if self.data == "synthetic" else "movielens"]
         for name in _PRESET_FIELDS:
-            if getattr(self, name) is None:
+            if getattr(self, name) is None and not (name == "noise" and self.epsilon is not None):
                 object.__setattr__(self, name, preset[name])  # frozen: filled once, here
         self._check()
 
+    def resolved(self, population: int) -> DemoConfig:
+        """This run with z fixed for ``population`` devices: itself without ``epsilon``, else
+        ``noise`` = the least z whose ``rounds`` rounds of ``per_round`` of ``population``
+        devices cost at most ``epsilon`` at ``DP_DELTA`` (``edgerec.privacy.noise_for_releases``,
+        the accounting the server's audit uses) and ``epsilon`` None (it has been spent on z).
+
+        The server draws each cohort by Poisson sampling around ``per_round``, and its audit
+        accounts every round at the size drawn: its final figure can differ a little from the
+        target (the report shows both).
+
+        Raises:
+            ConfigError: no z up to 1e6 meets the target (or a bad ``population``).
+        """
+        if self.epsilon is None:
+            return self
+        from ..privacy import noise_for_releases
+
+        assert self.rounds is not None and self.per_round is not None
+        z = noise_for_releases(self.epsilon, population=population,
+                               cohort=min(self.per_round, population), rounds=self.rounds,
+                               delta=DP_DELTA)
+        return replace(self, epsilon=None, noise=z)
+
     def _check(self) -> None:
-        assert self.rounds is not None and self.per_round is not None and self.noise is not None
+        assert self.rounds is not None and self.per_round is not None
         assert self.pilot_share is not None and self.server_lr is not None
         if self.rounds < 1 or self.per_round < 3 or self.workers < 1:
             raise ConfigError("need rounds >= 1, per_round >= 3 and workers >= 1")
@@ -85,9 +119,12 @@ class DemoConfig:
             raise ConfigError(f"--devices ({self.devices}) must be at least --per-round ({self.per_round})")
         if not (0.0 <= self.pilot_share < 1.0 and 0.0 <= self.dropout < 0.25):
             raise ConfigError("need 0 <= pilot_share < 1 and 0 <= dropout < 0.25")
-        if not (self.clip > 0 and self.noise >= 0 and self.server_lr > 0 and self.stage_deadline > 0
-                and self.quiet_close > 0):
-            raise ConfigError("need clip > 0, noise >= 0, server_lr > 0, stage_deadline > 0, quiet_close > 0")
+        if not (self.clip > 0 and self.server_lr > 0 and self.stage_deadline > 0 and self.quiet_close > 0):
+            raise ConfigError("need clip > 0, server_lr > 0, stage_deadline > 0, quiet_close > 0")
+        if self.noise is not None and not (math.isfinite(self.noise) and self.noise >= 0):
+            raise ConfigError("need noise >= 0")
+        if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ConfigError("need epsilon > 0 (a finite target)")
         if self.strategy not in ("fedavg", "fedadam"):
             raise ConfigError("strategy must be 'fedavg' or 'fedadam'")
         if self.graph not in ("complete", "harary"):

@@ -35,12 +35,18 @@ def _eps(value: float | None) -> str:
     return "-" if value is None else ("inf" if math.isinf(value) else f"{value:.3g}")
 
 
+def _z(report: dict[str, Any]) -> float | None:
+    """The noise multiplier the rounds ran with (chosen for the target with ``--epsilon``)."""
+    z = report.get("noise_multiplier")
+    return report["config"].get("noise") if z is None else z
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The per-round table (round 0 is the first model) and the central comparison."""
     head = f"{'round':>5} {'model':>5} {'NDCG@10':>8} {'HR@10':>7} {'drawn/N':>8} {'devices':>7} " \
            f"{'survived':>8} {'dropped':>7} {'epsilon':>8} {'wall s':>7}"
     lines = [head, "-" * len(head)]
-    no_dp = report["config"].get("noise") == 0  # epsilon is infinite, stored as null
+    no_dp = _z(report) == 0  # epsilon is infinite, stored as null
     for row in report["rounds"]:
         eps = "inf" if no_dp and row["round"] > 0 else _eps(row.get("epsilon"))
         drawn = f"{row['cohort']}/{row['population']}" if "cohort" in row else "-"
@@ -57,6 +63,11 @@ def format_table(report: dict[str, Any]) -> str:
                  f"at epsilon {'inf (no DP noise)' if no_dp else _eps(final.get('epsilon'))} "
                  f"(delta {report['delta']:g}; each round's cohort drawn by the server, accounted as "
                  "drawn: k of N without replacement, zero-out neighbours)")
+    if report.get("epsilon_target") is not None:
+        lines.append(f"target epsilon {report['epsilon_target']:g}: noise multiplier z = {_z(report):.4g}, "
+                     f"chosen for {report['config']['rounds']} rounds of {report['config']['per_round']} "
+                     f"of {report['devices']} devices (the server's draws vary around "
+                     f"{report['config']['per_round']}, and the audit accounts each as drawn)")
     return "\n".join(lines)
 
 
@@ -97,17 +108,19 @@ def _plot(path: Path, report: dict[str, Any]) -> Path:
     quality.set_xlabel("round (0 = the first model)")
     quality.set_title(f"LOO-full on {report['eval_users']} device users")
     quality.legend(fontsize=8)
-    if report["config"].get("noise") == 0:
+    if _z(report) == 0:
         privacy.text(0.5, 0.5, "no DP noise (z = 0): epsilon is infinite\n"
                      f"deltas clipped to C = {report['config']['clip']}, summed by secure aggregation",
                      ha="center", va="center", transform=privacy.transAxes)
         privacy.set_axis_off()
     eps = [(r["round"], r["epsilon"]) for r in rows if r.get("epsilon") is not None]
-    if eps and report["config"].get("noise") != 0:
+    if eps and _z(report) != 0:
         privacy.plot([e[0] for e in eps], [e[1] for e in eps], "o-", color="C3")
     privacy.set_xlabel("round")
     privacy.set_ylabel(f"cumulative epsilon (delta {report['delta']:g})")
-    privacy.set_title(f"privacy: z={report['config']['noise']}, C={report['config']['clip']}")
+    target = report.get("epsilon_target")
+    privacy.set_title(f"privacy: z={_z(report):.4g}, C={report['config']['clip']}"
+                      + (f" (for epsilon {target:g})" if target is not None else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -8,7 +8,8 @@
 4. Create the devices (each its own SQLite file with its user's events, identity, credential)
    in a pool of worker processes, and enrol them over HTTP.
 5. For each round: open it (the server draws the cohort by Poisson sampling, each device with
-   probability per_round / devices; the strategy, cosine-decayed server lr, clip, noise, secure
+   probability per_round / devices; the strategy, cosine-decayed server lr, clip, noise z (as
+   given, or chosen once for ``--epsilon``: rounds of per_round of the devices), secure
    aggregation), let the drawn devices take part stage by stage (some drop out), then evaluate
    the published model LOO-full and read the sampling and epsilon from the server's audit.
 6. Print the table; write report.json and report.png.
@@ -38,14 +39,12 @@ from ..sync.client import STEPS
 from ..training import fit_params
 from ..workflows import DEFAULT_TRAINING, DataSpec, load_data
 from . import devices as dev
-from .config import DemoConfig
+from .config import DP_DELTA, DemoConfig
 from .operator import ServerProcess, server_lr
 from .population import Population, device_events, plan_population
 from .report import evaluator, format_table, write_report
 
 __all__ = ["run_demo"]
-
-_DP_DELTA = 1e-5  # the server's default dp_delta
 
 
 def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -58,6 +57,9 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
     mcfg = ModelConfig(dim=cfg.dim)
     _say(f"dataset {dataset.name}: {dataset.n_users} users, {dataset.n_items} items, {len(dataset)} "
          f"interactions; {len(pop.pilot)} pilot users, {len(pop.devices)} devices")
+    run = cfg.resolved(len(pop.devices))  # z: as given, or chosen for the epsilon target
+    if cfg.epsilon is not None:
+        _say(_calibration_line(cfg, len(pop.devices), run.noise))
     evaluate = evaluator(pop, dataset, mcfg)
     with tempfile.TemporaryDirectory(prefix="edgerec-demo-") as tmp:
         work = Path(tmp)
@@ -65,21 +67,32 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
         server = ServerProcess(work / "server", port=cfg.port)
         server.data_dir.mkdir()
         try:
-            rows = _federate(cfg, dataset, pop, server, first, work, evaluate, timing, progress)
+            rows = _federate(run, dataset, pop, server, first, work, evaluate, timing, progress)
         finally:
             server.stop()
     timing["operator_cli_s"] = server.cli_seconds
     timing["total_s"] = time.perf_counter() - started
     hr, ndcg = evaluate(central)
-    report = {"config": cfg.to_dict(), "dataset": dataset.name, "eval_users": int(len(pop.eval_users())),
+    # The configuration that ran (z as chosen), with the epsilon target it was chosen for.
+    config = {**run.to_dict(), "epsilon": cfg.epsilon}
+    report = {"config": config, "dataset": dataset.name, "eval_users": int(len(pop.eval_users())),
               "pilot_users": int(len(pop.pilot)), "devices": int(len(pop.devices)),
               "model": mcfg.to_dict(), "weights": int(sum(central[n].size for n in param_names(mcfg))),
-              "delta": _DP_DELTA, "rounds": rows,
+              "delta": DP_DELTA, "epsilon_target": cfg.epsilon, "noise_multiplier": run.noise,
+              "rounds": rows,
               "central": {"hr": hr, "ndcg": ndcg}, "timing": timing}
     written = write_report(Path(cfg.out), report)
     _say("\n" + format_table(report))
     _say(f"\nwall time {timing['total_s']:.0f} s; wrote " + ", ".join(str(p) for p in written))
     return report
+
+
+def _calibration_line(cfg: DemoConfig, population: int, z: float | None) -> str:
+    """What ``--epsilon`` chose, in the words of ``edgerec-server round open --epsilon``."""
+    assert cfg.per_round is not None and z is not None
+    drawn = f"all {population}" if cfg.per_round >= population else f"{cfg.per_round} of {population}"
+    return (f"epsilon {cfg.epsilon:g} over {cfg.rounds} planned rounds of {drawn} devices "
+            f"(delta {DP_DELTA:g}): noise multiplier z = {z:.4g}")
 
 
 def _train(cfg: DemoConfig, dataset: Dataset, pop: Population, mcfg: ModelConfig, work: Path,
@@ -228,6 +241,7 @@ def _round_params(cfg: DemoConfig, r: int, drops: int) -> dict[str, Any]:
     """
     m, d = cfg.per_round, cfg.stage_deadline
     assert cfg.server_lr is not None and cfg.rounds is not None and m is not None
+    assert cfg.noise is not None, "z is chosen first: DemoConfig.resolved(population)"
     flags: dict[str, Any] = {
         "min": 4, "expected": m, "clip": cfg.clip, "noise": cfg.noise, "graph": cfg.graph,
         "deadlines": f"{max(600.0, 5.0 * m)},{d},{d},{d}", "strategy": cfg.strategy,

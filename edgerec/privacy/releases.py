@@ -33,6 +33,8 @@ Consecutive identical releases are composed as one ``SelfComposedDpEvent`` (one 
 evaluation instead of one per round). The RDP evaluation of a sampled release costs dp-accounting
 about 0.3-0.6 s; plain Gaussian releases cost microseconds.
 
+The inverse, a noise multiplier for a target epsilon, is ``calibration.noise_for_releases``.
+
 Exactness for the discrete mechanism: the RDP figures (the default) hold for the distributed
 discrete Gaussian as it runs, because Kairouz-Liu-Steinke 2021 bound its Renyi divergences by
 the Gaussian's plus ``tau * d / 2``, which every ``FixedPoint`` keeps below 1e-12 (``ddg.py``).

@@ -9,9 +9,11 @@ from ._exceptions import (
     DatasetError,
     EdgeRecError,
     InvalidEventError,
+    MissingDependencyError,
     SchemaVersionError,
     ScoringError,
     StoreError,
+    UnknownItemWarning,
 )
 from .bundle import Bundle, Manifest, load_bundle, write_bundle
 from .client import EdgeRec, Recommendation, open
@@ -46,6 +48,7 @@ __all__ = [
     "LedgerSnapshot",
     "LocalUpdate",
     "Manifest",
+    "MissingDependencyError",
     "ModelConfig",
     "PrivacyLedger",
     "Recommendation",
@@ -54,6 +57,7 @@ __all__ = [
     "ScoringError",
     "StoreError",
     "TrainConfig",
+    "UnknownItemWarning",
     "__version__",
     "load_bundle",
     "open",

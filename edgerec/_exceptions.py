@@ -13,6 +13,7 @@
     │   └── BundleSignatureError the manifest signature does not verify
     ├── ScoringError             onnxruntime failed to score (wraps its exception)
     ├── ConfigError              (also ValueError) an option is out of range or inconsistent
+    ├── MissingDependencyError   (also ImportError) an optional dependency is not installed
     └── SecAggError              secure aggregation (edgerec.secagg)
         ├── RoundAbortedError    fewer than the threshold survived; nothing is revealed
         └── MessageRejectedError a protocol message was refused; the round goes on without it
@@ -30,6 +31,9 @@
 
 Adapters translate foreign exceptions (sqlite3, onnxruntime, ...) into these, keeping the
 original as ``__cause__``.
+
+One warning (``warnings`` module), not an error: ``UnknownItemWarning`` (a UserWarning), an
+event was stored for an item the installed model does not know.
 """
 
 from __future__ import annotations
@@ -77,6 +81,27 @@ class ScoringError(EdgeRecError):
 
 class ConfigError(EdgeRecError, ValueError):
     """An option is out of range or inconsistent with the others."""
+
+
+class MissingDependencyError(EdgeRecError, ImportError):
+    """An optional dependency is not installed; the message names the extra that provides it.
+
+    ``module`` is the import name that is missing (``"scipy"``), ``extra`` the edgerec extra to
+    install (``"eval"`` for ``pip install 'edgerec[eval]'``).
+    """
+
+    def __init__(self, message: str, *, module: str, extra: str) -> None:
+        super().__init__(message, name=module)
+        self.module = module
+        self.extra = extra
+
+
+class UnknownItemWarning(UserWarning):
+    """An event was logged for an item that is not in the installed bundle's catalogue.
+
+    The event is stored (offline-first: a later bundle may know the item) and ``recommend()``
+    ignores it until then. Issued once per item id and installed bundle.
+    """
 
 
 class SecAggError(EdgeRecError):

@@ -45,6 +45,7 @@ import hashlib
 import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -93,7 +94,7 @@ class Manifest:
     files: dict[str, str]  # file name -> SHA-256 hex
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
-    created_at: str | None = None
+    created_at: str | None = None  # UTC, ISO 8601 ("2024-05-01T12:00:00Z"); None in old bundles
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
@@ -197,7 +198,11 @@ def write_bundle(target: str | Path, params: Params, catalogue: Catalogue, cfg: 
     new ``target`` (or an empty folder) becomes a plain bundle folder that appears whole or not at
     all; onto an existing bundle (plain or a root) the new one becomes the live version of a
     bundle root, so that a crash leaves the old bundle or the new one, never neither.
+
+    ``created_at`` (UTC, ISO 8601) defaults to now: the bundle is written right after training.
     """
+    created_at = utc_now_iso() if created_at is None else created_at
+
     def fill(folder: Path) -> Manifest:
         _write_payload(folder, params, catalogue, cfg)
         manifest = Manifest(
@@ -214,9 +219,16 @@ def write_bundle(target: str | Path, params: Params, catalogue: Catalogue, cfg: 
     return install_atomically(target, fill)[1]
 
 
+def utc_now_iso() -> str:
+    """The current UTC time to the second, ISO 8601 with a ``Z``: a manifest's ``created_at``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # -- reading --------------------------------------------------------------------------------------
 def _read_manifest(folder: Path, public_key: Any) -> Manifest:
     manifest_path = folder / MANIFEST_FILE
+    if not folder.exists():
+        raise BundleFormatError(f"no bundle at {folder}")
     if not manifest_path.is_file():
         raise BundleFormatError(f"{folder} has no {MANIFEST_FILE}: not a bundle")
     raw = manifest_path.read_bytes()

@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, UnknownItemWarning
 from .bundle import Bundle, clean_bundle_root, load_bundle
 from .data._types import Sequences
 from .events import Interaction, check_id, check_lookup_id, signal_code
@@ -33,6 +34,7 @@ __all__ = ["EdgeRec", "Recommendation", "open"]
 
 _OFFSET_CACHE = 8  # candidate filters an app typically cycles through (in stock, category, ...)
 _ADAPTER_KEY = "personal_adapter"
+_WARN_LIMIT = 1024  # distinct unknown items warned about per installed bundle; then quiet
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class _Installed:
     scorer: Any  # Scorer, or any object with its top_k (benchmarks pass float32 baselines)
     adapter: np.ndarray | None
     offsets: OrderedDict = field(default_factory=OrderedDict)  # candidate filter -> score offset
+    warned: set[str] = field(default_factory=set)  # unknown items logged (UnknownItemWarning)
 
     @property
     def index(self) -> dict[str, int]:
@@ -121,12 +124,40 @@ class EdgeRec:
     # -- logging --------------------------------------------------------------------------------
     def log(self, user: Any, item: Any, event: Any = "click", value: Any = 1.0, *, ts: Any = None,
             event_id: Any = None) -> bool:
-        """Record one event durably. False when ``event_id`` was logged before (a retry)."""
-        return self.store.log(user, item, event, value, ts=ts, event_id=event_id)
+        """Record one event durably. False when ``event_id`` was logged before (a retry).
+
+        An item the installed bundle does not know is stored all the same (a later bundle may
+        know it) and ignored by ``recommend()``; the first time, an ``UnknownItemWarning`` says so.
+        """
+        written = self.store.log(user, item, event, value, ts=ts, event_id=event_id)
+        self._warn_unknown((item,))
+        return written
 
     def log_many(self, events: Iterable[Mapping[str, Any] | Interaction]) -> int:
-        """Record a batch in one transaction; all or nothing. Returns the rows written."""
-        return self.store.log_many(events)
+        """Record a batch in one transaction; all or nothing. Returns the rows written.
+
+        Unknown items are stored and warned about as in ``log()``.
+        """
+        batch = list(events) if isinstance(events, Iterator) else events  # read twice below
+        written = self.store.log_many(batch)
+        self._warn_unknown({e.item if isinstance(e, Interaction) else e["item"] for e in batch})
+        return written
+
+    def _warn_unknown(self, items: Iterable[Any]) -> None:
+        """``UnknownItemWarning`` for each logged item the installed bundle does not know, once
+        per item and bundle (at most ``_WARN_LIMIT`` of them: by then the app has noticed)."""
+        m = self._m
+        unknown = [str(i) for i in items if str(i) not in m.index]
+        if not unknown:
+            return
+        with self._lock:
+            new = [i for i in unknown if i not in m.warned][:max(0, _WARN_LIMIT - len(m.warned))]
+            m.warned.update(new)
+        for item in new:
+            warnings.warn(f"item {item!r} is not in the installed model's catalogue (model version "
+                          f"{m.bundle.version}, {len(m.index)} items): the event is stored, and "
+                          f"recommend() ignores it until a bundle that knows the item is installed",
+                          UnknownItemWarning, stacklevel=3)
 
     # -- recommending ---------------------------------------------------------------------------
     def _offset(self, m: _Installed, candidates: frozenset[str] | None) -> np.ndarray | None:

@@ -86,11 +86,18 @@ class Api:
     def _tick_later(self) -> BackgroundTask:
         return BackgroundTask(run_in_threadpool, self.co.tick)
 
-    async def healthz(self, request: Request) -> Response:
+    async def _model_version(self) -> int | None:
+        """The latest published model version (None before the first): /healthz and /metrics."""
         latest = await run_in_threadpool(self.state.latest_model)
-        return JSONResponse({"status": "ok", "model_version": latest.version if latest else None})
+        return latest.version if latest else None
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model_version": await self._model_version()})
 
     async def metrics(self, request: Request) -> Response:
+        # Read at scrape time from the same source as /healthz: the gauge is never stale, also
+        # for a model published by `init` or another process before any round closed here.
+        self.co.metrics.model_version.set(await self._model_version() or 0)
         return Response(self.co.metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:

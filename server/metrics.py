@@ -39,7 +39,9 @@ class Metrics:
                                    "Unmask + decode + server optimizer", buckets=_SECONDS, registry=r)
         self.publish = Histogram("edgerec_publish_seconds", "ONNX + int8 + sign + store a model",
                                  buckets=_SECONDS, registry=r)
-        self.model_version = Gauge("edgerec_model_version", "Latest published model version", registry=r)
+        self.model_version = Gauge("edgerec_model_version",
+                                   "Latest published model version (as /healthz; 0 before the first)",
+                                   registry=r)
         self.enrolments = Counter("edgerec_enrolments", "Devices enrolled", registry=r)
 
     def render(self) -> bytes:

@@ -58,6 +58,16 @@ def test_round_trip(signed, key):
     assert set(manifest.files) == {"model.int8.onnx", "weights.npz", "catalogue.json", "features.npy"}
 
 
+def test_created_at_is_the_utc_time_of_writing_and_is_signed(signed, key):
+    from datetime import datetime, timedelta, timezone
+
+    path, manifest, _, _ = signed
+    created = datetime.strptime(manifest.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert timedelta(0) <= datetime.now(timezone.utc) - created < timedelta(hours=1)
+    assert json.loads((path / "manifest.json").read_text())["created_at"] == manifest.created_at
+    assert load_bundle(path, public_key=public_key_bytes(key)).manifest.created_at == manifest.created_at
+
+
 def test_tampered_file_is_refused(signed, tmp_path):
     copy = _copy(signed[0], tmp_path)
     with open(copy / "weights.npz", "r+b") as fh:
@@ -116,8 +126,11 @@ def test_missing_file_or_folder(signed, tmp_path):
     (copy / "features.npy").unlink()
     with pytest.raises(BundleFormatError, match="missing"):
         load_bundle(copy)
-    with pytest.raises(BundleFormatError, match="not a bundle"):
-        load_bundle(tmp_path / "nowhere")
+    with pytest.raises(BundleFormatError, match="^no bundle at .*nowhere$"):
+        load_bundle(tmp_path / "nowhere")  # a wrong path says so, not "has no manifest.json"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleFormatError, match="has no manifest.json: not a bundle"):
+        load_bundle(tmp_path / "empty")
 
 
 def test_rewriting_a_bundle_replaces_it_whole(signed, tmp_path):

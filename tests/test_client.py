@@ -21,13 +21,15 @@ def rec(tmp_path, trained_bundle):
 
 
 def test_quickstart(rec):
-    rec.log(user="u1", item="42", event="click")
+    rec.log(user="u1", item="50", event="click")  # as in README.md
     recs = rec.recommend(user="u1", k=10)
     assert len(recs) == 10
     assert all(isinstance(r, edgerec.Recommendation) for r in recs)
     assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
-    assert "42" not in [r.item for r in recs]
+    assert "50" not in [r.item for r in recs]
     assert len({r.item for r in recs}) == 10
+    title = rec.bundle.catalogue.titles[rec.bundle.catalogue.item_ids.index("50")]
+    assert (recs[0].because, recs[0].reason) == ("50", f"because you clicked {title}")
 
 
 def test_cold_start_is_a_popular_list(rec, trained_bundle):
@@ -78,9 +80,24 @@ def test_impressions_are_not_consumption(rec):
     assert [r.item for r in rec.recommend(user="u4", k=3)] == [r.item for r in top]
 
 
-def test_unknown_items_in_history_are_ignored(rec):
-    rec.log(user="u5", item="brand-new-item", event="purchase")
-    assert len(rec.recommend(user="u5", k=4)) == 4
+def test_unknown_items_are_stored_ignored_by_recommend_and_warned_about_once(rec):
+    cold = [r.item for r in rec.recommend(user="u5", k=4)]
+    with pytest.warns(edgerec.UnknownItemWarning, match=r"item 'brand-new-item' is not in the installed "
+                      r"model's catalogue \(model version 1, 120 items\): the event is stored") as caught:
+        assert rec.log(user="u5", item="brand-new-item", event="purchase")
+    assert caught[0].filename == __file__  # points at the app's call, not at edgerec
+    assert [e["item"] for e in rec.export("u5")] == ["brand-new-item"]  # offline-first: kept
+    assert [r.item for r in rec.recommend(user="u5", k=4)] == cold  # and ignored
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither again, nor for a known item, nor for a retry
+        rec.log(user="u5", item="brand-new-item", event="view")
+        rec.log(user="u5", item="7", event="click")
+    events = ({"user": "u5", "item": item} for item in ("7", "brand-new-item", "other-new", "other-new"))
+    with pytest.warns(edgerec.UnknownItemWarning) as caught:  # a generator is read only once
+        assert rec.log_many(events) == 4
+    assert [str(w.message).split()[1] for w in caught] == ["'other-new'"]
 
 
 def test_bad_input_raises_clearly_and_keeps_what_was_stored(rec):

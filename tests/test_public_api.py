@@ -38,3 +38,27 @@ def test_ci_runs_the_readme_test_command():
     command = readme[marker:].split("```sh\n", 1)[1].split("\n```", 1)[0]
     assert "pytest" in command and "pip install" in command
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_quickstart_logs_an_item_the_bundle_it_trains_knows():
+    import re
+
+    from edgerec.data import synthetic
+    from edgerec.workflows import DataSpec
+
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    assert "edgerec train --out model-bundle\n" in quickstart  # the synthetic data: DataSpec()
+    logged = re.findall(r'rec\.log\(user="u1", item="([^"]+)"', quickstart)
+    spec = DataSpec()
+    ids = synthetic(spec.synthetic_users, spec.synthetic_items, seed=spec.seed).catalogue.item_ids
+    assert logged and set(logged) <= set(ids)
+
+
+def test_the_readme_says_how_to_run_the_tests_that_skip_without_chromium():
+    readme = (ROOT / "README.md").read_text()
+    browser = (ROOT / "tests" / "examples" / "test_kiosk_browser.py").read_text()
+    install = "sudo apt-get install chromium"
+    assert "tests/examples/test_kiosk_browser.py" in readme and f"`{install}`" in readme
+    assert install in browser and "EDGEREC_CHROMIUM" in readme and "EDGEREC_CHROMIUM" in browser
+    assert "apt-get install" in (ROOT / ".ci" / "run").read_text()  # what CI does, as both say

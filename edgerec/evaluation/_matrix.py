@@ -1,13 +1,34 @@
-"""Sequences -> sparse user-item matrix, the input of the classic peers (pure)."""
+"""Sequences -> sparse user-item matrix, the input of the classic peers (pure).
+
+scipy is imported when a matrix is first built, never at import time: training a bundle
+(``edgerec.workflows`` imports this package) works without it; the peers need ``edgerec[eval]``.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.sparse as sp
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from .._exceptions import MissingDependencyError
 from ..data._types import Sequences
 
-__all__ = ["binary_matrix"]
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+__all__ = ["binary_matrix", "sparse"]
+
+
+def sparse() -> ModuleType:
+    """``scipy.sparse``, or ``MissingDependencyError`` naming the extra that installs it."""
+    try:
+        import scipy.sparse
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the evaluation peers need scipy, which is not installed: pip install 'edgerec[eval]'",
+            module="scipy", extra="eval") from exc
+    return scipy.sparse
 
 
 def binary_matrix(seqs: Sequences, n_items: int, rows: np.ndarray | None = None) -> sp.csr_matrix:
@@ -21,4 +42,4 @@ def binary_matrix(seqs: Sequences, n_items: int, rows: np.ndarray | None = None)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     indices = np.concatenate(items).astype(np.int32) if len(items) else np.zeros(0, np.int32)
     data = np.ones(len(indices), dtype=np.float32)
-    return sp.csr_matrix((data, indices, indptr), shape=(len(users), n_items))
+    return sparse().csr_matrix((data, indices, indptr), shape=(len(users), n_items))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..data._types import Catalogue, Sequences
-from ._matrix import binary_matrix
+from ._matrix import binary_matrix, sparse
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 __all__ = ["PopularityModel", "ItemKNNModel", "fit_popularity", "fit_item_knn"]
 
@@ -56,6 +59,7 @@ def fit_item_knn(train: Sequences, catalogue: Catalogue, seed: int, *, k: int = 
     norms = np.sqrt(np.asarray(matrix.sum(axis=0)).ravel())
     block = max(1, _DENSE_BUDGET // max(1, n_items))
     parts = [_top_k_rows(co, norms, start, min(start + block, n_items), k, shrink) for start in range(0, n_items, block)]
+    sp = sparse()
     return ItemKNNModel(sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, 0), dtype=np.float32))
 
 
@@ -69,4 +73,4 @@ def _top_k_rows(co: sp.csr_matrix, norms: np.ndarray, start: int, stop: int, k: 
     if k < sim.shape[1]:
         drop = np.argpartition(-sim, k, axis=1)[:, k:]
         np.put_along_axis(sim, drop, 0.0, axis=1)
-    return sp.csr_matrix(sim)
+    return sparse().csr_matrix(sim)

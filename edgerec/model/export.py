@@ -16,7 +16,10 @@ every item, removes excluded items, and returns the top k:
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -141,12 +144,34 @@ def quantize_int8(float_path: str | Path, int8_path: str | Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     int8_path = Path(int8_path)
-    quantize_dynamic(
-        str(float_path),
-        str(int8_path),
-        op_types_to_quantize=["MatMul", "Gather"],
-        nodes_to_exclude=list(_HIDDEN_NODES) + ["signal_gather"],
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-    )
+    with _without_preprocessing_hint():
+        quantize_dynamic(
+            str(float_path),
+            str(int8_path),
+            op_types_to_quantize=["MatMul", "Gather"],
+            nodes_to_exclude=list(_HIDDEN_NODES) + ["signal_gather"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+        )
     return int8_path
+
+
+class _DropPreprocessingHint(logging.Filter):
+    """Drops onnxruntime's advice to run its pre-processing (shape inference and graph
+    optimisation for static quantization): our graph is built with its shapes, and dynamic
+    quantization of two tables gains nothing from it. Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextmanager
+def _without_preprocessing_hint() -> Iterator[None]:
+    """For the duration of one quantization, the root logger (where onnxruntime logs the hint
+    with ``logging.warning``) drops that one message; the host app's logging is left as it was."""
+    root, hint = logging.getLogger(), _DropPreprocessingHint()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)

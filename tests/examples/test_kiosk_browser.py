@@ -25,7 +25,10 @@ from examples.kiosk.harness import (KioskServer, chromium_path, grid_items,  # n
 
 CHROMIUM = chromium_path()
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium at /usr/bin/chromium (apt-get install chromium; .ci/run does)")
+    CHROMIUM is None,
+    reason="no Chromium at /usr/bin/chromium (or $EDGEREC_CHROMIUM): install it with "
+           "`sudo apt-get install chromium` (Debian/Ubuntu, as .ci/run does) or set EDGEREC_CHROMIUM "
+           "to a Chromium executable; Playwright drives it and never downloads a browser")
 
 ARTIFACTS = Path(os.environ.get("EDGEREC_TEST_ARTIFACTS", Path(__file__).resolve().parent / "artifacts"))
 CLICKS = 20

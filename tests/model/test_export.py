@@ -86,3 +86,17 @@ def test_the_personal_adapter_shifts_the_user_vector(model):
     rows, _ = scorer.top_k(model["items"][0], model["signals"][0], np.array([], np.int64), 3,
                            adapter=adapters[0])
     np.testing.assert_array_equal(rows, np.argsort(-got[0])[:3])
+
+
+def test_quantizing_logs_no_preprocessing_advice_and_leaves_logging_as_it_was(model, tmp_path, caplog):
+    import logging
+
+    root = logging.getLogger()
+    filters = list(root.filters)
+    with caplog.at_level(logging.WARNING):
+        quantize_int8(model["float_path"], tmp_path / "q.onnx")
+        logging.warning("the host app's own warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("pre-processing" in m for m in messages), messages
+    assert "the host app's own warning" in messages
+    assert root.filters == filters

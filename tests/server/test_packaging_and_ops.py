@@ -72,6 +72,9 @@ def test_openapi_documents_every_route_and_health_and_metrics_answer(data_dir):
         metrics = client.get("/metrics")
         assert metrics.status_code == 200 and "edgerec_http_requests_total" in metrics.text
         assert 'route="/healthz"' in metrics.text
+        # /metrics and /healthz read the model version from the same place (model 1 came from init,
+        # before any round closed on this server).
+        assert "\nedgerec_model_version 1.0\n" in metrics.text
         client.close()
     finally:
         state.close()
@@ -96,3 +99,21 @@ def test_cli_audit_table_and_json(data_dir, capsys):
         err = capsys.readouterr().err
         assert "does not fit any cohort" in err and "drew" not in err
     assert json.loads(cli(data_dir, "audit", "--json"))["rounds"] == []
+
+
+def test_cli_version_and_help_are_plain_and_show_the_serve_defaults(capsys):
+    from edgerec._version import installed_version
+    from edgerec_server.cli import main
+
+    def output(*argv: str) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            main(list(argv))
+        assert exit_.value.code == 0
+        return capsys.readouterr().out
+
+    assert output("--version") == f"edgerec-server {installed_version()}\n"
+    top = output("--help")
+    assert "``" not in top and "\n::\n" not in top and "examples:" in top  # no raw reST
+    serve = " ".join(output("serve", "--help").split())
+    for default in ("(default: 127.0.0.1", "(default: 8000)", "(default: info)", "(default: edgerec-state)"):
+        assert default in serve

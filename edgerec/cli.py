@@ -16,6 +16,9 @@ import time
 from typing import Any, Sequence
 
 from ._exceptions import EdgeRecError
+from ._extras import as_missing_dependency, check_command
+from ._version import installed_version
+from .events import EventType
 
 __all__ = ["main"]
 
@@ -153,40 +156,76 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from .federated.simulation import SIMULATED_NOISE, SimulationConfig
-    from .workflows import federated_run, load_data
+    from .workflows import federated_study, load_data
 
     dataset = load_data(_spec(args))
     sim = SimulationConfig(rounds=args.rounds, clients_per_round=args.clients, clip=args.clip,
-                           noise_multiplier=args.noise, strategy=args.strategy,
-                           eval_every=args.eval_every, seed=args.seed)
-    if args.server_lr is not None:
-        sim = replace(sim, server_lr=args.server_lr)
+                           noise_multiplier=args.noise or 0.0, strategy=args.strategy,
+                           eval_every=args.eval_every, seed=args.seed,
+                           **({} if args.server_lr is None else {"server_lr": args.server_lr}))
     bar = _progress(not args.quiet)
     progress = (lambda it: bar(it, total=sim.rounds, desc="rounds")) if bar else None
-    result = federated_run(dataset, sim, progress=progress)
-    # The simulation's noise is seeded: its epsilon is the figure a private run would have.
-    rows = [{**r.__dict__, **({"epsilon_note": SIMULATED_NOISE} if r.epsilon is not None else {})}
-            for r in result.records]
-    if args.json:
-        print(json.dumps(rows, indent=1))
+    study = federated_study(dataset, sim, pilot_share=args.pilot_share, epsilon=args.epsilon,
+                            central=not args.no_central, progress=progress)
+    sim = study.sim
+    if args.json:  # one object per evaluated round, then the summary: JSON lines
+        for r in study.result.records:
+            if r.ndcg is not None:
+                print(json.dumps({**r.__dict__, **({"epsilon_note": SIMULATED_NOISE} if r.epsilon is not None else {})}))
+        print(json.dumps(_simulate_summary(study)))
         return 0
-    print(f"federated on {dataset.name}: one device per user, {sim.clients_per_round} per round, "
-          f"clip {sim.clip}, noise multiplier {sim.noise_multiplier}, {sim.strategy}")
+    cohort = min(sim.clients_per_round, study.devices)
+    print(f"federated on {dataset.name}: {study.devices} devices (one per user), {study.pilot_users} "
+          f"pilot users, {'every device' if cohort >= study.devices else cohort} per round, clip "
+          f"{sim.clip}, noise multiplier {sim.noise_multiplier:.4g}, {sim.strategy}")
+    if args.epsilon is not None:
+        print(f"noise multiplier z = {sim.noise_multiplier:.4g} chosen so that {sim.rounds} rounds "
+              f"spend at most epsilon {args.epsilon:g} at delta {sim.delta:g}")
     if sim.noise_multiplier > 0:
-        print(f"epsilon at delta {sim.delta:g}: fixed-size cohorts drawn without replacement, "
+        print(f"epsilon at delta {sim.delta:g}: {'plain Gaussian releases (everyone takes part)' if cohort >= study.devices else 'fixed-size cohorts drawn without replacement'}, "
               f"zero-out neighbours, dp-accounting RDP ({SIMULATED_NOISE})")
     print(f"{'round':>5} {'devices':>8} {'clipped':>8} {'epsilon':>9} {'HR@10':>8} {'NDCG@10':>8}")
-    for r in result.records:
+    for r in study.result.records:
         if r.ndcg is None:
             continue
         eps = "-" if r.epsilon is None else f"{r.epsilon:.2f}*"
         print(f"{r.round:>5} {r.participants:>8} {r.clipped:>8.2f} {eps:>9} {r.hr:>8.4f} {r.ndcg:>8.4f}")
+    for label, value in (("pilot model alone", study.pilot_ndcg), ("central model", study.central_ndcg)):
+        if value is not None:
+            print(f"{label}: NDCG@10 {value:.4f}")
     if sim.noise_multiplier > 0:
         print(f"* {SIMULATED_NOISE}")
     return 0
+
+
+def _simulate_summary(study: Any) -> dict[str, Any]:
+    """The last line of ``simulate --json``: what a run achieved and spent."""
+    eps = study.epsilon
+    return {"epsilon": "inf" if eps is None else eps, "delta": study.sim.delta,
+            "noise_multiplier": study.sim.noise_multiplier, "rounds": study.sim.rounds,
+            "devices": study.devices, "pilot_users": study.pilot_users,
+            "ndcg@10": study.ndcg, "central_ndcg@10": study.central_ndcg,
+            "pilot_ndcg@10": study.pilot_ndcg,
+            "vs_central": None if not study.central_ndcg else study.ndcg / study.central_ndcg}
+
+
+def _per_round(text: str) -> int:
+    """``--per-round``: a number of devices, or ``all`` (every device, every round)."""
+    from .demo.config import EVERY_DEVICE
+
+    if text.strip().lower() == "all":
+        return EVERY_DEVICE
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of devices or 'all', got {text!r}") from None
+
+
+def _frozen(text: str) -> tuple[str, ...]:
+    """``--frozen``: comma-separated weight names ('tables': the four item tables; 'none')."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    return () if names == ("none",) else names
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -199,6 +238,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgerec", description="On-device recommendations.")
+    parser.add_argument("--version", action="version", version=f"edgerec {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model on a dataset and write a bundle")
@@ -219,20 +259,29 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_eval)
 
     p = sub.add_parser("recommend", help="recommend for a user from a bundle and a database")
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--db", required=True)
-    p.add_argument("--user", required=True)
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--bundle", required=True,
+                   help="model bundle folder (as `edgerec train --out` writes it) or bundle root")
+    p.add_argument("--db", required=True,
+                   help="the device's SQLite file with the user's events (created if missing)")
+    p.add_argument("--user", required=True, help="user (or session) id whose history is scored")
+    p.add_argument("-k", "--k", dest="k", type=int, default=10,
+                   help="how many items to recommend (default: 10)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of {item, score, title, reason, because}")
     p.set_defaults(run=_cmd_recommend)
 
+    events = ", ".join(e.value for e in EventType)
     p = sub.add_parser("log", help="log one event into a database")
-    p.add_argument("--db", required=True)
-    p.add_argument("--user", required=True)
-    p.add_argument("--item", required=True)
-    p.add_argument("--event", default="click")
-    p.add_argument("--value", type=float, default=1.0)
-    p.add_argument("--event-id", default=None)
+    p.add_argument("--db", required=True, help="the device's SQLite file (created if missing)")
+    p.add_argument("--user", required=True, help="user (or anonymous session) id")
+    p.add_argument("--item", required=True, help="item id, as in the bundle's catalogue")
+    p.add_argument("--event", default="click", metavar="TYPE",
+                   help=f"event type: one of {events} (default: click)")
+    p.add_argument("--value", type=float, default=1.0,
+                   help="the stars of a rating (0..10); stored but unused for other types (default: 1.0)")
+    p.add_argument("--event-id", default=None,
+                   help="unique id of this event: logging the same id again does nothing, so "
+                        "retries are safe (default: none)")
     p.set_defaults(run=_cmd_log)
 
     p = sub.add_parser("audit", help="print the privacy ledger: every payload that left this device")
@@ -245,14 +294,23 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="federated learning simulated in one process, LOO-full per round")
     _add_data_args(p)
     p.add_argument("--rounds", type=int, default=120)
-    p.add_argument("--clients", type=int, default=100, help="devices per round (default: 100)")
+    p.add_argument("--clients", type=int, default=100,
+                   help="devices per round (default: 100); as many as there are devices: everyone takes part")
     p.add_argument("--clip", type=float, default=1.0, help="L2 clip bound C of each delta")
-    p.add_argument("--noise", type=float, default=0.0, help="noise multiplier z of the sum (0: none)")
+    privacy = p.add_mutually_exclusive_group()
+    privacy.add_argument("--noise", type=float, default=None, help="noise multiplier z of the sum (default: 0, none)")
+    privacy.add_argument("--epsilon", type=float, default=None,
+                         help="instead of --noise: the epsilon all --rounds may spend (at delta 1e-5); z is calibrated to it")
+    p.add_argument("--pilot-share", type=float, default=0.0,
+                   help="share of users who train the first model centrally, with consent (default: 0, a random first model)")
     p.add_argument("--strategy", choices=["fedavg", "fedadam"], default="fedadam")
     p.add_argument("--server-lr", type=float, default=None)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print every round as JSON")
+    p.add_argument("--no-central", action="store_true", help="skip training the central model to compare with")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines: each evaluated round, then a summary with epsilon, delta, ndcg@10, "
+                        "central_ndcg@10 and pilot_ndcg@10 (null when not computed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_simulate)
 
@@ -260,18 +318,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="'synthetic' (default) or a MovieLens-100K folder")
     p.add_argument("--out", default=None, help="report folder (default: reports/demo)")
     p.add_argument("--devices", type=int, default=None, help="devices (default: every non-pilot user)")
-    p.add_argument("--rounds", type=int, default=None, help="federated rounds (preset: 8 synthetic, 100 MovieLens)")
-    p.add_argument("--per-round", type=int, default=None, help="devices sampled per round (preset: 60 synthetic, 100 MovieLens)")
+    p.add_argument("--rounds", type=int, default=None, help="federated rounds (preset: 8 synthetic, 10 MovieLens)")
+    p.add_argument("--per-round", type=_per_round, default=None, help="devices sampled per round, or 'all' (preset: 60 synthetic, all MovieLens)")
     privacy = p.add_mutually_exclusive_group()
-    privacy.add_argument("--noise", type=float, default=None, help="noise multiplier z of the sum (preset: 1 synthetic, 0 MovieLens)")
-    privacy.add_argument("--epsilon", type=float, default=None, help="instead of --noise: the epsilon (delta 1e-5) all the rounds may spend; z is chosen to meet it for --rounds rounds of --per-round of the devices")
+    privacy.add_argument("--noise", type=float, default=None, help="noise multiplier z of the sum (preset: 1 synthetic)")
+    privacy.add_argument("--epsilon", type=float, default=None, help="instead of --noise: the epsilon (delta 1e-5) all the rounds may spend; z is chosen to meet it for --rounds rounds of --per-round of the devices (preset: 8 MovieLens)")
+    privacy.add_argument("--no-dp", action="store_true", default=None, help="no DP noise, with the no-noise preset (MovieLens: every user a device, 100 rounds of 100, nothing frozen)")
+    p.add_argument("--frozen", type=_frozen, default=None, help="comma-separated weights every round leaves out, 'tables' for emb_in,emb_out,feat_in,feat_out, or 'none' (preset: none synthetic, tables MovieLens)")
     p.add_argument("--clip", type=float, default=None, help="L2 clip C of each delta (default: 1)")
     p.add_argument("--workers", type=int, default=None, help="device worker processes (default: 2)")
     p.add_argument("--port", type=int, default=None, help="server port on 127.0.0.1 (default: a free one)")
     p.add_argument("--dropout", type=float, default=None, help="share of a round's devices that drop (default: 0.02)")
-    p.add_argument("--pilot-share", type=float, default=None, help="users who train the first model centrally, not devices (preset: 0.05 synthetic, 0 MovieLens)")
+    p.add_argument("--pilot-share", type=float, default=None, help="users who train the first model centrally, not devices (preset: 0.05 synthetic, 0.2 MovieLens)")
     p.add_argument("--strategy", choices=["fedavg", "fedadam"], default=None, help="server optimizer (preset: fedavg synthetic, fedadam MovieLens)")
-    p.add_argument("--server-lr", type=float, default=None, help="server lr, cosine-decayed (preset: 1.0 synthetic, 0.16 MovieLens)")
+    p.add_argument("--server-lr", type=float, default=None, help="server lr, cosine-decayed (preset: 1.0 synthetic, 0.01 MovieLens)")
     p.add_argument("--graph", choices=["complete", "harary"], default=None, help="secure aggregation graph")
     p.add_argument("--stage-deadline", type=float, default=None, help="seconds per later stage (default: 10)")
     p.add_argument("--quiet-close", type=float, default=None, help="close a stage after this many silent seconds once enough answered (default: 1.5)")
@@ -284,11 +344,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``edgerec`` command. Errors print one clear line and exit 2."""
-    args = _parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; an optional dependency it lacks becomes one clear error (_extras.py)."""
+    check_command(args.command)
     try:
         return args.run(args)
+    except EdgeRecError:
+        raise
+    except ImportError as exc:
+        missing = as_missing_dependency(args.command, exc)
+        if missing is None:
+            raise
+        raise missing from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgerec`` command. Errors print one clear line and exit 2, also when
+    the command needs an extra that is not installed (``MissingDependencyError``)."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
     except EdgeRecError as exc:
         print(f"edgerec: error: {exc}", file=sys.stderr)
         return 2

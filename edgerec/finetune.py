@@ -42,6 +42,10 @@ class FineTuneConfig:
     # The adapter is fitted on one device's few events; a firm pull to zero keeps it from running
     # away from the shared model (chosen on MovieLens-100K validation items).
     adapter_l2: float = 3e-3
+    # Shared weights held fixed on the device (e.g. item tables a pilot trained): they do not
+    # move, so their delta is exactly zero, and a round that federates only the others leaves
+    # them out of the vector it noises (fewer dimensions, less noise per weight that counts).
+    frozen: frozenset[str] = frozenset()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,6 +55,8 @@ class FineTuneConfig:
             raise ConfigError("learning rates must be > 0 and L2 weights >= 0")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if not isinstance(self.frozen, frozenset) or "adapter" in self.frozen:
+            raise ConfigError("frozen must be a frozenset of shared parameter names")
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +108,7 @@ def fine_tune(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelCon
                l2={"adapter": fcfg.adapter_l2})
     shared_step = Adam(fcfg.lr) if fcfg.optimizer == "adam" else SGD(fcfg.lr, fcfg.max_grad_norm)
     run_epochs(params, features, examples, epochs=fcfg.epochs, batch_size=fcfg.batch_size, rng=rng,
-               step=lambda grads: shared_step.step(params, grads, frozenset({"adapter"})),
+               step=lambda grads: shared_step.step(params, grads, fcfg.frozen | {"adapter"}),
                l2={n: fcfg.l2 for n in TABLES})
     after = _mean_loss(params, features, *examples)
     adapter_out = params.pop("adapter")

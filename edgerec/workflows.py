@@ -5,7 +5,7 @@ Each is a plain function an app or a notebook can call; ``edgerec.cli`` only par
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -32,7 +32,7 @@ from .model.config import ModelConfig, TrainConfig
 from .training import fit_params
 
 __all__ = ["DataSpec", "load_data", "train_bundle", "compare", "result_rows", "DEFAULT_TRAINING",
-           "loo_evaluator", "federated_run"]
+           "loo_evaluator", "federated_run", "PrivateStudy", "federated_study"]
 
 # What `edgerec train` uses unless told otherwise: the validation-chosen MovieLens setting.
 DEFAULT_TRAINING: dict[str, Any] = {"epochs": 16, "l2": 1e-4}
@@ -104,12 +104,14 @@ def peer_notes() -> list[str]:
     return missing_peers()
 
 
-def loo_evaluator(split: LOOSplit, dataset: Dataset, cfg: ModelConfig, *, stage: str = "test"):
+def loo_evaluator(split: LOOSplit, dataset: Dataset, cfg: ModelConfig, *, stage: str = "test",
+                  users: np.ndarray | None = None):
     """``params -> (HR@10, NDCG@10)`` on LOO-full: the validation item (users fit on ``train``)
-    or the test item (users fit on ``train_val``)."""
+    or the test item (users fit on ``train_val``), over ``users`` (default: every user with a
+    held-out item; others given are ignored)."""
     fit = split.train if stage == "val" else split.train_val
     targets = split.val_item if stage == "val" else split.test_item
-    users = split.eval_users
+    users = split.eval_users if users is None else np.intersect1d(users, split.eval_users)
 
     def evaluate(params: Params) -> tuple[float, float]:
         model = FloatModel(params, cfg, dataset.catalogue.features)
@@ -133,3 +135,61 @@ def federated_run(dataset: Dataset, sim: SimulationConfig, *, model: ModelConfig
     fit = split.train if stage == "val" else split.train_val
     return simulate(init, dataset.catalogue.features, fit, model, sim,
                     evaluate=loo_evaluator(split, dataset, model, stage=stage), progress=progress)
+
+
+@dataclass(frozen=True, eq=False)
+class PrivateStudy:
+    """A federated run beside what it is judged against, on the same users and split.
+
+    ``ndcg``, ``pilot_ndcg`` and ``central_ndcg`` are LOO-full NDCG@10 over the device users
+    (pilot users excluded: their events trained the first model).
+    """
+
+    result: SimulationResult
+    first_model: Params  # the pilot model (or the random initialisation) the rounds started from
+    sim: SimulationConfig  # as run: noise_multiplier is the calibrated z when a target was given
+    devices: int
+    pilot_users: int
+    epsilon: float | None  # None: no noise, no differential privacy
+    ndcg: float
+    pilot_ndcg: float | None  # the first model alone; None without a pilot
+    central_ndcg: float | None  # all users' data in one place; None when not asked for
+
+
+def federated_study(dataset: Dataset, sim: SimulationConfig, *, model: ModelConfig | None = None,
+                    stage: str = "test", pilot_share: float = 0.0, epsilon: float | None = None,
+                    central: bool = True, progress: Any = None) -> PrivateStudy:
+    """Pilot, federated rounds and the central model of the same run, evaluated side by side.
+
+    ``pilot_share`` of the users (drawn with ``sim.seed``, ``edgerec.federated.draw_pilot``)
+    train the first model centrally with consent; every other user is a device. With
+    ``epsilon``, the noise multiplier is calibrated (``noise_for_releases``) so that
+    ``sim.rounds`` rounds of ``sim.clients_per_round`` of the devices spend at most ``epsilon``
+    at ``sim.delta``, accounted as the simulation accounts them.
+    """
+    from .federated.pilot import draw_pilot, only_users
+    from .privacy import noise_for_releases
+
+    model = model or ModelConfig()
+    split = loo_split(dataset.sequences())
+    fit = split.train if stage == "val" else split.train_val
+    pilot, others = draw_pilot(dataset.n_users, pilot_share, sim.seed)
+    device_seqs = only_users(fit, others)
+    holders = sum(1 for s in device_seqs.items if len(s))
+    if epsilon is not None:
+        z = noise_for_releases(epsilon, population=holders, cohort=min(sim.clients_per_round, holders),
+                               rounds=sim.rounds, delta=sim.delta)
+        sim = replace(sim, noise_multiplier=z)
+    features = dataset.catalogue.features
+    training = TrainConfig(**DEFAULT_TRAINING, seed=sim.seed)
+    if len(pilot):
+        init = fit_params(only_users(fit, pilot), features, model, training)
+    else:
+        init = init_params(model, dataset.n_items, features.shape[1], np.random.default_rng(sim.seed))
+    evaluate = loo_evaluator(split, dataset, model, stage=stage, users=others)
+    result = simulate(init, features, device_seqs, model, sim, evaluate=evaluate, progress=progress)
+    central_ndcg = evaluate(fit_params(fit, features, model, training))[1] if central else None
+    last = result.records[-1]
+    return PrivateStudy(result, init, sim, holders, len(pilot), last.epsilon,
+                        last.ndcg if last.ndcg is not None else evaluate(result.params)[1],
+                        evaluate(init)[1] if len(pilot) else None, central_ndcg)

@@ -89,7 +89,7 @@ class ActiveRound:
             noise_multiplier=p.noise_multiplier, min_survivors=p.min_survivors, colluders=p.colluders,
             base_model_version=self.record.base_version, stage=UPLOAD_KINDS[stage],
             stage_deadline=self.deadline(), sampling_rate=float(p.sampling_rate),
-            population=self.record.population)
+            population=self.record.population, frozen=tuple(p.frozen))
 
     def store_outbox(self, stage: Stage, messages: dict) -> None:
         self.outbox[stage] = {u: encode(m) for u, m in messages.items()}

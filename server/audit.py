@@ -133,6 +133,9 @@ def _row(state: StateBackend, r: RoundRecord, release: Release, eps: float | Non
         "cohort": release.cohort, "participants": r.participants, "survivors": r.survivors,
         # What devices uploaded to this round, for matching against their privacy ledgers.
         "messages_received": len(received), "bytes_received": sum(m.size for m in received),
+        # What was federated: the length of the vector each device sent, and the weights the
+        # round left out (unchanged by it).
+        "federated_weights": r.vector_length, "frozen": list(p.get("frozen", [])),
         "clip": p["clip"], "noise_multiplier": release.noise_multiplier, "threshold": p["threshold"],
         "min_survivors": p["threshold"] - p.get("colluders", 0), "strategy": p["strategy"],
         "amplification": amplification(release), "neighbouring_relation": NEIGHBOURING_RELATION,

@@ -7,6 +7,7 @@ also while the server runs; it picks up new rounds within one tick).
     edgerec-server token create --ttl 86400 --uses 10
     edgerec-server round open --min 10 --expected 40 --clip 1 --noise 1 --deadline 300
     edgerec-server round open --min 10 --expected 40 --epsilon 8 --planned-rounds 20
+    edgerec-server round open --min 10 --expected 40 --noise 3 --frozen tables
     edgerec-server --data-dir ./state --port 8000          # serve (the default command)
     edgerec-server audit --json
 """
@@ -21,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from edgerec._version import installed_version
 
 from ._exceptions import BadRequestError, ServerError
 from .config import ServerConfig, load_config
@@ -112,12 +115,14 @@ def _device(s: _Services, args: argparse.Namespace) -> int:
 
 def _round(s: _Services, args: argparse.Namespace) -> int:
     from .coordinator import open_round
-    from .rounds import RoundParams, rate_for_expected
+    from .rounds import RoundParams, parse_frozen, rate_for_expected
 
     if args.action == "list":
         for r in s.state.rounds():
             print(json.dumps({"round_id": r.id, "state": r.state, "stage": r.stage,
                               "participants": r.participants, "survivors": r.survivors,
+                              "federated_weights": r.vector_length,
+                              "frozen": list(r.params.get("frozen", [])),
                               "model_version_out": r.out_version, "reason": r.reason}))
         return 0
     calibrated = _calibration(s, args)
@@ -138,7 +143,7 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
         "noise_multiplier": noise, "threshold": args.threshold, "colluders": args.colluders,
         "graph": args.graph, "degree": args.degree, "deadlines": deadlines,
         "strategy": args.strategy, "server_lr": args.server_lr, "quiet_close": args.quiet_close,
-        "tolerate_dropouts": args.tolerate_dropouts})
+        "tolerate_dropouts": args.tolerate_dropouts, "frozen": parse_frozen(args.frozen)})
     record = open_round(s.state, s.publisher, params, now,
                         noise_for=calibrated.noise_for if calibrated else None)
     members = sorted(s.state.members(record.id))
@@ -148,6 +153,8 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
     print(json.dumps({"round_id": record.id, "members": members, "cohort": len(members),
                       "population": record.population, "sampling_rate": rate,
                       "threshold": record.params["threshold"], "noise_multiplier": z,
+                      "federated_weights": record.vector_length,
+                      "frozen": list(record.params.get("frozen", [])),
                       **(calibrated.to_dict() if calibrated else {})}))
     return 0
 
@@ -216,7 +223,7 @@ def _audit(s: _Services, args: argparse.Namespace) -> int:
                           "certificates": certificate_rows(s.state), "rounds": rows}, indent=1))
         return 0
     print(f"{'round':>5} {'state':8} {'q':>6} {'cohort/N':>11} {'part':>4} {'surv':>4} {'clip':>6} "
-          f"{'z':>5} {'epsilon':>9}  versions")
+          f"{'z':>5} {'epsilon':>9} {'weights':>8}  versions")
     for r in rows:
         eps = "-" if r["cumulative_epsilon"] is None else f"{r['cumulative_epsilon']:.3f}"
         if r["state"] == "done" and not r["differentially_private"]:
@@ -224,10 +231,12 @@ def _audit(s: _Services, args: argparse.Namespace) -> int:
         drawn = f"{r['cohort']}/{r['population']}"
         print(f"{r['round_id']:>5} {r['state']:8} {r['sampling_rate']:>6.3g} {drawn:>11} "
               f"{r['participants'] or 0:>4} {r['survivors'] or 0:>4} {r['clip']:>6g} "
-              f"{r['noise_multiplier']:>5g} {eps:>9}  "
-              f"{r['model_version_in']} -> {r['model_version_out'] or '-'}")
+              f"{r['noise_multiplier']:>5g} {eps:>9} {r['federated_weights']:>8}  "
+              f"{r['model_version_in']} -> {r['model_version_out'] or '-'}"
+              + (f"  frozen: {','.join(r['frozen'])}" if r["frozen"] else ""))
     print(f"(epsilon at delta={s.config.dp_delta:g}, cumulative over completed rounds, each one "
-          f"a cohort drawn from N devices; {NEIGHBOURING_RELATION} neighbouring relation)")
+          f"a cohort drawn from N devices; {NEIGHBOURING_RELATION} neighbouring relation; weights: "
+          "how many each device sent, the frozen ones left out)")
     return 0
 
 
@@ -278,17 +287,27 @@ def _export(s: _Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def _plain(doc: str) -> str:
+    """A reST docstring as plain text for ``--help``: no literal-block or inline-code markers."""
+    return doc.replace("``", "").replace("\n::\n", "\nexamples:\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, default=None, help="state folder (default ./edgerec-state)")
-    common.add_argument("--config", type=Path, default=None, help="TOML or JSON settings file")
-    p = argparse.ArgumentParser(prog="edgerec-server", description=__doc__,
+    common.add_argument("--data-dir", type=Path, default=None,
+                        help=f"state folder (default: {ServerConfig.data_dir})")
+    common.add_argument("--config", type=Path, default=None,
+                        help="TOML or JSON settings file (default: none; EDGEREC_SERVER_* variables "
+                             "and flags override it)")
+    p = argparse.ArgumentParser(prog="edgerec-server", description=_plain(__doc__ or ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"edgerec-server {installed_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", parents=[common], help="run the HTTP server (default)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--log-level")
+    # None, not the value, as argparse default: the config file and environment come first.
+    serve.add_argument("--host", help=f"address to listen on (default: {ServerConfig.host}, loopback)")
+    serve.add_argument("--port", type=int, help=f"TCP port (default: {ServerConfig.port})")
+    serve.add_argument("--log-level", help=f"uvicorn and server log level (default: {ServerConfig.log_level})")
     init = sub.add_parser("init", parents=[common], help="make the first global model")
     src = init.add_mutually_exclusive_group(required=True)
     src.add_argument("--synthetic", action="store_true")
@@ -341,6 +360,10 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--server-lr", type=float, default=None)
     op.add_argument("--quiet-close", type=float, default=None,
                     help="close a stage after this many silent seconds once enough devices answered")
+    op.add_argument("--frozen", default="", metavar="NAMES",
+                    help="comma-separated weights the round leaves out (devices hold them fixed "
+                         "and send only the rest; they come out unchanged), e.g. "
+                         "emb_in,emb_out,feat_in,feat_out, or 'tables' for those four")
     sub.add_parser("audit", parents=[common], help="privacy audit").add_argument("--json", action="store_true")
     sub.add_parser("public-key", parents=[common], help="print the bundle-signing key (hex)")
     sub.add_parser("authority-key", parents=[common],
@@ -363,7 +386,7 @@ _HANDLERS = {"serve": _serve, "init": _init, "token": _token, "device": _device,
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edgerec-server`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in _COMMANDS + ("-h", "--help"):
+    if not argv or argv[0] not in _COMMANDS + ("-h", "--help", "--version"):
         argv.insert(0, "serve")
     args = _parser().parse_args(argv)
     try:

@@ -18,8 +18,10 @@ import time
 from dataclasses import replace
 from typing import Callable
 
+import numpy as np
+
 from edgerec._exceptions import ConfigError, MessageRejectedError, RoundAbortedError
-from edgerec.federated import StrategyState
+from edgerec.federated import Strategy, StrategyState
 from edgerec.model.params import param_names, unflatten
 from edgerec.privacy import aggregate_decode
 from edgerec.secagg import (
@@ -71,10 +73,16 @@ def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, n
     ``noise_for``: the round's noise multiplier is ``noise_for(population, cohort)`` of this
     draw (active devices, drawn devices: the audit's ``Release`` of the round) instead of
     ``params.noise_multiplier``; how ``round open --epsilon`` calibrates z to the draw.
+
+    ``params.frozen`` is checked against the latest model's weights (BadRequestError: a name it
+    does not have, or every weight frozen) and stored spelled out; the round's vector length
+    is the number of entries it federates.
     """
     params.check()  # a mistake in the parameters is reported before anything is drawn
     latest = publisher.latest()
-    vector_length = int(flat_weights(publisher.load(latest.version)).size)
+    base = publisher.load(latest.version)
+    params, mask = params.federated(base.params, param_names(base.config))
+    vector_length = int(mask.sum())
     active = [d.id for d in eligible_devices(state, now)]
     members = draw_cohort(active, params.sampling_rate)
     if len(members) < params.min_participants:
@@ -118,6 +126,9 @@ class Coordinator:
                           if config.schedule_every_s > 0 else None)
         if self._schedule is not None:
             self._schedule.check()  # its cohort size is only known at each draw
+            if state.latest_model() is not None:  # its frozen names, against today's model
+                base = publisher.load(publisher.latest().version)
+                self._schedule.federated(base.params, param_names(base.config))
         self.recover()
 
     # -- start-up and housekeeping -----------------------------------------------------------
@@ -341,16 +352,26 @@ class Coordinator:
         base = self.publisher.load(active.record.base_version)
         names = param_names(base.config)
         weights = flat_weights(base)
+        try:
+            _, federated = params.federated(base.params, names)
+        except BadRequestError as exc:  # checked at opening: the base model cannot have changed
+            self._abort(active, f"the frozen weights do not fit the base model: {exc}")
+            return
+        if int(federated.sum()) != mean.size:
+            self._abort(active, f"the aggregate has {mean.size} entries, the round federates "
+                                f"{int(federated.sum())}")
+            return
         strategy = params.make_strategy()
         stored = self.state.strategy_state(strategy.name)
         prior = StrategyState(stored[1], stored[0]) if stored else StrategyState()
         if any(a.shape != weights.shape for a in prior.arrays.values()):
             prior = StrategyState()  # the model's shape changed: optimizer state starts afresh
-        new_weights, new_state = strategy.apply(weights, mean, prior)
+        new_weights, new_state = _apply(strategy, weights, mean, federated, prior)
         aggregate_s = time.perf_counter() - started
         version = self.publisher.latest().version + 1
         hyper = {"round_id": active.id, "strategy": strategy.name, "survivors": survivors,
-                 "clip": params.clip, "noise_multiplier": params.noise_multiplier}
+                 "clip": params.clip, "noise_multiplier": params.noise_multiplier,
+                 **({"frozen": list(params.frozen)} if params.frozen else {})}
         archive, sha = self.publisher.build(unflatten(new_weights, base.params, names),
                                             base.catalogue, base.config, version,
                                             active.record.base_version, hyper)
@@ -376,3 +397,28 @@ class Coordinator:
                   epsilon=eps)
 
 
+def _apply(strategy: Strategy, weights: np.ndarray, mean: np.ndarray, federated: np.ndarray,
+           prior: StrategyState) -> tuple[np.ndarray, StrategyState]:
+    """The server optimizer's step with the decoded ``mean`` of the federated entries.
+
+    The mean is put back into the full weight vector with zeros at the frozen entries, so the
+    optimizer and its stored state keep the model's full shape. The frozen entries sit the round
+    out: their weights are copied from ``weights`` (bit for bit; FedAdam would otherwise still
+    move a weight whose momentum an earlier round left non-zero), and the optimizer's state
+    there is what it was before the round (a fresh state: what a zero pseudo-gradient makes).
+    """
+    full = np.zeros(weights.shape, np.float64)
+    full[federated] = mean
+    new_weights, new_state = strategy.apply(weights, full, prior)
+    if federated.all():
+        return new_weights, new_state
+    frozen = ~federated
+    new_weights = np.array(new_weights, copy=True)
+    new_weights[frozen] = weights[frozen]
+    arrays = {}
+    for name, array in new_state.arrays.items():
+        array = np.array(array, copy=True)
+        if name in prior.arrays:
+            array[frozen] = prior.arrays[name][frozen]
+        arrays[name] = array
+    return new_weights, StrategyState(arrays, new_state.step)

@@ -46,7 +46,8 @@ def _op(summary: str, responses: dict[str, Any], *, auth: bool = True,
 def _schema(props: dict[str, str], required: list[str] | None = None) -> dict[str, Any]:
     types = {"int": {"type": "integer"}, "float": {"type": "number"}, "str": {"type": "string"},
              "hex": {"type": "string", "pattern": "^([0-9a-f]{2})*$"}, "bool": {"type": "boolean"},
-             "int?": {"type": ["integer", "null"]}, "float?": {"type": ["number", "null"]}}
+             "int?": {"type": ["integer", "null"]}, "float?": {"type": ["number", "null"]},
+             "str[]": {"type": "array", "items": {"type": "string"}}}
     return {"type": "object", "properties": {"type": {"type": "string"}, "version": {"type": "integer"},
                                              **{k: types[v] for k, v in props.items()}},
             "required": required if required is not None else list(props)}
@@ -74,7 +75,12 @@ def openapi_schema() -> dict[str, Any]:
                     "clip": "float", "noise_multiplier": "float", "min_survivors": "int",
                     "base_model_version": "int", "stage": "str", "stage_deadline": "float",
                     "sampling_rate": "float", "population": "int", "colluders": "int",
-                    "fp_bits": "int", "fp_tail_sigmas": "float"}),
+                    "fp_bits": "int", "fp_tail_sigmas": "float", "frozen": "str[]"},
+                    required=["round_id", "vector_length", "min_participants", "max_participants",
+                              "threshold", "graph", "degree", "clip", "noise_multiplier",
+                              "min_survivors", "base_model_version", "stage", "stage_deadline",
+                              "sampling_rate", "population", "colluders", "fp_bits",
+                              "fp_tail_sigmas"]),
                 "RoundStatus": _schema({"round_id": "int", "state": "str", "stage": "str",
                                         "participants": "int", "survivors": "int?",
                                         "model_version_in": "int?", "model_version_out": "int?",

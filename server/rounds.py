@@ -12,6 +12,11 @@ The secure-aggregation threshold ``t`` is fixed per round (the same for every tu
 (``edgerec.secagg`` refuses), so the sum always carries at least the stated noise multiplier
 against an honest-but-curious server, and against one that colludes with up to ``colluders``
 devices (see ``edgerec/privacy/noise.py``).
+
+``frozen`` names shared weights the round leaves out (e.g. the item tables a pilot trained):
+devices hold them fixed and send only the other entries, so the vector that is noised and
+summed is shorter (``vector_length`` = the federated entries), and the server puts zeros back
+at the frozen entries before its optimizer runs, so they come out of the round unchanged.
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ import secrets
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from edgerec._exceptions import ConfigError, RoundAbortedError
 from edgerec.federated import FedAdam, FedAvg
+from edgerec.model.params import FROZEN_SHORTHANDS, Params, expand_frozen, federated_mask
 from edgerec.secagg import SecAggConfig, Stage
 
 from ._exceptions import BadRequestError, ConflictError
 
-__all__ = ["CLIENT_STAGES", "CohortTooSmallError", "RoundParams", "STRATEGIES", "draw_cohort",
-           "rate_for_expected"]
+__all__ = ["CLIENT_STAGES", "CohortTooSmallError", "FROZEN_SHORTHANDS", "RoundParams", "STRATEGIES",
+           "draw_cohort", "parse_frozen", "rate_for_expected"]
 
 CLIENT_STAGES = (Stage.ADVERTISE, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY,
                  Stage.UNMASK)
@@ -74,6 +82,9 @@ class RoundParams:
     # so a t near the turnout adds the least noise beyond what is needed; the price is that
     # more dropouts abort the round.
     tolerate_dropouts: int | None = None
+    # Shared weights this round leaves out (held fixed on devices, not sent, unchanged by the
+    # round); "tables" stands for the four item tables. Checked against the model at opening.
+    frozen: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Raise a BadRequestError for anything wrong that does not depend on the cohort drawn.
@@ -158,6 +169,26 @@ class RoundParams:
             raise BadRequestError("resolve the parameters first")
         return self.threshold - self.colluders
 
+    def federated(self, params: Params, names: tuple[str, ...]) -> tuple[RoundParams, np.ndarray]:
+        """These parameters with ``frozen`` spelled out in the model's order (shorthands
+        expanded, each name once), and the mask of the federated entries of
+        ``flatten(params, names)``.
+
+        Raises:
+            BadRequestError: a name that is not one of the model's weights, or every weight
+                frozen (nothing would be federated).
+        """
+        self._check_frozen()
+        wanted = set(expand_frozen(self.frozen))
+        try:
+            mask = federated_mask(params, names, wanted)
+        except ConfigError as exc:
+            raise BadRequestError(f"frozen: {exc}") from None
+        if not mask.any():
+            raise BadRequestError("frozen: every weight of the model is frozen, so the round "
+                                  "would federate nothing")
+        return replace(self, frozen=tuple(n for n in names if n in wanted)), mask
+
     def secagg_config(self, round_id: int, vector_length: int) -> SecAggConfig:
         """The secure-aggregation config of this round."""
         return self._secagg(round_id, vector_length, self.threshold)
@@ -174,6 +205,7 @@ class RoundParams:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["deadlines"] = list(self.deadlines)
+        out["frozen"] = list(self.frozen)
         return out
 
     @classmethod
@@ -185,6 +217,8 @@ class RoundParams:
         values = dict(raw)
         if "deadlines" in values:
             values["deadlines"] = _deadlines(values["deadlines"])
+        if isinstance(values.get("frozen"), list):
+            values["frozen"] = tuple(values["frozen"])
         try:
             return cls(**values)
         except TypeError as exc:
@@ -213,6 +247,11 @@ class RoundParams:
                 isinstance(self.tolerate_dropouts, int) and not isinstance(self.tolerate_dropouts, bool)
                 and self.tolerate_dropouts >= 1):
             raise BadRequestError("tolerate_dropouts must be a positive integer (or null)")
+        self._check_frozen()
+
+    def _check_frozen(self) -> None:
+        if not (isinstance(self.frozen, tuple) and all(isinstance(n, str) and n for n in self.frozen)):
+            raise BadRequestError("frozen must be a list of weight names (e.g. emb_in, or 'tables')")
 
     def _secagg(self, round_id: int, length: int, threshold: int | None) -> SecAggConfig:
         try:
@@ -231,6 +270,12 @@ def draw_cohort(devices: Sequence[int], rate: float) -> list[int]:
     """
     rng = secrets.SystemRandom()
     return [d for d in devices if rng.random() < rate]
+
+
+def parse_frozen(text: str) -> tuple[str, ...]:
+    """``--frozen emb_in,emb_out`` (or ``tables``; ``none`` or empty: nothing) as names."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    return () if names == ("none",) else names
 
 
 def rate_for_expected(expected: int, population: int) -> float:

@@ -1,5 +1,6 @@
 """`edgerec demo` with tiny settings: a real server process, devices in 2 worker processes, 2
-rounds over HTTP; the report folder, the table and the ledger/audit figures it shows."""
+rounds over HTTP with the item tables frozen; the report folder, the table and the ledger/audit
+figures it shows."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "report"
     code = main(["demo", "--devices", "8", "--rounds", "2", "--per-round", "6", "--dropout", "0.2",
                  "--stage-deadline", "3", "--dim", "8", "--central-epochs", "3",
-                 "--synthetic-users", "120", "--out", str(out), "--quiet"])
+                 "--synthetic-users", "120", "--frozen", "tables", "--out", str(out), "--quiet"])
     assert code == 0
     return out, json.loads((out / "report.json").read_text())
 
@@ -38,6 +39,10 @@ def test_demo_writes_the_report_folder(demo):
         assert 0 <= r["ndcg"] <= r["hr"] <= 1 and r["epsilon"] > 0  # 8 users: 0 is possible
     assert rows[2]["epsilon"] > rows[1]["epsilon"]
     assert report["devices"] == 8 and report["central"]["ndcg"] > 0
+    # --frozen tables: every round left the item tables out (the audit's count of what was sent).
+    assert report["frozen"] == ["emb_in", "emb_out", "feat_in", "feat_out"]
+    assert 0 < report["federated_weights"] < report["weights"]
+    assert {r["federated_weights"] for r in rows[1:]} == {report["federated_weights"]}
     timing = report["timing"]
     for key in ("central_training_s", "devices_train_s", "devices_secagg_s", "devices_http_s",
                 "server_edgerec_publish_seconds_sum", "total_s"):
@@ -63,21 +68,24 @@ def test_bad_demo_settings_are_refused():
 
 def test_presets_follow_the_data_and_yield_to_explicit_settings():
     synthetic, movielens = DemoConfig(), DemoConfig(data="../shared/data/ml-100k")
-    assert synthetic.pilot_share > 0 and synthetic.rounds < movielens.rounds
-    assert movielens.pilot_share == 0.0 and movielens.strategy == "fedadam"  # every user a device
-    assert synthetic.noise > 0 and movielens.noise == 0.0  # see PRESETS for why
-    mine = DemoConfig(data="../shared/data/ml-100k", rounds=3, noise=0.0, pilot_share=0.2)
-    assert (mine.rounds, mine.noise, mine.pilot_share, mine.per_round) == (3, 0.0, 0.2, movielens.per_round)
+    assert synthetic.pilot_share > 0 and synthetic.frozen == ()
+    assert synthetic.noise > 0 and synthetic.epsilon is None
+    assert movielens.epsilon == 8.0 and movielens.noise is None  # see PRESETS for why
+    mine = DemoConfig(data="../shared/data/ml-100k", rounds=3, noise=0.0, pilot_share=0.1)
+    assert (mine.rounds, mine.noise, mine.epsilon, mine.pilot_share, mine.per_round) == (
+        3, 0.0, None, 0.1, movielens.per_round)
+    assert mine.frozen == movielens.frozen
 
 
 def test_round_threshold_sits_below_the_expected_survivors_on_the_complete_graph():
     from edgerec.demo.runner import _round_params
 
-    cfg = DemoConfig(data="../shared/data/ml-100k", per_round=100, rounds=10)
+    cfg = DemoConfig(data="../shared/data/ml-100k", per_round=100, rounds=10, noise=1.0, frozen=())
     flags = _round_params(cfg, 1, drops=2)
     # ~98 survive; noise is calibrated to the threshold, so it must not sit at the 2/3 floor:
     # the server sets t = drawn cohort - 6 (never below the floor)
     assert flags["tolerate_dropouts"] == 6 and flags["expected"] == 100 and "max" not in flags
+    assert "frozen" not in flags  # every weight federated
     assert _round_params(cfg, 10, drops=2)["server_lr"] < flags["server_lr"]  # cosine decay
     harary = _round_params(DemoConfig(per_round=60, graph="harary"), 1, drops=1)
     assert "threshold" not in harary and "tolerate_dropouts" not in harary  # the server picks t

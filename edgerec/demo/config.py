@@ -1,7 +1,8 @@
 """The demo's settings: presets per data set, any of them overridable.
 
 Synthetic data (the default): a quick run that finishes in a few minutes on 2 cores.
-MovieLens-100K (``--data`` pointing at it): the benchmark run, every user a device.
+MovieLens-100K (``--data`` pointing at it): the private run at epsilon 8, a 20% pilot and every
+other user a device, the item tables frozen (``no_dp``: the earlier run without noise).
 """
 
 from __future__ import annotations
@@ -11,30 +12,51 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .._exceptions import ConfigError
+from ..model.params import ITEM_TABLES, expand_frozen
 
-__all__ = ["DP_DELTA", "PRESETS", "DemoConfig"]
+__all__ = ["DP_DELTA", "EVERY_DEVICE", "PRESETS", "DemoConfig"]
 
 #: The delta the demo's epsilons hold at: the server's default ``dp_delta``.
 DP_DELTA = 1e-5
+#: ``per_round`` for "every device, every round" (``--per-round all``): the server then draws
+#: with q = 1 and the audit accounts each round as a plain Gaussian (no amplification).
+EVERY_DEVICE = 0
 
 #: What ``None`` means for the preset fields, by kind of data (see DemoConfig for the fields).
+#: ``noise`` and ``epsilon``: one of them is None (the preset's way to set the privacy).
 PRESETS: dict[str, dict[str, Any]] = {
     # Small on purpose: a 5% pilot (a 15% pilot is already within 10% of the central model on
     # this set and leaves the rounds little to show). FedAvg at lr 1 beat FedAdam (0.003-0.08)
     # under DP noise on validation runs of the in-process simulation from a pilot model.
-    "synthetic": {"rounds": 8, "per_round": 60, "noise": 1.0, "pilot_share": 0.05, "dim": 32,
-                  "strategy": "fedavg", "server_lr": 1.0},
-    # Every user a device, the first model random: all learning is federated. FedAdam, 100
-    # rounds of 100, lr 0.16 cosine-decayed, local SGD as in edgerec.federated.SimulationConfig:
-    # the best of the in-process simulations tried (95.8% of central at round 100; lr 0.08/0.12
-    # and 120 rounds ended lower). No DP noise by default: on 943 devices every noise level
-    # tried cost quality (z=0.02, epsilon 1.4e5: 86% of central; z=0.3, C=0.5: 0.037 after 40
-    # rounds against 0.067 without noise), so the protection here is clipping and secure
-    # aggregation; --noise turns DP on. BENCHMARKS.md has the figures.
-    "movielens": {"rounds": 100, "per_round": 100, "noise": 0.0, "pilot_share": 0.0, "dim": 64,
-                  "strategy": "fedadam", "server_lr": 0.16},
+    "synthetic": {"rounds": 8, "per_round": 60, "noise": 1.0, "epsilon": None, "pilot_share": 0.05,
+                  "dim": 32, "strategy": "fedavg", "server_lr": 1.0, "frozen": ()},
+    # Private (issue 13): epsilon 8 (delta 1e-5) over the whole run. Noise per weight on the
+    # mean is z*C/m over every federated weight, so the run federates few weights to many
+    # devices: a pilot of 20% of the users trains the first model centrally (alone it scores
+    # NDCG@10 0.070 on validation items), its item tables (emb_in, emb_out, feat_in, feat_out:
+    # 218k of the 228k weights) are frozen, and only the rest (bias, pos, signal, user0, w1, b1,
+    # w2: ~10k) is federated by every device in each of 10 rounds, FedAdam at server lr 0.01
+    # (cosine-decayed). Chosen on validation items in the in-process simulation: 0.079 after 10
+    # rounds at z = 3 (epsilon ~5 for 10 rounds of everyone); every weight federated instead:
+    # 0.063-0.066, below the pilot alone. Every device every round: no amplification by
+    # sampling, the audit accounts each round as a plain Gaussian; for 754 devices epsilon 8
+    # over 10 rounds is z ~ 2.0. The cost is secure aggregation on the complete graph of all
+    # devices (each device shares keys with every other, every round).
+    "movielens": {"rounds": 10, "per_round": EVERY_DEVICE, "noise": None, "epsilon": 8.0,
+                  "pilot_share": 0.2, "dim": 64, "strategy": "fedadam", "server_lr": 0.01,
+                  "frozen": ITEM_TABLES},
+    # --no-dp: the earlier setting, without DP noise. Every user a device, the first model
+    # random: all learning is federated. FedAdam, 100 rounds of 100, lr 0.16 cosine-decayed,
+    # local SGD as in edgerec.federated.SimulationConfig: the best of the in-process simulations
+    # tried (95.8% of central at round 100; lr 0.08/0.12 and 120 rounds ended lower). The
+    # protection is clipping and secure aggregation only (epsilon infinite); BENCHMARKS.md has
+    # the figures.
+    "movielens_no_dp": {"rounds": 100, "per_round": 100, "noise": 0.0, "epsilon": None,
+                        "pilot_share": 0.0, "dim": 64, "strategy": "fedadam", "server_lr": 0.16,
+                        "frozen": ()},
 }
-_PRESET_FIELDS = ("rounds", "per_round", "noise", "pilot_share", "dim", "strategy", "server_lr")
+_PRESET_FIELDS = ("rounds", "per_round", "noise", "epsilon", "pilot_share", "dim", "strategy",
+                  "server_lr", "frozen")
 
 
 @dataclass(frozen=True)
@@ -44,12 +66,17 @@ class DemoConfig:
     The first global model is trained centrally on ``pilot_share`` of the users (who are not
     devices; 0: the first model is random); the other users become devices (up to ``devices``;
     None: all of them), and ``rounds`` federated rounds of ``per_round`` sampled devices improve
-    the model. A share ``dropout`` of each round's devices vanish after fine-tuning, before a
-    random later stage. Fields left None take the data set's preset (``PRESETS``).
+    the model (``EVERY_DEVICE``, 0: every device takes part in every round). A share
+    ``dropout`` of each round's devices vanish after fine-tuning, before a random later stage.
+    Fields left None take the data set's preset (``PRESETS``).
 
     Privacy: either ``noise`` (the noise multiplier z) or ``epsilon``, a target for the whole
     run at ``DP_DELTA``; then ``noise`` stays None and ``resolved`` chooses z for the device
-    population once it is known.
+    population once it is known. ``no_dp``: no noise, with the data set's no-noise preset
+    (on MovieLens the earlier setting: every user a device, 100 rounds of 100, nothing frozen).
+
+    ``frozen``: shared weights every round leaves out (``"tables"`` stands for the four item
+    tables): devices hold them at the pilot's values and send only the rest.
     """
 
     data: str = "synthetic"
@@ -77,19 +104,32 @@ class DemoConfig:
     synthetic_users: int = 500
     synthetic_items: int = 300
     seed: int = 0
+    frozen: tuple[str, ...] | None = None  # weights left out of every round ("tables": the four)
+    no_dp: bool = False  # no noise, with the data set's no-noise preset
 
     def __post_init__(self) -> None:
         if self.epsilon is not None and self.noise is not None:
             raise ConfigError("set noise (z) or epsilon (z chosen to meet it), not both")
-        preset = PRESETS["synthetic" if self.data == "synthetic" else "movielens"]
+        if self.no_dp and (self.epsilon is not None or self.noise is not None):
+            raise ConfigError("no_dp runs without noise: set neither noise nor epsilon with it")
+        synthetic = self.data == "synthetic"
+        preset = PRESETS["synthetic" if synthetic else "movielens_no_dp" if self.no_dp else "movielens"]
+        if self.no_dp:
+            preset = {**preset, "noise": 0.0, "epsilon": None}
+        privacy_set = self.noise is not None or self.epsilon is not None
         for name in _PRESET_FIELDS:
-            if getattr(self, name) is None and not (name == "noise" and self.epsilon is not None):
+            if name in ("noise", "epsilon") and privacy_set:
+                continue  # one of them was given: the preset's way does not apply
+            if getattr(self, name) is None:
                 object.__setattr__(self, name, preset[name])  # frozen: filled once, here
+        if not isinstance(self.frozen, (tuple, list)) or not all(isinstance(n, str) for n in self.frozen):
+            raise ConfigError("frozen must be a tuple of weight names (or 'tables')")
+        object.__setattr__(self, "frozen", expand_frozen(self.frozen))
         self._check()
 
     def resolved(self, population: int) -> DemoConfig:
-        """This run with z fixed for ``population`` devices: itself without ``epsilon``, else
-        ``noise`` = the least z whose ``rounds`` rounds of ``per_round`` of ``population``
+        """This run for ``population`` devices: ``per_round`` ``EVERY_DEVICE`` becomes
+        ``population``, and, with ``epsilon``, ``noise`` = the least z whose ``rounds`` rounds of ``per_round`` of ``population``
         devices cost at most ``epsilon`` at ``DP_DELTA`` (``edgerec.privacy.noise_for_releases``,
         the accounting the server's audit uses) and ``epsilon`` None (it has been spent on z).
 
@@ -100,23 +140,26 @@ class DemoConfig:
         Raises:
             ConfigError: no z up to 1e6 meets the target (or a bad ``population``).
         """
+        assert self.rounds is not None and self.per_round is not None
+        cfg = self if self.per_round != EVERY_DEVICE else replace(self, per_round=population)
         if self.epsilon is None:
-            return self
+            return cfg
         from ..privacy import noise_for_releases
 
-        assert self.rounds is not None and self.per_round is not None
         z = noise_for_releases(self.epsilon, population=population,
-                               cohort=min(self.per_round, population), rounds=self.rounds,
+                               cohort=min(cfg.per_round, population), rounds=self.rounds,
                                delta=DP_DELTA)
-        return replace(self, epsilon=None, noise=z)
+        return replace(cfg, epsilon=None, noise=z)
 
     def _check(self) -> None:
         assert self.rounds is not None and self.per_round is not None
         assert self.pilot_share is not None and self.server_lr is not None
-        if self.rounds < 1 or self.per_round < 3 or self.workers < 1:
-            raise ConfigError("need rounds >= 1, per_round >= 3 and workers >= 1")
-        if self.devices is not None and self.devices < self.per_round:
-            raise ConfigError(f"--devices ({self.devices}) must be at least --per-round ({self.per_round})")
+        every = self.per_round == EVERY_DEVICE
+        if self.rounds < 1 or (self.per_round < 3 and not every) or self.workers < 1:
+            raise ConfigError("need rounds >= 1, per_round >= 3 (or every device) and workers >= 1")
+        if self.devices is not None and self.devices < max(self.per_round, 3):
+            raise ConfigError(f"--devices ({self.devices}) must be at least --per-round ({self.per_round})"
+                              if not every else "need at least 3 devices")
         if not (0.0 <= self.pilot_share < 1.0 and 0.0 <= self.dropout < 0.25):
             raise ConfigError("need 0 <= pilot_share < 1 and 0 <= dropout < 0.25")
         if not (self.clip > 0 and self.server_lr > 0 and self.stage_deadline > 0 and self.quiet_close > 0):
@@ -129,6 +172,16 @@ class DemoConfig:
             raise ConfigError("strategy must be 'fedavg' or 'fedadam'")
         if self.graph not in ("complete", "harary"):
             raise ConfigError("graph must be 'complete' or 'harary'")
+        from ..model.config import ModelConfig
+        from ..model.params import param_names
+
+        names = param_names(ModelConfig(dim=self.dim))
+        unknown = sorted(set(self.frozen) - set(names))  # type: ignore[arg-type]
+        if unknown:
+            raise ConfigError(f"frozen names no weight of the model: {unknown} (its weights: "
+                              f"{', '.join(names)}; 'tables' stands for {', '.join(ITEM_TABLES)})")
+        if set(names) <= set(self.frozen):  # type: ignore[arg-type]
+            raise ConfigError("frozen holds every weight: the rounds would federate nothing")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,6 +14,7 @@ import numpy as np
 from ..data import Dataset, Sequences
 from ..evaluation import LOOSplit, loo_split
 from ..evaluation.split import MIN_INTERACTIONS
+from ..federated.pilot import draw_pilot, only_users
 
 __all__ = ["Population", "device_events", "plan_population"]
 
@@ -31,7 +32,7 @@ class Population:
 
     def pilot_sequences(self) -> Sequences:
         """The pilot users' train+validation sequences (everyone else empty)."""
-        return _only(self.split.train_val, set(self.pilot.tolist()))
+        return only_users(self.split.train_val, self.pilot)
 
     def eval_users(self) -> np.ndarray:
         """The device users with a held-out test item: whom quality is measured on."""
@@ -42,12 +43,10 @@ def plan_population(dataset: Dataset, *, pilot_share: float, devices: int | None
                     seed: int) -> Population:
     """Draw ``pilot_share`` of the users as pilot users and up to ``devices`` of the rest."""
     split = loo_split(dataset.sequences())
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(dataset.n_users)
-    n_pilot = int(round(pilot_share * dataset.n_users))
-    rest = order[n_pilot:]
-    chosen = rest if devices is None else rest[:devices]
-    return Population(split, np.sort(order[:n_pilot]), np.sort(chosen))
+    pilot, rest = draw_pilot(dataset.n_users, pilot_share, seed)
+    if devices is not None:  # a random subset of the others, the same for a given seed
+        rest = np.sort(np.random.default_rng(seed).permutation(rest)[:devices])
+    return Population(split, pilot, rest)
 
 
 def device_events(dataset: Dataset, user: int) -> list[dict[str, Any]]:
@@ -67,7 +66,3 @@ def device_events(dataset: Dataset, user: int) -> list[dict[str, Any]]:
                     "ts": float(dataset.ts[r]), "event_id": f"{uid}:{r}"})
     return out
 
-
-def _only(seqs: Sequences, keep: set[int]) -> Sequences:
-    return Sequences([s if u in keep else s[:0] for u, s in enumerate(seqs.items)],
-                     [s if u in keep else s[:0] for u, s in enumerate(seqs.signals)])

@@ -12,7 +12,7 @@ from ..data import Dataset
 from ..evaluation import hr_at, ndcg_at, rank_users
 from ..evaluation.ours import FloatModel
 from ..model.config import ModelConfig
-from ..model.params import Params
+from ..model.params import ITEM_TABLES, Params
 from .population import Population
 
 __all__ = ["evaluator", "format_table", "write_report"]
@@ -57,17 +57,32 @@ def format_table(report: dict[str, Any]) -> str:
     central = report["central"]
     final = report["rounds"][-1]
     lines.append("-" * len(head))
+    if report.get("frozen"):
+        lines.append(f"each device sent {report['federated_weights']:,} of the model's {report['weights']:,} "
+                     f"weights per round; frozen at the first model's values: {', '.join(report['frozen'])}")
     lines.append(f"central (trained on every user's data in one place): NDCG@10 {central['ndcg']:.4f}, "
                  f"HR@10 {central['hr']:.4f}")
+    first = report["rounds"][0]
+    if report.get("pilot_users"):
+        lines.append(f"the first model alone (trained on {report['pilot_users']} pilot users): NDCG@10 "
+                     f"{first['ndcg']:.4f}; after the rounds {final['ndcg']:.4f} "
+                     f"({final['ndcg'] - first['ndcg']:+.4f})")
+    cohorts = [row for row in report["rounds"] if "cohort" in row]
+    everyone = bool(cohorts) and all(row["cohort"] >= row["population"] for row in cohorts)
     lines.append(f"federated / central NDCG@10: {final['ndcg'] / central['ndcg']:.1%} "
                  f"at epsilon {'inf (no DP noise)' if no_dp else _eps(final.get('epsilon'))} "
-                 f"(delta {report['delta']:g}; each round's cohort drawn by the server, accounted as "
-                 "drawn: k of N without replacement, zero-out neighbours)")
+                 f"(delta {report['delta']:g}; "
+                 + ("every device drawn in every round: plain Gaussian releases" if everyone else
+                    "each round's cohort drawn by the server, accounted as drawn: k of N without "
+                    "replacement") + ", zero-out neighbours)")
     if report.get("epsilon_target") is not None:
+        per_round, devices = report["config"]["per_round"], report["devices"]
         lines.append(f"target epsilon {report['epsilon_target']:g}: noise multiplier z = {_z(report):.4g}, "
-                     f"chosen for {report['config']['rounds']} rounds of {report['config']['per_round']} "
-                     f"of {report['devices']} devices (the server's draws vary around "
-                     f"{report['config']['per_round']}, and the audit accounts each as drawn)")
+                     f"chosen for {report['config']['rounds']} rounds of "
+                     + (f"all {devices} devices (every device in every round: each round a plain "
+                        "Gaussian release, no amplification by sampling)" if per_round >= devices else
+                        f"{per_round} of {devices} devices (the server's draws vary around "
+                        f"{per_round}, and the audit accounts each as drawn)"))
     return "\n".join(lines)
 
 
@@ -120,7 +135,17 @@ def _plot(path: Path, report: dict[str, Any]) -> Path:
     privacy.set_ylabel(f"cumulative epsilon (delta {report['delta']:g})")
     target = report.get("epsilon_target")
     privacy.set_title(f"privacy: z={_z(report):.4g}, C={report['config']['clip']}"
-                      + (f" (for epsilon {target:g})" if target is not None else ""))
+                      + (f" (for epsilon {target:g})" if target is not None else ""), fontsize=10)
+    if target is not None and _z(report) != 0:
+        privacy.axhline(target, color="C3", ls="--", label=f"target epsilon {target:g}")
+        privacy.legend(fontsize=8, loc="center right")
+        privacy.set_ylim(0, 1.1 * max([target] + [e[1] for e in eps]))
+    if report.get("frozen"):
+        frozen = ("the item tables" if set(report["frozen"]) == set(ITEM_TABLES)
+                  else ", ".join(report["frozen"]))
+        privacy.text(0.98, 0.03, f"{report['federated_weights']:,} of {report['weights']:,} weights "
+                     f"federated\n({frozen} frozen)", ha="right", va="bottom", fontsize=8,
+                     transform=privacy.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

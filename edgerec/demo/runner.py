@@ -9,7 +9,8 @@
    in a pool of worker processes, and enrol them over HTTP.
 5. For each round: open it (the server draws the cohort by Poisson sampling, each device with
    probability per_round / devices; the strategy, cosine-decayed server lr, clip, noise z (as
-   given, or chosen once for ``--epsilon``: rounds of per_round of the devices), secure
+   given, or chosen once for ``--epsilon``: rounds of per_round of the devices), the frozen
+   weights (``--frozen``: left out of the round, the devices send only the rest), secure
    aggregation), let the drawn devices take part stage by stage (some drop out), then evaluate
    the published model LOO-full and read the sampling and epsilon from the server's audit.
 6. Print the table; write report.json and report.png.
@@ -39,7 +40,7 @@ from ..sync.client import STEPS
 from ..training import fit_params
 from ..workflows import DEFAULT_TRAINING, DataSpec, load_data
 from . import devices as dev
-from .config import DP_DELTA, DemoConfig
+from .config import DP_DELTA, EVERY_DEVICE, DemoConfig
 from .operator import ServerProcess, server_lr
 from .population import Population, device_events, plan_population
 from .report import evaluator, format_table, write_report
@@ -75,9 +76,13 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
     hr, ndcg = evaluate(central)
     # The configuration that ran (z as chosen), with the epsilon target it was chosen for.
     config = {**run.to_dict(), "epsilon": cfg.epsilon}
+    names = param_names(mcfg)
     report = {"config": config, "dataset": dataset.name, "eval_users": int(len(pop.eval_users())),
               "pilot_users": int(len(pop.pilot)), "devices": int(len(pop.devices)),
-              "model": mcfg.to_dict(), "weights": int(sum(central[n].size for n in param_names(mcfg))),
+              "model": mcfg.to_dict(), "weights": int(sum(central[n].size for n in names)),
+              # What each device sent per round: the weights not frozen (the audit says the same).
+              "frozen": list(run.frozen or ()),
+              "federated_weights": int(sum(central[n].size for n in names if n not in (run.frozen or ()))),
               "delta": DP_DELTA, "epsilon_target": cfg.epsilon, "noise_multiplier": run.noise,
               "rounds": rows,
               "central": {"hr": hr, "ndcg": ndcg}, "timing": timing}
@@ -90,7 +95,8 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
 def _calibration_line(cfg: DemoConfig, population: int, z: float | None) -> str:
     """What ``--epsilon`` chose, in the words of ``edgerec-server round open --epsilon``."""
     assert cfg.per_round is not None and z is not None
-    drawn = f"all {population}" if cfg.per_round >= population else f"{cfg.per_round} of {population}"
+    every = cfg.per_round == EVERY_DEVICE or cfg.per_round >= population
+    drawn = f"all {population}" if every else f"{cfg.per_round} of {population}"
     return (f"epsilon {cfg.epsilon:g} over {cfg.rounds} planned rounds of {drawn} devices "
             f"(delta {DP_DELTA:g}): noise multiplier z = {z:.4g}")
 
@@ -221,7 +227,7 @@ def _round(cfg: DemoConfig, r: int, index_of: dict[int, int], pool: Any, server:
     return {"round": r, "model_version": bundle.version, "hr": hr, "ndcg": ndcg,
             "state": audit["state"], "sampling_rate": audit["sampling_rate"],
             "cohort": audit["cohort"], "population": audit["population"],
-            "threshold": audit["threshold"],
+            "threshold": audit["threshold"], "federated_weights": audit.get("federated_weights"),
             "participants": audit["participants"],
             "survivors": audit["survivors"], "dropouts": sum(len(x.dropped) for x in reports),
             "epsilon": audit["cumulative_epsilon"], "server_lr": server_lr(cfg.server_lr, r, cfg.rounds),
@@ -242,10 +248,13 @@ def _round_params(cfg: DemoConfig, r: int, drops: int) -> dict[str, Any]:
     m, d = cfg.per_round, cfg.stage_deadline
     assert cfg.server_lr is not None and cfg.rounds is not None and m is not None
     assert cfg.noise is not None, "z is chosen first: DemoConfig.resolved(population)"
+    assert m != EVERY_DEVICE, "per_round is resolved first: DemoConfig.resolved(population)"
     flags: dict[str, Any] = {
         "min": 4, "expected": m, "clip": cfg.clip, "noise": cfg.noise, "graph": cfg.graph,
         "deadlines": f"{max(600.0, 5.0 * m)},{d},{d},{d}", "strategy": cfg.strategy,
         "server_lr": server_lr(cfg.server_lr, r, cfg.rounds), "quiet_close": cfg.quiet_close}
+    if cfg.frozen:
+        flags["frozen"] = ",".join(cfg.frozen)
     if cfg.graph == "complete":
         flags["tolerate_dropouts"] = 2 * drops + 2
     return flags

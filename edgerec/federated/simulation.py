@@ -25,7 +25,7 @@ from .._exceptions import ConfigError
 from ..data._types import Sequences
 from ..finetune import FineTuneConfig, fine_tune
 from ..model.config import ModelConfig
-from ..model.params import Params, flatten, param_names, unflatten
+from ..model.params import Params, federated_mask, flatten, param_names, unflatten
 from ..privacy import (
     DistributedNoise,
     FixedPoint,
@@ -106,18 +106,21 @@ class SimulationResult:
 
 def _round(global_params: Params, features: np.ndarray, seqs: Sequences, devices: np.ndarray,
            cfg: ModelConfig, sim: SimulationConfig, fp: FixedPoint, noise: DistributedNoise | None,
-           rng: np.random.Generator, source: RandomSource) -> tuple[np.ndarray, float, float]:
-    """Mean decoded delta of one round, mean pre-clip norm, share clipped."""
+           rng: np.random.Generator, source: RandomSource,
+           mask: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Mean decoded delta of one round (zero where frozen), mean pre-clip norm, share clipped."""
     encodings, norms, clipped = [], [], 0
     for u in devices:
         one = Sequences([seqs.items[u]], [seqs.signals[u]])
         local = replace(sim.local, seed=int(rng.integers(2**31)))
         update = fine_tune(global_params, features, one, cfg, local)
-        private = privatize(update.delta, clip=sim.clip, noise=noise, fp=fp, source=source)
+        # Only the federated weights are clipped, noised and summed: frozen ones did not move.
+        private = privatize(update.delta[mask], clip=sim.clip, noise=noise, fp=fp, source=source)
         encodings.append(private.encoded)
         norms.append(private.original_norm)
         clipped += private.clipped
-    mean = aggregate_decode(sum_encodings(encodings), fp, len(devices))
+    mean = np.zeros(mask.size, np.float64)
+    mean[mask] = aggregate_decode(sum_encodings(encodings), fp, len(devices))
     return mean, float(np.mean(norms)), clipped / len(devices)
 
 
@@ -145,16 +148,18 @@ def simulate(init: Params, features: np.ndarray, seqs: Sequences, cfg: ModelConf
     m = min(sim.clients_per_round, len(holders))
     names = param_names(cfg)
     weights, state = flatten(init, names), StrategyState()
+    mask = federated_mask(init, names, sim.local.frozen)
     noise = DistributedNoise(sim.clip, sim.noise_multiplier, m) if sim.noise_multiplier > 0 else None
     # Every device survives here, so the noise is calibrated to the whole cohort of m.
-    fp = (FixedPoint.for_noise(noise, m, weights.size) if noise
-          else FixedPoint(sim.clip, 0.0, m, m, weights.size))
+    dims = int(mask.sum())
+    fp = FixedPoint.for_noise(noise, m, dims) if noise else FixedPoint(sim.clip, 0.0, m, m, dims)
     records = []
     rounds: Iterable[int] = range(1, sim.rounds + 1)
     for r in progress(rounds) if progress else rounds:
         params = unflatten(weights, init, names)
         devices = rng.choice(holders, size=m, replace=False)
-        mean, norm, clipped = _round(params, features, seqs, devices, cfg, sim, fp, noise, rng, source)
+        mean, norm, clipped = _round(params, features, seqs, devices, cfg, sim, fp, noise, rng,
+                                     source, mask)
         weights, state = sim.make_strategy(r).apply(weights, mean.astype(np.float32), state)
         hr = ndcg = None
         if evaluate is not None and (r % sim.eval_every == 0 or r == sim.rounds):

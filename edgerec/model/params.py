@@ -20,14 +20,16 @@ w2         [d],      [d, d]
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Iterable
 
 import numpy as np
 
+from .._exceptions import ConfigError
 from ..events import N_SIGNALS, PAD_SIGNAL, signal_code
 from .config import ModelConfig
 
-__all__ = ["Params", "init_params", "flatten", "unflatten", "param_names", "item_tables"]
+__all__ = ["FROZEN_SHORTHANDS", "ITEM_TABLES", "Params", "init_params", "expand_frozen",
+           "federated_mask", "flatten", "unflatten", "param_names", "item_tables"]
 
 Params = Dict[str, np.ndarray]
 
@@ -43,6 +45,13 @@ def _signal_prior() -> np.ndarray:
     for event, weight in _PRIOR.items():
         out[signal_code(event, 0.0)] = weight
     return out
+
+
+#: The per-item and per-feature tables: nearly all of the weights (what a round may freeze when a
+#: pilot trained them, so that only the small rest is federated; ``--frozen tables``).
+ITEM_TABLES = ("emb_in", "emb_out", "feat_in", "feat_out")
+#: Names a list of frozen weights may use for several at once.
+FROZEN_SHORTHANDS: dict[str, tuple[str, ...]] = {"tables": ITEM_TABLES}
 
 
 def param_names(cfg: ModelConfig) -> tuple[str, ...]:
@@ -99,3 +108,27 @@ def unflatten(vec: np.ndarray, like: Params, names: tuple[str, ...]) -> Params:
     if offset != vec.size:
         raise ValueError(f"vector has {vec.size} entries, parameters need {offset}")
     return out
+
+
+def expand_frozen(names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` with the shorthands (``FROZEN_SHORTHANDS``) spelled out, each name once, in the
+    order given (not checked against a model: ``federated_mask`` does that)."""
+    out: dict[str, None] = {}
+    for name in names:
+        out.update(dict.fromkeys(FROZEN_SHORTHANDS.get(name, (name,))))
+    return tuple(out)
+
+
+def federated_mask(init: Params, names: tuple[str, ...], frozen: Iterable[str]) -> np.ndarray:
+    """Which entries of the flattened weights (``flatten(init, names)``) a round federates: all
+    but those of the ``frozen`` parameters (a boolean vector of the flattened length).
+
+    Raises:
+        ConfigError: ``frozen`` names something that is not one of ``names``.
+    """
+    frozen = set(frozen)
+    unknown = sorted(frozen - set(names))
+    if unknown:
+        raise ConfigError(f"frozen names no shared weight of this model: {unknown} "
+                          f"(its weights: {', '.join(names)})")
+    return np.concatenate([np.full(init[n].size, n not in frozen) for n in names])

@@ -39,6 +39,7 @@ from .._exceptions import (BadCertificateError, BundleError, ConfigError, EdgeRe
                            MessageRejectedError, RoundAbortedError)
 from ._args import check_args, raw_key
 from ..finetune import FineTuneConfig
+from ..model.params import param_names
 from ..privacy import RandomSource
 from ..secagg import check_certificate
 from .api import DeviceIdentity, ServerApi, new_identity_key
@@ -47,7 +48,7 @@ from .device import SyncRecords, device_epsilon
 from .errors import ProtocolError, ServerRejectedError, SyncError, TransportError
 from .messages import RoundAnnouncement
 from .participant import RoundParticipant
-from .policy import RoundPolicy, RoundRefusedError
+from .policy import RoundPolicy, RoundRefusedError, federated_entries
 from .retry import Backoff
 from .status import SyncConditions, SyncResult, SyncStatus
 from .transport import HttpxTransport, Transport
@@ -213,12 +214,17 @@ class SyncSession:
             raise RoundRefusedError(f"round {ann.round_id} refused: no enrolment authority key is "
                                     "pinned, so peers' keys cannot be checked")
         self.policy.check(ann)  # before any training: a refused round costs the device nothing
+        bundle = self.rec.bundle  # the round's base model (its version was checked above)
+        mask = federated_entries(ann, bundle.params, param_names(bundle.config))
+        # The round's frozen weights stay fixed while fine-tuning (their delta is exactly 0) and
+        # are left out of what is sent: only the vector_length federated entries are noised.
+        budget = replace(self.budget, frozen=frozenset(ann.frozen))
         # The mark is taken before training: events logged while it runs count towards the next
         # round (the update may not have seen them).
         mark = self.rec.store.high_water_mark()
-        update = self.rec.fine_tune(self.budget)
+        update = self.rec.fine_tune(budget)
         self.participant = RoundParticipant(
-            self._api(), self.identity, ann, update.delta, authority_key=self.authority,
+            self._api(), self.identity, ann, update.delta[mask], authority_key=self.authority,
             policy=self.policy, rng=self._key_rng, noise_source=self._noise_source,
             poll_interval=self._poll, stage_timeout=self._stage_timeout,
             transport_retries=self.backoff.attempts - 1, sleep=self._sleep, clock=self._clock,

@@ -61,6 +61,10 @@ def encode(msg: Any) -> bytes:
     out: dict[str, Any] = {"type": tag}
     for f in dataclasses.fields(msg):
         value = getattr(msg, f.name)
+        if f.metadata.get("omit_if_default") and value == f.default:
+            continue  # a field added later: peers that predate it still read the message
+        if isinstance(value, tuple):
+            value = list(value)
         out[f.name] = value.hex() if isinstance(value, (bytes, bytearray)) else value
     return json.dumps(out, separators=(",", ":"), allow_nan=False).encode()
 
@@ -106,6 +110,13 @@ def _field(value: Any, hint: Any, where: str) -> Any:
         if value is None and type(None) in options:
             return None
         hint = next(o for o in options if o is not type(None))
+    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a JSON list of X
+        (item, more) = typing.get_args(hint)
+        if more is not Ellipsis:
+            raise ProtocolError(f"{where}: unsupported field type {hint}")
+        if isinstance(value, list):
+            return tuple(_field(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        raise ProtocolError(f"{where}: expected a list, got {type(value).__name__}")
     if hint is bytes:
         if isinstance(value, str):
             try:

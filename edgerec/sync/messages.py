@@ -7,7 +7,7 @@ around them: enrolment, the round announcement, the round's status, acknowledgem
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..privacy import DistributedNoise, FixedPoint
 from ..secagg import SecAggConfig, Stage
@@ -103,6 +103,12 @@ class RoundAnnouncement:
     threshold minus the ``colluders`` tolerated): no sum the server can unmask holds fewer
     honest devices. ``stage_deadline`` is the current stage's deadline in seconds since the
     epoch. Devices check all of it against their :class:`~edgerec.sync.RoundPolicy`.
+
+    ``frozen`` names shared weights (``edgerec.model.params.param_names``) this round leaves
+    out: devices fine-tune with them held fixed and send only the other entries of the flattened
+    delta, so ``vector_length`` is the number of federated entries (a device refuses the round
+    unless its own model, with these frozen, has exactly that many). Empty: every weight. It is
+    left out of the JSON when empty, so devices from before it existed still read such rounds.
     """
 
     round_id: int
@@ -125,6 +131,7 @@ class RoundAnnouncement:
     colluders: int = 0
     fp_bits: int = 32
     fp_tail_sigmas: float = 12.0
+    frozen: tuple[str, ...] = field(default=(), metadata={"omit_if_default": True})
     version: int = PROTOCOL_VERSION
 
     def secagg_config(self) -> SecAggConfig:

@@ -62,7 +62,8 @@ class RoundParticipant:
         identity: the enrolled device (its id is the secure-aggregation id).
         announcement: the round, from ``api.current_round()``.
         delta: float delta from model ``announcement.base_model_version`` (flattened shared
-            weights, ``announcement.vector_length`` entries).
+            weights without those ``announcement.frozen`` names: ``vector_length`` entries;
+            ``edgerec.sync.policy.federated_entries`` is the mask).
         authority_key: the pinned enrolment authority's raw Ed25519 public key: every peer's
             certificate must verify under it. Without one the device refuses every round (it
             could not tell real peers from keys the server made up).

@@ -14,12 +14,15 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
+
 from .._exceptions import ConfigError
+from ..model.params import Params, federated_mask
 from ..secagg import SecAggConfig, min_threshold
 from .errors import SyncError
 from .messages import RoundAnnouncement
 
-__all__ = ["RoundPolicy", "RoundRefusedError"]
+__all__ = ["RoundPolicy", "RoundRefusedError", "federated_entries"]
 
 _MAX_COHORT = 100_000
 
@@ -122,3 +125,29 @@ class RoundPolicy:
         if not (math.isfinite(clip) and 0 < clip <= self.max_clip):
             return f"clip bound {clip} outside this app's (0, {self.max_clip}]"
         return None
+
+
+def federated_entries(ann: RoundAnnouncement, params: Params, names: tuple[str, ...]) -> np.ndarray:
+    """Which entries of this device's flattened delta the round takes: all but the weights
+    ``ann.frozen`` names (a boolean mask over ``flatten(params, names)``).
+
+    The device's model is the round's base (signed; ``base_model_version`` is checked first),
+    so the device works the count out itself and holds the announcement to it. Refused
+    (:class:`RoundRefusedError`): frozen names its model does not have, a round that freezes
+    every weight, and a ``vector_length`` other than the count of the weights left: a frozen
+    list changed on the way (or by the server) without the length matching it is caught here,
+    before the device trains or sends anything.
+    """
+    try:
+        mask = federated_mask(params, names, ann.frozen)
+    except ConfigError as exc:
+        raise RoundRefusedError(f"round {ann.round_id} refused: it freezes weights this device's "
+                                f"model does not have ({exc})") from None
+    federated = int(mask.sum())
+    if federated == 0:
+        raise RoundRefusedError(f"round {ann.round_id} refused: it freezes every weight")
+    if federated != ann.vector_length:
+        raise RoundRefusedError(
+            f"round {ann.round_id} refused: it announces {ann.vector_length} federated weights, but "
+            f"model {ann.base_model_version} with {list(ann.frozen) or 'nothing'} frozen has {federated}")
+    return mask

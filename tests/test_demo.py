@@ -80,7 +80,8 @@ def test_presets_follow_the_data_and_yield_to_explicit_settings():
 def test_round_threshold_sits_below_the_expected_survivors_on_the_complete_graph():
     from edgerec.demo.runner import _round_params
 
-    cfg = DemoConfig(data="../shared/data/ml-100k", per_round=100, rounds=10, noise=1.0, frozen=())
+    cfg = DemoConfig(data="../shared/data/ml-100k", per_round=100, rounds=10, noise=1.0, frozen=(),
+                     graph="complete")
     flags = _round_params(cfg, 1, drops=2)
     # ~98 survive; noise is calibrated to the threshold, so it must not sit at the 2/3 floor:
     # the server sets t = drawn cohort - 6 (never below the floor)

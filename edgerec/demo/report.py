@@ -41,6 +41,12 @@ def _z(report: dict[str, Any]) -> float | None:
     return report["config"].get("noise") if z is None else z
 
 
+def _cell(row: dict[str, Any], key: str) -> str:
+    """A count for the table; "-" when the round has none (e.g. an aborted round's survivors)."""
+    value = row.get(key)
+    return "-" if value is None else str(value)
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The per-round table (round 0 is the first model) and the central comparison."""
     head = f"{'round':>5} {'model':>5} {'NDCG@10':>8} {'HR@10':>7} {'drawn/N':>8} {'devices':>7} " \
@@ -51,12 +57,16 @@ def format_table(report: dict[str, Any]) -> str:
         eps = "inf" if no_dp and row["round"] > 0 else _eps(row.get("epsilon"))
         drawn = f"{row['cohort']}/{row['population']}" if "cohort" in row else "-"
         lines.append(f"{row['round']:>5} {row['model_version']:>5} {row['ndcg']:>8.4f} {row['hr']:>7.4f} "
-                     f"{drawn:>8} {row.get('participants', '-'):>7} {row.get('survivors', '-'):>8} "
-                     f"{row.get('dropouts', '-'):>7} {eps:>8} "
+                     f"{drawn:>8} {_cell(row, 'participants'):>7} {_cell(row, 'survivors'):>8} "
+                     f"{_cell(row, 'dropouts'):>7} {eps:>8} "
                      f"{row.get('wall_s', 0.0):>7.1f}")
     central = report["central"]
     final = report["rounds"][-1]
     lines.append("-" * len(head))
+    aborted = [str(row["round"]) for row in report["rounds"] if row.get("state") == "aborted"]
+    if aborted:
+        lines.append(f"rounds aborted (fewer survivors than the threshold, or a stage missed its "
+                     f"deadline), the model unchanged: {', '.join(aborted)}")
     if report.get("frozen"):
         lines.append(f"each device sent {report['federated_weights']:,} of the model's {report['weights']:,} "
                      f"weights per round; frozen at the first model's values: {', '.join(report['frozen'])}")

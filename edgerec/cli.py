@@ -156,11 +156,16 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from .federated.simulation import SIMULATED_NOISE, SimulationConfig
+    from .model.params import expand_frozen
     from .workflows import federated_study, load_data
 
     dataset = load_data(_spec(args))
-    sim = SimulationConfig(rounds=args.rounds, clients_per_round=args.clients, clip=args.clip,
+    frozen = frozenset(expand_frozen(n for n in (args.frozen or "").split(",") if n))
+    local = replace(SimulationConfig().local, frozen=frozen)
+    sim = SimulationConfig(rounds=args.rounds, clients_per_round=args.clients, clip=args.clip, local=local,
                            noise_multiplier=args.noise or 0.0, strategy=args.strategy,
                            eval_every=args.eval_every, seed=args.seed,
                            **({} if args.server_lr is None else {"server_lr": args.server_lr}))
@@ -303,6 +308,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="instead of --noise: the epsilon all --rounds may spend (at delta 1e-5); z is calibrated to it")
     p.add_argument("--pilot-share", type=float, default=0.0,
                    help="share of users who train the first model centrally, with consent (default: 0, a random first model)")
+    p.add_argument("--frozen", default=None,
+                   help="weights devices hold fixed and do not federate, comma-separated ('tables': the four item tables)")
     p.add_argument("--strategy", choices=["fedavg", "fedadam"], default="fedadam")
     p.add_argument("--server-lr", type=float, default=None)
     p.add_argument("--eval-every", type=int, default=5)

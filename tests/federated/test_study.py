@@ -96,3 +96,13 @@ def test_cli_simulate_epsilon_json_ends_with_the_summary(capsys):
 def test_cli_simulate_refuses_noise_and_epsilon_together(capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--noise", "1", "--epsilon", "8"])
+
+
+def test_cli_simulate_frozen_tables_federates_the_rest(capsys):
+    code = main(["simulate", "--rounds", "1", "--clients", "20", "--frozen", "tables", "--quiet",
+                 "--json", "--no-central"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 < summary["ndcg@10"] < 1
+    assert main(["simulate", "--rounds", "1", "--clients", "20", "--frozen", "emb_inn", "--quiet",
+                 "--no-central"]) == 2  # a name the model does not have: one clear error

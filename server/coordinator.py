@@ -18,10 +18,8 @@ import time
 from dataclasses import replace
 from typing import Callable
 
-import numpy as np
-
 from edgerec._exceptions import ConfigError, MessageRejectedError, RoundAbortedError
-from edgerec.federated import Strategy, StrategyState
+from edgerec.federated import StrategyState, apply_federated
 from edgerec.model.params import param_names, unflatten
 from edgerec.privacy import aggregate_decode
 from edgerec.secagg import (
@@ -366,7 +364,7 @@ class Coordinator:
         prior = StrategyState(stored[1], stored[0]) if stored else StrategyState()
         if any(a.shape != weights.shape for a in prior.arrays.values()):
             prior = StrategyState()  # the model's shape changed: optimizer state starts afresh
-        new_weights, new_state = _apply(strategy, weights, mean, federated, prior)
+        new_weights, new_state = apply_federated(strategy, weights, mean, federated, prior)
         aggregate_s = time.perf_counter() - started
         version = self.publisher.latest().version + 1
         hyper = {"round_id": active.id, "strategy": strategy.name, "survivors": survivors,
@@ -396,29 +394,3 @@ class Coordinator:
         log_event("round_done", round_id=active.id, survivors=survivors, model_version=version,
                   epsilon=eps)
 
-
-def _apply(strategy: Strategy, weights: np.ndarray, mean: np.ndarray, federated: np.ndarray,
-           prior: StrategyState) -> tuple[np.ndarray, StrategyState]:
-    """The server optimizer's step with the decoded ``mean`` of the federated entries.
-
-    The mean is put back into the full weight vector with zeros at the frozen entries, so the
-    optimizer and its stored state keep the model's full shape. The frozen entries sit the round
-    out: their weights are copied from ``weights`` (bit for bit; FedAdam would otherwise still
-    move a weight whose momentum an earlier round left non-zero), and the optimizer's state
-    there is what it was before the round (a fresh state: what a zero pseudo-gradient makes).
-    """
-    full = np.zeros(weights.shape, np.float64)
-    full[federated] = mean
-    new_weights, new_state = strategy.apply(weights, full, prior)
-    if federated.all():
-        return new_weights, new_state
-    frozen = ~federated
-    new_weights = np.array(new_weights, copy=True)
-    new_weights[frozen] = weights[frozen]
-    arrays = {}
-    for name, array in new_state.arrays.items():
-        array = np.array(array, copy=True)
-        if name in prior.arrays:
-            array[frozen] = prior.arrays[name][frozen]
-        arrays[name] = array
-    return new_weights, StrategyState(arrays, new_state.step)

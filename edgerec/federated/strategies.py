@@ -15,7 +15,7 @@ import numpy as np
 
 from .._exceptions import ConfigError
 
-__all__ = ["Strategy", "StrategyState", "FedAvg", "FedAdam"]
+__all__ = ["Strategy", "StrategyState", "FedAvg", "FedAdam", "apply_federated"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,3 +87,30 @@ class FedAdam:
         v = self.beta2 * v + (1 - self.beta2) * delta * delta
         new = (weights + self.lr * m / (np.sqrt(v) + self.tau)).astype(weights.dtype)
         return new, StrategyState({"m": m, "v": v}, state.step + 1)
+
+
+def apply_federated(strategy: Strategy, weights: np.ndarray, mean: np.ndarray, federated: np.ndarray,
+           prior: StrategyState) -> tuple[np.ndarray, StrategyState]:
+    """The server optimizer's step with the decoded ``mean`` of the federated entries.
+
+    The mean is put back into the full weight vector with zeros at the frozen entries, so the
+    optimizer and its stored state keep the model's full shape. The frozen entries sit the round
+    out: their weights are copied from ``weights`` (bit for bit; FedAdam would otherwise still
+    move a weight whose momentum an earlier round left non-zero), and the optimizer's state
+    there is what it was before the round (a fresh state: what a zero pseudo-gradient makes).
+    """
+    full = np.zeros(weights.shape, np.float64)
+    full[federated] = mean
+    new_weights, new_state = strategy.apply(weights, full, prior)
+    if federated.all():
+        return new_weights, new_state
+    frozen = ~federated
+    new_weights = np.array(new_weights, copy=True)
+    new_weights[frozen] = weights[frozen]
+    arrays = {}
+    for name, array in new_state.arrays.items():
+        array = np.array(array, copy=True)
+        if name in prior.arrays:
+            array[frozen] = prior.arrays[name][frozen]
+        arrays[name] = array
+    return new_weights, StrategyState(arrays, new_state.step)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from edgerec_server import RoundParams
 from edgerec_server._exceptions import BadRequestError
-from edgerec_server.coordinator import _apply
+from edgerec.federated import apply_federated
 from edgerec_server.rounds import parse_frozen
 
 from edgerec.federated import FedAdam, FedAvg, StrategyState
@@ -84,7 +84,7 @@ def test_frozen_weights_and_their_optimizer_state_sit_the_round_out(strategy):
     prior = StrategyState({"m": rng.normal(size=50), "v": rng.random(50)}, 3)
     if isinstance(strategy, FedAvg):
         prior = StrategyState({}, 3)
-    new, state = _apply(strategy, weights, mean, mask, prior)
+    new, state = apply_federated(strategy, weights, mean, mask, prior)
     assert new.dtype == weights.dtype and new.shape == weights.shape
     assert new[~mask].tobytes() == weights[~mask].tobytes()  # bit for bit
     assert not np.isclose(new[mask], weights[mask]).any()
@@ -98,7 +98,7 @@ def test_frozen_weights_and_their_optimizer_state_sit_the_round_out(strategy):
         np.testing.assert_array_equal(array[~mask], prior.arrays[name][~mask])
         np.testing.assert_array_equal(array[mask], expected_state.arrays[name][mask])
     # A fresh optimizer: frozen entries take a zero pseudo-gradient's step, which moves nothing.
-    new, state = _apply(strategy, weights, mean, mask, StrategyState())
+    new, state = apply_federated(strategy, weights, mean, mask, StrategyState())
     assert new[~mask].tobytes() == weights[~mask].tobytes()
     assert all(a.shape == (50,) for a in state.arrays.values())
 

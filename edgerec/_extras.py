@@ -7,12 +7,14 @@ command says which to install (``MissingDependencyError``, exit status 2), never
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+from types import ModuleType
 from typing import Sequence
 
 from ._exceptions import MissingDependencyError
 
-__all__ = ["OPTIONAL", "COMMAND_NEEDS", "check_command", "as_missing_dependency"]
+__all__ = ["OPTIONAL", "COMMAND_NEEDS", "check_command", "as_missing_dependency", "require"]
 
 #: Import names of the optional dependencies, and the extra that installs each.
 OPTIONAL: dict[str, str] = {
@@ -28,6 +30,16 @@ COMMAND_NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "eval": ("eval", ("onnx", "scipy")),
     "demo": ("all", ("onnx", "dp_accounting", "starlette", "uvicorn", "prometheus_client")),
 }
+
+
+def require(module: str, *, extra: str, why: str) -> ModuleType:
+    """``import module``, or ``MissingDependencyError`` (an ImportError) saying ``why`` it is
+    needed and which extra installs it: one place for the library's optional imports."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"{why}: pip install 'edgerec[{extra}]'",
+                                     module=module.split(".")[0], extra=extra) from exc
 
 
 def _missing(command: str, modules: Sequence[str], extra: str) -> MissingDependencyError:

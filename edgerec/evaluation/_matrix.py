@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._exceptions import MissingDependencyError
+from .._extras import require
 from ..data._types import Sequences
 
 if TYPE_CHECKING:
@@ -22,13 +22,8 @@ __all__ = ["binary_matrix", "sparse"]
 
 def sparse() -> ModuleType:
     """``scipy.sparse``, or ``MissingDependencyError`` naming the extra that installs it."""
-    try:
-        import scipy.sparse
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "the evaluation peers need scipy, which is not installed: pip install 'edgerec[eval]'",
-            module="scipy", extra="eval") from exc
-    return scipy.sparse
+    return require("scipy.sparse", extra="eval",
+                   why="the evaluation peers need scipy, which is not installed")
 
 
 def binary_matrix(seqs: Sequences, n_items: int, rows: np.ndarray | None = None) -> sp.csr_matrix:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .._exceptions import ConfigError, MissingDependencyError
+from .._exceptions import ConfigError
+from .._extras import require
 from ._checks import finite_float
 
 ACCOUNTANTS = ("rdp", "pld")
@@ -42,12 +43,7 @@ class _DropExcludedOrders(logging.Filter):
 
 def dp_accounting() -> Any:
     """The ``dp_accounting`` module, or MissingDependencyError (an ImportError) naming the extra."""
-    try:
-        import dp_accounting as dp
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "privacy accounting needs dp-accounting: pip install 'edgerec[privacy]'",
-            module="dp_accounting", extra="privacy") from exc
+    dp = require("dp_accounting", extra="privacy", why="privacy accounting needs dp-accounting")
     absl = logging.getLogger("absl")
     if not any(isinstance(f, _DropExcludedOrders) for f in absl.filters):
         absl.addFilter(_DropExcludedOrders())

@@ -53,6 +53,20 @@ def _time_reads(store: InteractionStore) -> dict[str, float]:
     return worst
 
 
+def _reads_while(store: InteractionStore, writer: Callable[[], None], held: threading.Event,
+                 done: threading.Event) -> dict[str, float]:
+    """The reads' worst times while ``writer`` (on its own thread) holds what it holds: it sets
+    ``held`` once it holds it and lets go when ``done`` is set."""
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert held.wait(10)
+        return _time_reads(store)
+    finally:
+        done.set()
+        thread.join()
+
+
 @pytest.fixture
 def filled(db_path: Path) -> Iterator[InteractionStore]:
     with InteractionStore(db_path) as store:
@@ -75,14 +89,7 @@ def test_another_connection_holding_the_write_lock_never_delays_reads(filled: In
         conn.execute("ROLLBACK")
         conn.close()
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        assert held.wait(10)
-        worst = _time_reads(filled)
-    finally:
-        done.set()
-        thread.join()
+    worst = _reads_while(filled, writer, held, done)
     assert max(worst.values()) < BOUND_S, worst
     assert filled.count("reader") == 200
 
@@ -96,14 +103,7 @@ def test_a_long_transaction_of_this_process_never_delays_reads(filled: Interacti
             held.set()
             done.wait(HOLD_S)
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        assert held.wait(10)
-        worst = _time_reads(filled)
-    finally:
-        done.set()
-        thread.join()
+    worst = _reads_while(filled, writer, held, done)
     assert max(worst.values()) < BOUND_S, worst
 
 

@@ -20,7 +20,8 @@ __all__ = ["OPTIONAL", "COMMAND_NEEDS", "check_command", "as_missing_dependency"
 OPTIONAL: dict[str, str] = {
     "onnx": "train", "tqdm": "train", "scipy": "eval", "implicit": "peers",
     "dp_accounting": "privacy", "starlette": "server", "uvicorn": "server",
-    "prometheus_client": "server", "matplotlib": "all",
+    "prometheus_client": "server", "matplotlib": "all", "psycopg": "postgres",
+    "psycopg_pool": "postgres",
 }
 #: What a command cannot start without, checked before it does any work, and the extra that
 #: brings all of it. (``simulate`` needs dp-accounting only with noise; the privacy code then

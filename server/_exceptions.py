@@ -10,6 +10,7 @@
     ├── ConflictError (409)        the request clashes with the state (round full, stage over)
     ├── GoneError (410)            the round was aborted
     ├── PayloadTooLargeError (413)
+    ├── UnsupportedMediaTypeError (415)  a body declared as another type than the route takes
     └── StateError (500)           the persistent state is unusable (e.g. a newer schema)
 
 Route handlers translate these into an ``edgerec.sync.ErrorBody``; anything else is a bug and
@@ -52,6 +53,10 @@ class GoneError(ServerError):
 
 class PayloadTooLargeError(ServerError):
     status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaTypeError(ServerError):
+    status, code = 415, "unsupported_media_type"
 
 
 class StateError(ServerError):

@@ -28,11 +28,14 @@ from edgerec.sync import (DOWNLOAD_NAMES, CertificateAnswer, EnrolRequest, Enrol
 from edgerec.sync import codec
 
 from . import audit, auth
-from ._exceptions import BadRequestError, NotFoundError, PayloadTooLargeError, ServerError
+from ._exceptions import NotFoundError, PayloadTooLargeError, ServerError
 from .coordinator import Coordinator
 from .logs import log_event
 from .metrics import CONTENT_TYPE
 from .openapi import openapi_schema
+from .state import DeviceRecord
+from .validation import (check_content_length, check_json_depth, check_media_type, parse_id,
+                         shown)
 
 __all__ = ["create_app"]
 
@@ -48,14 +51,11 @@ def _error(status: int, code: str, message: str) -> Response:
     return _message(ErrorBody(code, message), status)
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) before reading more than ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequestError("Content-Length is not a number")
-        if int(declared) > limit:
-            raise PayloadTooLargeError(f"body of {declared} bytes; the limit is {limit}")
+async def _body(request: Request, limit: int, media_type: str) -> bytes:
+    """The request body, refusing another media type (415), and (413) refusing before reading
+    more than ``limit`` bytes."""
+    check_media_type(request.headers.get("content-type"), media_type)
+    check_content_length(request.headers.get("content-length"), limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -79,9 +79,24 @@ class Api:
         self.co = coordinator
         self.state, self.config = coordinator.state, coordinator.config
 
-    async def device(self, request: Request):  # type: ignore[no-untyped-def]
+    async def device(self, request: Request) -> DeviceRecord:
+        """The authenticated device (401/403 otherwise)."""
         return await run_in_threadpool(auth.authenticate, self.state,
                                        request.headers.get("authorization"), self.co.clock())
+
+    async def member(self, request: Request) -> tuple[DeviceRecord, int]:
+        """The authenticated device and the round in the path, which it must be a member of.
+
+        A round the device was not drawn into answers 404 exactly like one that does not exist
+        (and like an id out of range), before anything else is looked at, so a device learns
+        nothing about other rounds, not even whether they exist or are open.
+        """
+        device = await self.device(request)
+        text = request.path_params["round_id"]
+        round_id = parse_id(text, "round_id")
+        if round_id is None or not await run_in_threadpool(self.state.is_member, round_id, device.id):
+            raise NotFoundError(f"no round {shown(text)} that device {device.id} is a member of")
+        return device, round_id
 
     def _tick_later(self) -> BackgroundTask:
         return BackgroundTask(run_in_threadpool, self.co.tick)
@@ -101,13 +116,14 @@ class Api:
         return Response(self.co.metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi_schema())
+        return JSONResponse(openapi_schema(self.config.public_models))
 
     async def public_key(self, request: Request) -> Response:
         return _message(ServerKey(self.co.publisher.public_key))
 
     async def enrol(self, request: Request) -> Response:
-        body = await _body(request, self.config.max_control_body_bytes)
+        body = await _body(request, self.config.max_control_body_bytes, codec.JSON)
+        check_json_depth(body)  # before json.loads, which a deep enough body crashes
         req = codec.decode(body, EnrolRequest)
         done = await run_in_threadpool(auth.enrol, self.state, req, self.co.clock(),
                                        self.config.credential_ttl_s, self.co.authority)
@@ -130,23 +146,22 @@ class Api:
         return _message(found)
 
     async def round_status(self, request: Request) -> Response:
-        await self.device(request)
-        return _message(await run_in_threadpool(self.co.status, request.path_params["round_id"]))
+        _, round_id = await self.member(request)
+        return _message(await run_in_threadpool(self.co.status, round_id))
 
     async def upload(self, request: Request) -> Response:
-        device = await self.device(request)
-        body = await _body(request, self.config.max_body_bytes)
-        ack = await run_in_threadpool(self.co.accept, device, request.path_params["round_id"], body)
+        device, round_id = await self.member(request)
+        body = await _body(request, self.config.max_body_bytes, codec.OCTETS)
+        ack = await run_in_threadpool(self.co.accept, device, round_id, body)
         return _message(ack, 202, background=self._tick_later())
 
     async def download(self, request: Request) -> Response:
-        device = await self.device(request)
+        device, round_id = await self.member(request)
         stage = _STAGE_OF_NAME.get(request.path_params["name"])
         if stage is None:
-            raise NotFoundError(f"no server message named {request.path_params['name']!r}; "
-                                f"use one of {sorted(_STAGE_OF_NAME)}")
-        body = await run_in_threadpool(self.co.download, device, request.path_params["round_id"],
-                                       Stage(stage))
+            raise NotFoundError(f"no server message named {shown(request.path_params['name'])!r};"
+                                f" use one of {sorted(_STAGE_OF_NAME)}")
+        body = await run_in_threadpool(self.co.download, device, round_id, Stage(stage))
         if body is None:
             return Response(status_code=204, headers={"Retry-After": str(self.config.retry_after_s)})
         return Response(body, media_type=codec.OCTETS)
@@ -154,13 +169,15 @@ class Api:
     async def model(self, request: Request) -> Response:
         if not self.config.public_models:
             await self.device(request)
-        version = request.path_params.get("version")
-        if version is None:
+        text = request.path_params.get("version")
+        if text is None:
             record = await run_in_threadpool(self.co.publisher.latest)
         else:
-            record = await run_in_threadpool(self.state.model, version)
+            version = parse_id(text, "version")
+            record = None if version is None else await run_in_threadpool(self.state.model, version)
         if record is None:
-            raise NotFoundError(f"no model version {version}")
+            raise NotFoundError("no model published yet" if text is None
+                                else f"no model version {shown(text)}")
         etag = f'"{record.sha256}"'
         headers = {"ETag": etag, "X-Edgerec-Model-Version": str(record.version),
                    "Cache-Control": "no-cache"}
@@ -189,11 +206,14 @@ def _routes(api: Api) -> list[Route]:
         Route("/v1/enrol", api.enrol, methods=["POST"]),
         Route("/v1/certificate", api.certificate),
         Route("/v1/rounds/current", api.current_round),
-        Route("/v1/rounds/{round_id:int}", api.round_status),
-        Route("/v1/rounds/{round_id:int}/messages", api.upload, methods=["POST"]),
-        Route("/v1/rounds/{round_id:int}/messages/{name:str}", api.download),
+        # Ids are matched as text and parsed by the handler (validation.parse_id), so "abc" is
+        # a 400 and 2**64 a 404 (an :int convertor made "abc" a 404 and passed 2**64 on to
+        # overflow the database). The fixed paths come first: "current" is not an id.
+        Route("/v1/rounds/{round_id}", api.round_status),
+        Route("/v1/rounds/{round_id}/messages", api.upload, methods=["POST"]),
+        Route("/v1/rounds/{round_id}/messages/{name}", api.download),
         Route("/v1/models/latest", api.model),
-        Route("/v1/models/{version:int}", api.model),
+        Route("/v1/models/{version}", api.model),
         Route("/v1/audit", api.audit),
     ]
 
@@ -212,7 +232,10 @@ async def _protocol_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _error(exc.status_code, code, str(exc.detail))
+    response = _error(exc.status_code, code, str(exc.detail))
+    # Starlette's 405 names the route's methods in an Allow header (RFC 9110 requires it).
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

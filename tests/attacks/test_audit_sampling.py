@@ -14,7 +14,7 @@ figure here, and the test checks the audit counts it exactly, no more.
 Protection (``server/coordinator.py`` ``open_round``, ``server/rounds.py`` ``draw_cohort``,
 ``server/audit.py``): each round draws its cohort from the devices active at opening, every
 device independently with the announced probability q, from the OS's CSPRNG; only drawn members
-get the announcement or may upload (403 otherwise, even with a borrowed announcement); nobody
+get the announcement or may upload (404 otherwise, even with a borrowed announcement); nobody
 drawn is refused for coming late. The audit accounts each completed round as k of N sampled
 without replacement (zero-out relation), k = N as a plain Gaussian, and shows q, k, N per round
 (``edgerec.privacy.releases_epsilon``).
@@ -100,7 +100,7 @@ def _outsider_is_refused(outsider: Device, ann, pinned: bytes) -> None:
                             authority_key=pinned, poll_interval=0.05, stage_timeout=10)
     with pytest.raises(ServerRejectedError) as refused:
         part.advertise()
-    assert refused.value.status == 403
+    assert refused.value.status == 404  # as for a round that does not exist: it learns nothing
 
 
 def _take_part(dev: Device, delta: np.ndarray, drops: bool, pinned: bytes):

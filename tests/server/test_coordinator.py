@@ -88,7 +88,7 @@ def test_a_drawn_member_is_never_refused_as_full_however_late(world):
     assert ann.sampling_rate == 1.0 and ann.population == 5
 
 
-def test_a_non_member_gets_no_announcement_and_403_on_upload(world, monkeypatch):
+def test_a_non_member_gets_no_announcement_and_404_on_upload(world, monkeypatch):
     apis = world.devices(6)
     ids = [a.identity.device_id for a in apis]
     # The draw, fixed for this test: the first four (the CSPRNG draw has its own tests).
@@ -99,11 +99,12 @@ def test_a_non_member_gets_no_announcement_and_403_on_upload(world, monkeypatch)
     assert apis[5].current_round() is None
     ann = apis[0].current_round()
     assert ann.sampling_rate == 0.5 and ann.population == 6 and ann.max_participants == 4
-    # It learnt the round from a member: whatever it uploads is refused before it is read.
+    # It learnt the round from a member: whatever it uploads is refused before it is read, as
+    # if there were no such round (test_bad_input.py: it learns nothing about the round).
     refused = world.client.post(f"/v1/rounds/{record.id}/messages", content=b"\x00" * 64, headers={
         "Authorization": f"Bearer {apis[5].identity.credential}",  # type: ignore[attr-defined]
         "Content-Type": "application/octet-stream"})
-    assert refused.status_code == 403 and "not a member" in refused.json()["message"]
+    assert refused.status_code == 404 and "is a member of" in refused.json()["message"]
 
 
 def test_too_small_a_draw_opens_nothing(world):

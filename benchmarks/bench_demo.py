@@ -1,4 +1,4 @@
-"""The federated demo on MovieLens-100K (``edgerec demo --data ...`` with its MovieLens preset:
+"""The federated demo on MovieLens-100K (``edgerec-server demo --data ...`` with its MovieLens preset:
 private, epsilon 8, every device in every round, item tables frozen), written to BENCHMARKS.md.
 
     python -m benchmarks.bench_demo --data ../shared/data/ml-100k [--rounds N --epsilon E ...]
@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from benchmarks._report import table, write_section
-from edgerec.demo import DemoConfig, run_demo
+from edgerec_server.demo import DemoConfig, run_demo
+from edgerec_server.demo.report import round_counts
 
 
 def _who(report: dict) -> str:
@@ -46,13 +47,17 @@ def _body(report: dict) -> str:
         f"deadline). LOO-full on the {report['eval_users']} device users' test items (devices hold "
         "everything else); the central model is trained on every user's training data in the same run.",
         "",
-        table(["round", "model", "NDCG@10", "HR@10", "drawn / N", "threshold", "devices", "survived",
-               "dropped", "epsilon", "wall s"],
+        table(["round", "model", "NDCG@10", "HR@10", "drawn / N", "threshold", "joined", "dropped",
+               "summed", "left late", "epsilon", "wall s"],
               [[r["round"], r["model_version"], f"{r['ndcg']:.4f}", f"{r['hr']:.4f}",
                 f"{r['cohort']} / {r['population']}" if "cohort" in r else "-", r.get("threshold", "-"),
-                r.get("participants", "-"), r.get("survivors", "-"), r.get("dropouts", "-"),
+                *_counts(r),
                 _eps_cell(report, r), f"{r.get('wall_s', 0):.1f}"]
                for r in _shown(rows)]),
+        "",
+        "Joined: drawn devices that sent their keys; dropped: joined but vanished before their update "
+        "reached the sum; summed: devices whose update is in the aggregate (joined = dropped + summed); "
+        "left late: vanished after their update was in (it still counts).",
         "",
         f"- Final NDCG@10 {final['ndcg']:.4f} vs central {central['ndcg']:.4f}: **{ratio:.1%}** "
         f"(bar: >= 90%: {'pass' if ratio >= 0.9 else 'FAIL'}); first model {rows[0]['ndcg']:.4f}; best "
@@ -73,6 +78,12 @@ def _body(report: dict) -> str:
         "its Prometheus metrics.",
     ]
     return "\n".join(lines)
+
+
+def _counts(row: dict) -> list[str]:
+    """The joined, dropped, summed and left-late cells (they add up: report.round_counts)."""
+    n = round_counts(row)
+    return ["-" if n[k] is None else str(n[k]) for k in ("joined", "dropped", "summed", "left_late")]
 
 
 def _eps_cell(report: dict, row: dict) -> str:
@@ -213,7 +224,7 @@ def main() -> None:
         Path(args.out, "bench.json").write_text(json.dumps(report["timing"], indent=1))
     dp = report["config"]["noise"] > 0
     write_section("demo-dp" if dp else "demo",
-                  "Federated demo on MovieLens-100K" + (" with DP noise" if dp else " (edgerec demo)"),
+                  "Federated demo on MovieLens-100K" + (" with DP noise" if dp else " (edgerec-server demo)"),
                   _command(report), _body(report))
 
 

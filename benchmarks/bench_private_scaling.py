@@ -42,7 +42,7 @@ from edgerec.evaluation import loo_split  # noqa: E402
 from edgerec.federated.simulation import SIMULATED_NOISE  # noqa: E402
 from edgerec.workflows import DEFAULT_TRAINING  # noqa: E402
 
-SYNTHETIC = replace(MOVIELENS, dim=32)  # the synthetic demo preset's width (edgerec.demo.config)
+SYNTHETIC = replace(MOVIELENS, dim=32)  # the synthetic demo preset's width (edgerec_server.demo.config)
 N_ITEMS = 300
 PILOT_SHARE, PILOT_USERS = 0.05, 500
 TARGET = 0.95  # of central

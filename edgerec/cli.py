@@ -4,7 +4,7 @@
     edgerec eval --data ratings.csv --user-col userId --item-col movieId --time-col timestamp --json
     edgerec recommend --bundle model-bundle --db app.db --user u1
     edgerec audit --db app.db --json
-    edgerec demo
+    edgerec demo            # runs `edgerec-server demo` (the demo lives with the server)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from ._exceptions import EdgeRecError
+from ._exceptions import EdgeRecError, MissingDependencyError
 from ._extras import as_missing_dependency, check_command
 from ._version import installed_version
 from .events import EventType
@@ -215,30 +215,27 @@ def _simulate_summary(study: Any) -> dict[str, Any]:
             "vs_central": None if not study.central_ndcg else study.ndcg / study.central_ndcg}
 
 
-def _per_round(text: str) -> int:
-    """``--per-round``: a number of devices, or ``all`` (every device, every round)."""
-    from .demo.config import EVERY_DEVICE
-
-    if text.strip().lower() == "all":
-        return EVERY_DEVICE
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of devices or 'all', got {text!r}") from None
-
-
-def _frozen(text: str) -> tuple[str, ...]:
-    """``--frozen``: comma-separated weight names ('tables': the four item tables; 'none')."""
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    return () if names == ("none",) else names
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoConfig, run_demo
+    """``edgerec demo`` runs ``edgerec-server demo`` with the same arguments, in a child process.
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "run", "quiet") and v is not None}
-    run_demo(DemoConfig(**options), progress=not args.quiet)
-    return 0
+    The demo starts a server, so it lives with the server (``edgerec_server.demo``); the SDK
+    never imports the server (DESIGN.md), it only checks that the package is there. The child
+    shares the terminal: Ctrl-C reaches it too, and it stops its own server and workers.
+    """
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("edgerec_server") is None:
+        raise MissingDependencyError(
+            "`edgerec demo` runs `edgerec-server demo`, and the server (edgerec_server) is not "
+            "installed: pip install 'edgerec[all]', then run edgerec-server demo",
+            module="edgerec_server", extra="all")
+    with subprocess.Popen([sys.executable, "-m", "edgerec_server", "demo", *args.demo_args]) as child:
+        try:
+            code = child.wait()
+        except KeyboardInterrupt:  # the child got it as well: let it clean up, then report it
+            code = child.wait()
+    return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -321,32 +318,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_simulate)
 
-    p = sub.add_parser("demo", help="the federated demo: a server, devices, rounds, a report")
-    p.add_argument("--data", default=None, help="'synthetic' (default) or a MovieLens-100K folder")
-    p.add_argument("--out", default=None, help="report folder (default: reports/demo)")
-    p.add_argument("--devices", type=int, default=None, help="devices (default: every non-pilot user)")
-    p.add_argument("--rounds", type=int, default=None, help="federated rounds (preset: 8 synthetic, 10 MovieLens)")
-    p.add_argument("--per-round", type=_per_round, default=None, help="devices sampled per round, or 'all' (preset: 60 synthetic, all MovieLens)")
-    privacy = p.add_mutually_exclusive_group()
-    privacy.add_argument("--noise", type=float, default=None, help="noise multiplier z of the sum (preset: 1 synthetic)")
-    privacy.add_argument("--epsilon", type=float, default=None, help="instead of --noise: the epsilon (delta 1e-5) all the rounds may spend; z is chosen to meet it for --rounds rounds of --per-round of the devices (preset: 8 MovieLens)")
-    privacy.add_argument("--no-dp", action="store_true", default=None, help="no DP noise, with the no-noise preset (MovieLens: every user a device, 100 rounds of 100, nothing frozen)")
-    p.add_argument("--frozen", type=_frozen, default=None, help="comma-separated weights every round leaves out, 'tables' for emb_in,emb_out,feat_in,feat_out, or 'none' (preset: none synthetic, tables MovieLens)")
-    p.add_argument("--clip", type=float, default=None, help="L2 clip C of each delta (default: 1)")
-    p.add_argument("--workers", type=int, default=None, help="device worker processes (default: 2)")
-    p.add_argument("--port", type=int, default=None, help="server port on 127.0.0.1 (default: a free one)")
-    p.add_argument("--dropout", type=float, default=None, help="share of a round's devices that drop (default: 0.02)")
-    p.add_argument("--pilot-share", type=float, default=None, help="users who train the first model centrally, not devices (preset: 0.05 synthetic, 0.2 MovieLens)")
-    p.add_argument("--strategy", choices=["fedavg", "fedadam"], default=None, help="server optimizer (preset: fedavg synthetic, fedadam MovieLens)")
-    p.add_argument("--server-lr", type=float, default=None, help="server lr, cosine-decayed (preset: 1.0 synthetic, 0.01 MovieLens)")
-    p.add_argument("--graph", choices=["complete", "harary"], default=None, help="secure aggregation graph (preset: complete; harary for the private MovieLens preset)")
-    p.add_argument("--stage-deadline", type=float, default=None, help="seconds per later stage (preset: 10; 30 for the private MovieLens preset)")
-    p.add_argument("--quiet-close", type=float, default=None, help="close a stage after this many silent seconds once enough answered (default: 1.5)")
-    p.add_argument("--dim", type=int, default=None, help="model width (default: 64 MovieLens, 32 synthetic)")
-    p.add_argument("--central-epochs", type=int, default=None, help="epochs of central training (default: 16)")
-    p.add_argument("--synthetic-users", type=int, default=None, help="users of the synthetic set (default: 500)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    # Every argument, --help included, goes to `edgerec-server demo` as typed: no prefix
+    # character this parser knows, so it reads each one as a plain value.
+    p = sub.add_parser("demo", help="the federated demo (runs `edgerec-server demo`; see its --help)",
+                       add_help=False, prefix_chars="\0")
+    p.add_argument("demo_args", nargs="*", help=argparse.SUPPRESS)
     p.set_defaults(run=_cmd_demo)
     return parser
 

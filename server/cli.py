@@ -16,38 +16,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from edgerec._exceptions import MissingDependencyError
 from edgerec._version import installed_version
 
-from ._exceptions import BadRequestError, ServerError
+from ._exceptions import ServerError
 from .config import ServerConfig, load_config
+from .epsilon_target import epsilon_target
+from .demo.command import add_parser as add_demo_parser
 from .keys import load_or_create_key
 from .publisher import Publisher
-from .state import SqliteBackend
+from .serving_lock import ServingLock
+from .state import StateBackend, open_state
 
 __all__ = ["main"]
-
-_COMMANDS = ("serve", "init", "token", "device", "round", "audit", "public-key", "authority-key",
-             "certify", "export-bundle")
 
 
 @dataclass
 class _Services:
     config: ServerConfig
-    state: SqliteBackend
+    state: StateBackend
     publisher: Publisher
 
 
 def _services(args: argparse.Namespace) -> _Services:
-    config = load_config(args.config, data_dir=args.data_dir, host=getattr(args, "host", None),
+    config = load_config(args.config, data_dir=args.data_dir, database=args.database,
+                         host=getattr(args, "host", None),
                          port=getattr(args, "port", None), log_level=getattr(args, "log_level", None))
-    state = SqliteBackend(config.database_path)
+    state = open_state(config.database, config.database_path)
     return _Services(config, state, Publisher(state, load_or_create_key(config.signing_key_path)))
 
 
@@ -59,11 +60,17 @@ def _serve(s: _Services, args: argparse.Namespace) -> int:
     from .logs import log_event, setup_logging
 
     setup_logging(s.config.log_level, s.config.log_json)
+    lock = ServingLock(s.config.data_dir)
+    if not s.config.database:  # SQLite: this process alone serves the data dir, until it ends
+        lock.acquire()
     coordinator = Coordinator(s.state, s.publisher, s.config)
     log_event("starting", host=s.config.host, port=s.config.port, data_dir=str(s.config.data_dir),
               public_key=s.publisher.public_key.hex())
-    uvicorn.run(create_app(coordinator), host=s.config.host, port=s.config.port, log_config=None,
-                access_log=False, log_level=s.config.log_level, lifespan="on")
+    try:
+        uvicorn.run(create_app(coordinator), host=s.config.host, port=s.config.port,
+                    log_config=None, access_log=False, log_level=s.config.log_level, lifespan="on")
+    finally:
+        lock.release()
     return 0
 
 
@@ -125,7 +132,7 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
                               "frozen": list(r.params.get("frozen", [])),
                               "model_version_out": r.out_version, "reason": r.reason}))
         return 0
-    calibrated = _calibration(s, args)
+    calibrated = epsilon_target(args, s.config)
     if args.max is not None:
         # A cap on a Poisson draw would make the cohort something the audit cannot account.
         print("warning: --max is ignored: every device drawn into the cohort may take part "
@@ -157,56 +164,6 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
                       "frozen": list(record.params.get("frozen", [])),
                       **(calibrated.to_dict() if calibrated else {})}))
     return 0
-
-
-@dataclass(frozen=True)
-class _Calibration:
-    """``round open --epsilon E --planned-rounds R [--delta D]``: z chosen for the draw."""
-
-    epsilon: float
-    rounds: int
-    delta: float
-    accountant: str
-
-    def noise_for(self, population: int, cohort: int) -> float:
-        """The least z whose R rounds drawing ``cohort`` of ``population`` the audit accounts
-        at <= E (``audit.noise_for_target``: the audit's own release and accountant)."""
-        from .audit import noise_for_target
-
-        return noise_for_target(self.epsilon, population, cohort, self.rounds, self.delta,
-                                self.accountant)
-
-    def describe(self, population: int, cohort: int, z: float) -> str:
-        """The line ``round open`` prints about the z it chose."""
-        drawn = f"all {population}" if cohort >= population else f"{cohort} of {population}"
-        return (f"epsilon {self.epsilon:g} over {self.rounds} planned rounds of {drawn} devices "
-                f"(delta {self.delta:g}): noise multiplier z = {z:.4g}")
-
-    def to_dict(self) -> dict[str, float | int]:
-        """What ``round open`` adds to its JSON."""
-        return {"target_epsilon": self.epsilon, "planned_rounds": self.rounds, "delta": self.delta}
-
-
-def _calibration(s: _Services, args: argparse.Namespace) -> _Calibration | None:
-    """What ``--epsilon`` asks for (None: the operator set z with ``--noise``, or no noise)."""
-    if args.epsilon is None:
-        if args.planned_rounds is not None or args.delta is not None:
-            raise BadRequestError("--planned-rounds and --delta go with --epsilon")
-        return None
-    if args.planned_rounds is None:
-        raise BadRequestError("--epsilon needs --planned-rounds R: the rounds the budget is spread over")
-    if not (math.isfinite(args.epsilon) and args.epsilon > 0):
-        raise BadRequestError("--epsilon must be a positive number")
-    if args.planned_rounds < 1:
-        raise BadRequestError("--planned-rounds must be at least 1")
-    delta = s.config.dp_delta if args.delta is None else args.delta
-    if not 0 < delta < 1:
-        raise BadRequestError("--delta must be in (0, 1)")
-    if delta > s.config.dp_delta:
-        print(f"warning: the audit reports epsilon at delta {s.config.dp_delta:g}; calibrated at "
-              f"delta {delta:g}, its figure can exceed {args.epsilon:g}", file=sys.stderr)
-    return _Calibration(float(args.epsilon), int(args.planned_rounds), float(delta),
-                        s.config.accountant)
 
 
 def _audit(s: _Services, args: argparse.Namespace) -> int:
@@ -296,6 +253,9 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", type=Path, default=None,
                         help=f"state folder (default: {ServerConfig.data_dir})")
+    common.add_argument("--database", default=None, metavar="URL",
+                        help="postgresql://user@host/db: keep the state in PostgreSQL, shared by "
+                             "replicas (default: a SQLite file in --data-dir, one server)")
     common.add_argument("--config", type=Path, default=None,
                         help="TOML or JSON settings file (default: none; EDGEREC_SERVER_* variables "
                              "and flags override it)")
@@ -375,6 +335,7 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export-bundle", parents=[common], help="write a model's bundle folder")
     export.add_argument("--version", type=int, default=None)
     export.add_argument("--out", type=Path, required=True)
+    add_demo_parser(sub)
     return p
 
 
@@ -386,12 +347,14 @@ _HANDLERS = {"serve": _serve, "init": _init, "token": _token, "device": _device,
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edgerec-server`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in _COMMANDS + ("-h", "--help", "--version"):
+    if not argv or argv[0] not in (*_HANDLERS, "demo", "-h", "--help", "--version"):
         argv.insert(0, "serve")
     args = _parser().parse_args(argv)
+    if args.command == "demo":  # it runs its own server on a temporary data dir: no services
+        return int(args.run(args))
     try:
         services = _services(args)
-    except ServerError as exc:
+    except (ServerError, MissingDependencyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:

@@ -54,6 +54,9 @@ class ServerConfig:
     #: how long an enrolment certificate is valid (the device's credential expiry, if earlier)
     certificate_ttl_s: float = 365 * 24 * 3600.0
     database_file: str = "state.sqlite3"
+    #: "" (default): the SQLite file ``database_file`` in the data dir, for one server process.
+    #: A ``postgresql://user@host/db`` URL: PostgreSQL (``edgerec[postgres]``), for fleets.
+    database: str = ""
     #: open a round automatically this many seconds after the last one closed; 0 = never
     schedule_every_s: float = 0.0
     #: the scheduled rounds' parameters (``RoundParams`` fields; JSON in the environment)
@@ -71,6 +74,9 @@ class ServerConfig:
                                   "(an offline authority), not both")
         if not self.certificate_ttl_s > 0:
             raise BadRequestError("certificate_ttl_s must be positive")
+        if self.database and not self.database.startswith(("postgresql://", "postgres://")):
+            raise BadRequestError("database must be a postgresql:// URL (or empty: the SQLite "
+                                  "file in the data dir)")
 
     @property
     def database_path(self) -> Path:

@@ -11,10 +11,14 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .._exceptions import ConfigError
-from ..model.params import ITEM_TABLES, expand_frozen
+from edgerec import ConfigError
+from edgerec.model.params import ITEM_TABLES, expand_frozen
 
-__all__ = ["DP_DELTA", "EVERY_DEVICE", "PRESETS", "DemoConfig"]
+__all__ = ["DEFAULT_OUT", "DP_DELTA", "EVERY_DEVICE", "PRESETS", "DemoConfig"]
+
+#: The report folder, relative to the current folder: a run writes where its user is, never
+#: into the package or a source checkout's own folders.
+DEFAULT_OUT = "edgerec-demo-report"
 
 #: The delta the demo's epsilons hold at: the server's default ``dp_delta``.
 DP_DELTA = 1e-5
@@ -84,7 +88,7 @@ class DemoConfig:
     """
 
     data: str = "synthetic"
-    out: str = "reports/demo"
+    out: str = DEFAULT_OUT
     devices: int | None = None
     rounds: int | None = None
     per_round: int | None = None
@@ -148,7 +152,7 @@ class DemoConfig:
         cfg = self if self.per_round != EVERY_DEVICE else replace(self, per_round=population)
         if self.epsilon is None:
             return cfg
-        from ..privacy import noise_for_releases
+        from edgerec.privacy import noise_for_releases
 
         z = noise_for_releases(self.epsilon, population=population,
                                cohort=min(cfg.per_round, population), rounds=self.rounds,
@@ -176,8 +180,8 @@ class DemoConfig:
             raise ConfigError("strategy must be 'fedavg' or 'fedadam'")
         if self.graph not in ("complete", "harary"):
             raise ConfigError("graph must be 'complete' or 'harary'")
-        from ..model.config import ModelConfig
-        from ..model.params import param_names
+        from edgerec.model.config import ModelConfig
+        from edgerec.model.params import param_names
 
         names = param_names(ModelConfig(dim=self.dim))
         unknown = sorted(set(self.frozen) - set(names))  # type: ignore[arg-type]

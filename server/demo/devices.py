@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..bundle import Bundle, load_bundle
-from ..client import EdgeRec
-from ..store import InteractionStore
-from ..sync import HttpxTransport, Response, SyncConditions, SyncSession
-from ..sync.client import STEPS
+from edgerec import Bundle, EdgeRec, InteractionStore, load_bundle
+from edgerec.scoring import Scorer
+from edgerec.sync import HttpxTransport, Response, SyncConditions, SyncSession
+from edgerec.sync.client import STEPS
 
-__all__ = ["DeviceTask", "RoundReport", "Worker", "setup_devices", "run_round"]
+__all__ = ["DeviceTask", "RoundReport", "Worker", "run_round", "setup_devices"]
 
 
 @dataclass(frozen=True)
@@ -95,20 +94,28 @@ class Worker:
         if not self.bundle_dir.exists():
             shutil.copytree(first_bundle, self.bundle_dir)
         self.bundle: Bundle = load_bundle(self.bundle_dir, public_key=server_key)
-        self.scorer = None
+        self._scorer: Scorer | None = None
+
+    def scorer(self) -> Scorer:
+        """The process's one onnxruntime session of its current bundle, made on first use."""
+        if self._scorer is None:
+            self._scorer = Scorer(self.bundle.model_path, len(self.bundle.catalogue),
+                                  self.bundle.config.history)
+        return self._scorer
 
     def open(self, folder: str) -> EdgeRec:
         """The device in ``folder``, on the process's current bundle."""
-        from ..scoring import Scorer
-
-        if self.scorer is None:
-            self.scorer = Scorer(self.bundle.model_path, len(self.bundle.catalogue), self.bundle.config.history)
-        return EdgeRec(InteractionStore(Path(folder) / "app.db"), self.bundle, scorer=self.scorer)
+        return EdgeRec(InteractionStore(Path(folder) / "app.db"), self.bundle, scorer=self.scorer())
 
     def adopt(self, rec: EdgeRec) -> None:
-        """Share a bundle a device just installed with the process's next devices."""
+        """Serve a bundle a device just installed to the process's next devices.
+
+        The process opens its own session of it (once per new model): the installing device's
+        session is its own (``EdgeRec`` does not expose it), and one more session per worker
+        and round costs milliseconds against a round's seconds.
+        """
         if rec.bundle.version != self.bundle.version:
-            self.bundle, self.scorer = rec.bundle, rec._scorer  # noqa: SLF001 (the same process's session)
+            self.bundle, self._scorer = rec.bundle, None
 
     def session(self, rec: EdgeRec, transport: TimingTransport) -> SyncSession:
         # The noise is the SDK's default: drawn from a CSPRNG the OS seeds, in every device and
@@ -184,7 +191,7 @@ def run_round(round_: int, tasks: list[DeviceTask]) -> RoundReport:
                 _end(report, task, rec, session, transport, outcome.status.value)
     for index, (task, rec, session, transport) in live.items():
         if _WORKER.bundle.version > rec.model_version:  # a device of this process installed it
-            rec.install(_WORKER.bundle, scorer=_WORKER.scorer)
+            rec.install(_WORKER.bundle, scorer=_WORKER.scorer())
         t0, http0 = time.perf_counter(), transport.seconds + transport.slept
         outcome = session.finish()
         _WORKER.adopt(rec)

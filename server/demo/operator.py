@@ -1,7 +1,9 @@
 """The operator's side of the demo: a real ``edgerec-server`` process on loopback, driven by its
 own CLI (``python -m edgerec_server ...`` on the data dir) and read over HTTP (audit, bundles).
 
-The SDK never imports the server (DESIGN.md): everything here goes through a subprocess or HTTP.
+The demo lives in the server package, yet it drives the server only as an operator and its
+devices would: through a subprocess and HTTP, never in-process, so the run is what a real
+deployment does (separate processes, real sockets, the server's own CLI).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from .._exceptions import ConfigError
+from edgerec import ConfigError
 
 __all__ = ["ServerProcess", "free_port", "server_lr"]
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset, Sequences
-from ..evaluation import LOOSplit, loo_split
-from ..evaluation.split import MIN_INTERACTIONS
-from ..federated.pilot import draw_pilot, only_users
+from edgerec.data import Dataset, Sequences
+from edgerec.evaluation import LOOSplit, loo_split
+from edgerec.evaluation.split import MIN_INTERACTIONS
+from edgerec.federated.pilot import draw_pilot, only_users
 
 __all__ = ["Population", "device_events", "plan_population"]
 

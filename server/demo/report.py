@@ -1,21 +1,24 @@
 """The demo's results: LOO-full of a model on the device users, the final table, report.json
-and report.png (matplotlib, Agg backend: no display needed)."""
+(and report.png, drawn by ``plot.py``)."""
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
-from ..data import Dataset
-from ..evaluation import hr_at, ndcg_at, rank_users
-from ..evaluation.ours import FloatModel
-from ..model.config import ModelConfig
-from ..model.params import ITEM_TABLES, Params
+from edgerec.data import Dataset
+from edgerec.evaluation import hr_at, ndcg_at, rank_users
+from edgerec.evaluation.ours import FloatModel
+from edgerec.model.config import ModelConfig
+from edgerec.model.params import Params
+
 from .population import Population
 
-__all__ = ["evaluator", "format_table", "write_report"]
+__all__ = ["COLUMN_NOTES", "evaluator", "format_table", "noise_multiplier", "round_counts",
+           "write_report"]
 
 
 def evaluator(pop: Population, dataset: Dataset, cfg: ModelConfig) -> Callable[[Params], tuple[float, float]]:
@@ -35,34 +38,65 @@ def _eps(value: float | None) -> str:
     return "-" if value is None else ("inf" if math.isinf(value) else f"{value:.3g}")
 
 
-def _z(report: dict[str, Any]) -> float | None:
+def noise_multiplier(report: dict[str, Any]) -> float | None:
     """The noise multiplier the rounds ran with (chosen for the target with ``--epsilon``)."""
     z = report.get("noise_multiplier")
     return report["config"].get("noise") if z is None else z
 
 
-def _cell(row: dict[str, Any], key: str) -> str:
-    """A count for the table; "-" when the round has none (e.g. an aborted round's survivors)."""
-    value = row.get(key)
+def round_counts(row: dict[str, Any]) -> dict[str, int | None]:
+    """A round's devices, counted so that the figures add up (None: not known, e.g. round 0, or
+    an aborted round's sum).
+
+    ``drawn`` of ``population`` were drawn by the server; ``joined`` sent their keys; of them,
+    ``dropped`` vanished before their masked update reached the server and ``summed`` are in
+    the aggregate, so joined = dropped + summed (both from the server's audit). ``left_late``
+    vanished after their update was in (the demo's own record): it still counts, because the
+    other devices' shares let the server remove their masks.
+    """
+    joined, summed = row.get("participants"), row.get("survivors")
+    vanished, early = row.get("dropouts"), row.get("dropouts_before_sum")
+    return {"drawn": row.get("cohort"), "population": row.get("population"), "joined": joined,
+            "dropped": None if joined is None or summed is None else joined - summed,
+            "summed": summed, "left_late": None if vanished is None or early is None else vanished - early}
+
+
+#: The table's columns after the quality figures, and what each one counts (printed under it).
+_COUNT_COLUMNS = (("joined", "joined"), ("dropped", "dropped"), ("summed", "summed"),
+                  ("left_late", "left-late"))
+COLUMN_NOTES = (
+    "drawn/N: devices the server drew for the round, of N enrolled; joined: drawn devices that "
+    "sent their keys; dropped: joined but vanished before their update reached the sum; summed: "
+    "devices whose clipped, noised update is in the aggregate (joined = dropped + summed); "
+    "left-late: vanished after their update was in (it still counts: the others' key shares "
+    "remove its mask); epsilon: privacy spent by the rounds so far (at the delta below); NDCG@10, "
+    "HR@10: LOO-full on the device users' held-out items (round 0: the first model)")
+
+
+def _cell(value: int | None) -> str:
+    """A count for the table; "-" when the round has none (round 0, an aborted round's sum)."""
     return "-" if value is None else str(value)
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The per-round table (round 0 is the first model) and the central comparison."""
-    head = f"{'round':>5} {'model':>5} {'NDCG@10':>8} {'HR@10':>7} {'drawn/N':>8} {'devices':>7} " \
-           f"{'survived':>8} {'dropped':>7} {'epsilon':>8} {'wall s':>7}"
+    """The per-round table (round 0 is the first model), what its columns count, and the
+    central comparison."""
+    counts = "".join(f" {label:>{max(len(label), 7)}}" for _, label in _COUNT_COLUMNS)
+    head = f"{'round':>5} {'model':>5} {'NDCG@10':>8} {'HR@10':>7} {'drawn/N':>9}{counts} " \
+           f"{'epsilon':>8} {'wall s':>7}"
     lines = [head, "-" * len(head)]
-    no_dp = _z(report) == 0  # epsilon is infinite, stored as null
+    no_dp = noise_multiplier(report) == 0  # epsilon is infinite, stored as null
     for row in report["rounds"]:
         eps = "inf" if no_dp and row["round"] > 0 else _eps(row.get("epsilon"))
-        drawn = f"{row['cohort']}/{row['population']}" if "cohort" in row else "-"
+        n = round_counts(row)
+        drawn = f"{n['drawn']}/{n['population']}" if n["drawn"] is not None else "-"
+        cells = "".join(f" {_cell(n[key]):>{max(len(label), 7)}}" for key, label in _COUNT_COLUMNS)
         lines.append(f"{row['round']:>5} {row['model_version']:>5} {row['ndcg']:>8.4f} {row['hr']:>7.4f} "
-                     f"{drawn:>8} {_cell(row, 'participants'):>7} {_cell(row, 'survivors'):>8} "
-                     f"{_cell(row, 'dropouts'):>7} {eps:>8} "
-                     f"{row.get('wall_s', 0.0):>7.1f}")
+                     f"{drawn:>9}{cells} {eps:>8} {row.get('wall_s', 0.0):>7.1f}")
+    lines.append("-" * len(head))
+    lines += textwrap.wrap(COLUMN_NOTES, width=max(len(head), 80))
     central = report["central"]
     final = report["rounds"][-1]
-    lines.append("-" * len(head))
     aborted = [str(row["round"]) for row in report["rounds"] if row.get("state") == "aborted"]
     if aborted:
         lines.append(f"rounds aborted (fewer survivors than the threshold, or a stage missed its "
@@ -87,7 +121,8 @@ def format_table(report: dict[str, Any]) -> str:
                     "replacement") + ", zero-out neighbours)")
     if report.get("epsilon_target") is not None:
         per_round, devices = report["config"]["per_round"], report["devices"]
-        lines.append(f"target epsilon {report['epsilon_target']:g}: noise multiplier z = {_z(report):.4g}, "
+        z = noise_multiplier(report)
+        lines.append(f"target epsilon {report['epsilon_target']:g}: noise multiplier z = {z:.4g}, "
                      f"chosen for {report['config']['rounds']} rounds of "
                      + (f"all {devices} devices (every device in every round: each round a plain "
                         "Gaussian release, no amplification by sampling)" if per_round >= devices else
@@ -103,7 +138,9 @@ def write_report(out: Path, report: dict[str, Any]) -> list[Path]:
     path.write_text(json.dumps(report, indent=1, default=_json_default))
     written = [path]
     try:
-        written.append(_plot(out / "report.png", report))
+        from .plot import plot_report
+
+        written.append(plot_report(out / "report.png", report))
     except ImportError:  # matplotlib is in the 'all' extra; the JSON is the record either way
         pass
     return written
@@ -115,48 +152,3 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _plot(path: Path, report: dict[str, Any]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report["rounds"]
-    rounds = [r["round"] for r in rows]
-    fig, (quality, privacy) = plt.subplots(1, 2, figsize=(10, 4))
-    quality.plot(rounds, [r["ndcg"] for r in rows], "o-", label="federated NDCG@10")
-    quality.plot(rounds, [r["hr"] for r in rows], "s-", label="federated HR@10")
-    quality.axhline(report["central"]["ndcg"], color="C0", ls="--", label="central NDCG@10")
-    quality.axhline(report["central"]["hr"], color="C1", ls="--", label="central HR@10")
-    quality.set_xlabel("round (0 = the first model)")
-    quality.set_title(f"LOO-full on {report['eval_users']} device users")
-    quality.legend(fontsize=8)
-    if _z(report) == 0:
-        privacy.text(0.5, 0.5, "no DP noise (z = 0): epsilon is infinite\n"
-                     f"deltas clipped to C = {report['config']['clip']}, summed by secure aggregation",
-                     ha="center", va="center", transform=privacy.transAxes)
-        privacy.set_axis_off()
-    eps = [(r["round"], r["epsilon"]) for r in rows if r.get("epsilon") is not None]
-    if eps and _z(report) != 0:
-        privacy.plot([e[0] for e in eps], [e[1] for e in eps], "o-", color="C3")
-    privacy.set_xlabel("round")
-    privacy.set_ylabel(f"cumulative epsilon (delta {report['delta']:g})")
-    target = report.get("epsilon_target")
-    privacy.set_title(f"privacy: z={_z(report):.4g}, C={report['config']['clip']}"
-                      + (f" (for epsilon {target:g})" if target is not None else ""), fontsize=10)
-    if target is not None and _z(report) != 0:
-        privacy.axhline(target, color="C3", ls="--", label=f"target epsilon {target:g}")
-        privacy.legend(fontsize=8, loc="center right")
-        privacy.set_ylim(0, 1.1 * max([target] + [e[1] for e in eps]))
-    if report.get("frozen"):
-        frozen = ("the item tables" if set(report["frozen"]) == set(ITEM_TABLES)
-                  else ", ".join(report["frozen"]))
-        privacy.text(0.98, 0.03, f"{report['federated_weights']:,} of {report['weights']:,} weights "
-                     f"federated\n({frozen} frozen)", ha="right", va="bottom", fontsize=8,
-                     transform=privacy.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

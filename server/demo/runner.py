@@ -1,4 +1,4 @@
-"""The federated demo from start to end (``edgerec demo``).
+"""The federated demo from start to end (``edgerec-server demo``).
 
 1. Load the data (MovieLens-100K with ``--data``, the synthetic set otherwise); split LOO-full.
 2. Train the first global model centrally on the pilot users (not devices; with no pilot it is
@@ -13,7 +13,8 @@
    weights (``--frozen``: left out of the round, the devices send only the rest), secure
    aggregation), let the drawn devices take part stage by stage (some drop out), then evaluate
    the published model LOO-full and read the sampling and epsilon from the server's audit.
-6. Print the table; write report.json and report.png.
+6. Print the table; write report.json and report.png to ``--out`` (default: a folder in the
+   current folder), and print where.
 """
 
 from __future__ import annotations
@@ -30,15 +31,14 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..bundle import load_bundle, write_bundle
-from ..data import Dataset
-from ..model.config import ModelConfig, TrainConfig
-from ..model.params import param_names
-from .._exceptions import ConfigError
-from ..sync import install_bundle
-from ..sync.client import STEPS
-from ..training import fit_params
-from ..workflows import DEFAULT_TRAINING, DataSpec, load_data
+from edgerec import ConfigError, ModelConfig, TrainConfig, load_bundle, write_bundle
+from edgerec.data import Dataset
+from edgerec.model.params import param_names
+from edgerec.sync import install_bundle
+from edgerec.sync.client import STEPS
+from edgerec.training import fit_params
+from edgerec.workflows import DEFAULT_TRAINING, DataSpec, load_data
+
 from . import devices as dev
 from .config import DP_DELTA, EVERY_DEVICE, DemoConfig
 from .operator import ServerProcess, server_lr
@@ -86,9 +86,13 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
               "delta": DP_DELTA, "epsilon_target": cfg.epsilon, "noise_multiplier": run.noise,
               "rounds": rows,
               "central": {"hr": hr, "ndcg": ndcg}, "timing": timing}
-    written = write_report(Path(cfg.out), report)
+    out = Path(cfg.out).resolve()  # relative: under the current folder (config.DEFAULT_OUT)
+    written = write_report(out, report)
     _say("\n" + format_table(report))
-    _say(f"\nwall time {timing['total_s']:.0f} s; wrote " + ", ".join(str(p) for p in written))
+    if len(written) == 1:
+        _say("report.png not drawn: matplotlib is not installed (pip install 'edgerec[all]')")
+    _say(f"\nwall time {timing['total_s']:.0f} s; report in {out}: "
+         + ", ".join(p.name for p in written))
     return report
 
 
@@ -230,9 +234,16 @@ def _round(cfg: DemoConfig, r: int, index_of: dict[int, int], pool: Any, server:
             "threshold": audit["threshold"], "federated_weights": audit.get("federated_weights"),
             "participants": audit["participants"],
             "survivors": audit["survivors"], "dropouts": sum(len(x.dropped) for x in reports),
+            "dropouts_before_sum": sum(_before_sum(step) for x in reports for step in x.dropped.values()),
             "epsilon": audit["cumulative_epsilon"], "server_lr": server_lr(cfg.server_lr, r, cfg.rounds),
             "bytes_sent": sum(x.bytes_sent for x in reports), "wall_s": round_s,
             "statuses": {s: statuses.count(s) for s in sorted(set(statuses))}}
+
+
+def _before_sum(step: str) -> bool:
+    """A device that vanished before ``step`` never sent its masked update when ``step`` comes
+    no later than ``masked_input``; vanishing later, its update is already in the sum."""
+    return STEPS.index(step) <= STEPS.index("masked_input")
 
 
 def _round_params(cfg: DemoConfig, r: int, drops: int) -> dict[str, Any]:

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 import edgerec
-import edgerec.demo.devices as demo_devices
 from edgerec.model.params import param_names
 from edgerec.privacy import DistributedNoise, FixedPoint, SecureRandom, privatize
 from edgerec.secagg import crypto, encode_certificate, issue_certificate
 from edgerec.sync import HttpxTransport, RoundParticipant, SyncConditions, SyncSession
+import edgerec_server.demo.devices as demo_devices
 
 from malicious_server import MaliciousServer, Script, announcement
 

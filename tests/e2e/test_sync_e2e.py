@@ -22,7 +22,6 @@ import edgerec
 from edgerec.sync.device import SyncRecords
 from edgerec.bundle import load_bundle, write_bundle
 from edgerec.data import Catalogue, synthetic
-from edgerec.demo.population import device_events, plan_population
 from edgerec.model.config import ModelConfig, TrainConfig
 from edgerec.secagg.messages import CLIENT_MESSAGE_STAGE
 from edgerec.sync import (UPLOAD_KINDS, EnrolRequest, HttpxTransport, RecordingTransport,
@@ -30,6 +29,7 @@ from edgerec.sync import (UPLOAD_KINDS, EnrolRequest, HttpxTransport, RecordingT
 from edgerec.sync.client import STEPS
 from edgerec.training import fit_params
 from edgerec.workflows import loo_evaluator
+from edgerec_server.demo.population import device_events, plan_population
 
 from srv_helpers import cli
 

@@ -1,30 +1,59 @@
-"""`edgerec demo` with tiny settings: a real server process, devices in 2 worker processes, 2
-rounds over HTTP with the item tables frozen; the report folder, the table and the ledger/audit
-figures it shows."""
+"""`edgerec-server demo` with tiny settings: a real server process, devices in 2 worker
+processes, 2 rounds over HTTP with the item tables frozen; the report folder (by default in the
+current folder), the table and the ledger/audit figures it shows."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from pathlib import Path
 
 import pytest
 
-from edgerec.cli import main
-from edgerec.demo import DemoConfig
-from edgerec.demo.report import format_table
+from edgerec_server.cli import main
+from edgerec_server.demo import DemoConfig
+from edgerec_server.demo.config import DEFAULT_OUT
+from edgerec_server.demo.report import format_table
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "report"
-    code = main(["demo", "--devices", "8", "--rounds", "2", "--per-round", "6", "--dropout", "0.2",
-                 "--stage-deadline", "3", "--dim", "8", "--central-epochs", "3",
-                 "--synthetic-users", "120", "--frozen", "tables", "--out", str(out), "--quiet"])
+    """One run from an empty current folder, without --out: the report goes to the default
+    folder there (and nowhere in the source tree); the path is the run's last line."""
+    cwd = tmp_path_factory.mktemp("demo-cwd")
+    before = _source_tree()
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.chdir(cwd)
+        code = main(["demo", "--devices", "8", "--rounds", "2", "--per-round", "6", "--dropout", "0.2",
+                     "--stage-deadline", "3", "--dim", "8", "--central-epochs", "3",
+                     "--synthetic-users", "120", "--frozen", "tables", "--quiet"])
     assert code == 0
-    return out, json.loads((out / "report.json").read_text())
+    out = cwd / DEFAULT_OUT
+    return out, json.loads((out / "report.json").read_text()), printed.getvalue(), cwd, before
+
+
+def _source_tree() -> set[str]:
+    """Every file of the checkout outside caches, as paths relative to it."""
+    return {str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
+            if not any(part.startswith(".") or part == "__pycache__" or part.endswith(".egg-info")
+                       for part in p.relative_to(ROOT).parts)}
+
+
+def test_the_report_goes_to_the_current_folder_by_default_and_is_named_at_the_end(demo):
+    out, _, printed, cwd, before = demo
+    assert sorted(p.name for p in cwd.iterdir()) == [DEFAULT_OUT]
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.png"]
+    assert printed.rstrip().splitlines()[-1].endswith(f"report in {out.resolve()}: report.json, report.png")
+    # Nothing new in the source tree (other files may come and go: people work in it).
+    assert not {p for p in _source_tree() - before if "report" in p or p.endswith(".png")}
 
 
 def test_demo_writes_the_report_folder(demo):
-    out, report = demo
+    out, report, *_ = demo
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = report["rounds"]
     assert [r["round"] for r in rows] == [0, 1, 2]
@@ -50,11 +79,35 @@ def test_demo_writes_the_report_folder(demo):
 
 
 def test_the_table_has_a_row_per_round_and_the_comparison(demo, capsys):
-    _, report = demo
+    _, report, *_ = demo
     table = format_table(report).splitlines()
     assert table[0].split()[:4] == ["round", "model", "NDCG@10", "HR@10"]
     assert [line.split()[0] for line in table[2:5]] == ["0", "1", "2"]
     assert "federated / central NDCG@10" in table[-1]
+
+
+def test_the_device_counts_of_the_table_add_up(demo):
+    """Issue 15: `devices 60, survived 60, dropped 1` did not add up. Now, on a real run where
+    devices drop at random stages: joined = dropped + summed, where dropped are the devices
+    that vanished before their update reached the sum (the server's count and the demo's own
+    agree), and those that vanished after it are counted apart as left-late."""
+    _, report, printed, *_ = demo
+    table = format_table(report).splitlines()
+    head = table[0].split()
+    assert head[4:9] == ["drawn/N", "joined", "dropped", "summed", "left-late"]
+    rows = {line.split()[0]: dict(zip(head, line.split())) for line in table[2:5]}
+    assert rows["0"]["joined"] == rows["0"]["dropped"] == rows["0"]["summed"] == "-"
+    vanished = 0
+    for r in report["rounds"][1:]:
+        cells = rows[str(r["round"])]
+        joined, dropped, summed, late = (int(cells[k]) for k in ("joined", "dropped", "summed", "left-late"))
+        assert cells["drawn/N"] == f"{r['cohort']}/{r['population']}" and joined == r["cohort"]
+        assert joined == dropped + summed and summed == r["survivors"]
+        assert dropped == r["dropouts_before_sum"] and dropped + late == r["dropouts"]
+        vanished += r["dropouts"]
+    assert vanished >= 2  # a run with dropouts: round(0.2 x the cohort) in each round
+    assert "joined = dropped + summed" in " ".join(table)
+    assert "\n".join(table[:5]) in printed  # the table the run printed
 
 
 def test_bad_demo_settings_are_refused():
@@ -78,7 +131,7 @@ def test_presets_follow_the_data_and_yield_to_explicit_settings():
 
 
 def test_round_threshold_sits_below_the_expected_survivors_on_the_complete_graph():
-    from edgerec.demo.runner import _round_params
+    from edgerec_server.demo.runner import _round_params
 
     cfg = DemoConfig(data="../shared/data/ml-100k", per_round=100, rounds=10, noise=1.0, frozen=(),
                      graph="complete")
@@ -90,3 +143,12 @@ def test_round_threshold_sits_below_the_expected_survivors_on_the_complete_graph
     assert _round_params(cfg, 10, drops=2)["server_lr"] < flags["server_lr"]  # cosine decay
     harary = _round_params(DemoConfig(per_round=60, graph="harary"), 1, drops=1)
     assert "threshold" not in harary and "tolerate_dropouts" not in harary  # the server picks t
+
+
+def test_the_report_folder_is_relative_to_the_current_folder_unless_given(monkeypatch, tmp_path):
+    assert DemoConfig().out == DEFAULT_OUT and not Path(DEFAULT_OUT).is_absolute()
+    seen = []
+    monkeypatch.setattr("edgerec_server.demo.run_demo", lambda cfg, progress: seen.append(cfg))
+    assert main(["demo", "--out", str(tmp_path / "mine"), "--quiet"]) == 0
+    assert main(["demo", "--quiet"]) == 0
+    assert [cfg.out for cfg in seen] == [str(tmp_path / "mine"), DEFAULT_OUT]

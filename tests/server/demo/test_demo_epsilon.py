@@ -1,4 +1,4 @@
-"""`edgerec demo --epsilon E`: the demo chooses z for its rounds, cohort and devices (without
+"""`edgerec-server demo --epsilon E`: the demo chooses z for its rounds, cohort and devices (without
 running the demo: the configuration, the command line and what the report says)."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import math
 import pytest
 
 from edgerec import ConfigError
-from edgerec.cli import _parser, main
-from edgerec.demo import DemoConfig
-from edgerec.demo.config import DP_DELTA
-from edgerec.demo.report import format_table
-from edgerec.demo.runner import _calibration_line, _round_params
 from edgerec.privacy import Release, noise_for_releases, releases_epsilon
+from edgerec_server.cli import _parser, main
+from edgerec_server.demo import DemoConfig
+from edgerec_server.demo.config import DP_DELTA
+from edgerec_server.demo.report import format_table
+from edgerec_server.demo.runner import _calibration_line, _round_params
 
 pytest.importorskip("dp_accounting", reason="calibration needs dp-accounting")
 
@@ -71,7 +71,7 @@ def test_the_command_line_takes_epsilon_or_noise(monkeypatch, capsys):
         _parser().parse_args(["demo", "--epsilon", "8", "--noise", "1"])
     assert "not allowed with" in capsys.readouterr().err
     seen = []
-    monkeypatch.setattr("edgerec.demo.run_demo", lambda cfg, progress: seen.append(cfg))
+    monkeypatch.setattr("edgerec_server.demo.run_demo", lambda cfg, progress: seen.append(cfg))
     assert main(["demo", "--epsilon", "8", "--rounds", "20", "--quiet"]) == 0
     assert seen[0].epsilon == 8.0 and seen[0].noise is None and seen[0].rounds == 20
     assert main(["demo", "--epsilon", "-1", "--quiet"]) == 2

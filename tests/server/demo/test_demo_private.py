@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 
 from edgerec import ConfigError
-from edgerec.cli import _parser, main
-from edgerec.demo import DemoConfig
-from edgerec.demo.config import DP_DELTA, EVERY_DEVICE, PRESETS
-from edgerec.demo.report import format_table
-from edgerec.demo.runner import _calibration_line, _round_params
 from edgerec.model.params import ITEM_TABLES
+from edgerec_server.cli import _parser, main
+from edgerec_server.demo import DemoConfig
+from edgerec_server.demo.config import DP_DELTA, EVERY_DEVICE, PRESETS
+from edgerec_server.demo.report import format_table
+from edgerec_server.demo.runner import _calibration_line, _round_params
 
 ML = "../shared/data/ml-100k"
 pytest.importorskip("dp_accounting", reason="calibration needs dp-accounting")
@@ -84,7 +84,7 @@ def test_the_command_line(monkeypatch, capsys):
         _parser().parse_args(["demo", "--no-dp", "--noise", "1"])
     assert "not allowed with" in capsys.readouterr().err
     seen = []
-    monkeypatch.setattr("edgerec.demo.run_demo", lambda cfg, progress: seen.append(cfg))
+    monkeypatch.setattr("edgerec_server.demo.run_demo", lambda cfg, progress: seen.append(cfg))
     assert main(["demo", "--data", ML, "--no-dp", "--quiet"]) == 0
     assert main(["demo", "--data", ML, "--frozen", "tables,bias", "--quiet"]) == 0
     assert main(["demo", "--data", ML, "--quiet"]) == 0
@@ -108,7 +108,7 @@ def test_the_table_says_what_was_federated_and_shows_epsilon_per_round():
               "federated_weights": 10_000, "frozen": list(ITEM_TABLES)}
     table = format_table(report)
     lines = table.splitlines()
-    assert [line.split()[8] for line in lines[3:5]] == ["2.61", "3.85"]  # epsilon after each round
+    assert [line.split()[9] for line in lines[3:5]] == ["2.61", "3.85"]  # epsilon after each round
     assert "754/754" in lines[3]
     assert "each device sent 10,000 of the model's 228,560 weights per round" in table
     assert "frozen at the first model's values: emb_in, emb_out, feat_in, feat_out" in table

@@ -8,6 +8,7 @@
     ├── ForbiddenError (403)       revoked, used up, or not allowed (e.g. not a participant)
     ├── NotFoundError (404)
     ├── ConflictError (409)        the request clashes with the state (round full, stage over)
+    │   └── StageClosedError (409)  a message for a stage that is no longer collected
     ├── GoneError (410)            the round was aborted
     ├── PayloadTooLargeError (413)
     ├── UnsupportedMediaTypeError (415)  a body declared as another type than the route takes
@@ -45,6 +46,13 @@ class NotFoundError(ServerError):
 
 class ConflictError(ServerError):
     status, code = 409, "conflict"
+
+
+class StageClosedError(ConflictError):
+    """A stage message that arrived after its stage closed (or froze, to be closed), possibly
+    on another replica: the device answers as to any late message (the code devices know)."""
+
+    code = "OutOfStageError"
 
 
 class GoneError(ServerError):

@@ -1,9 +1,12 @@
 """An open round in memory: the ``ServerMachine``, its outboxes, and how to rebuild it.
 
 The database is the source of truth. An open round is rebuilt from it after a restart (or any
-doubt) by replaying the accepted messages, in acceptance order, into a fresh ``ServerMachine``
-whose randomness comes from the round's stored seed, and closing the stages the database says
-were closed: the same machine results, with the same key lists and graph the devices saw.
+doubt) by replaying the accepted messages into a fresh ``ServerMachine`` whose randomness
+comes from the round's stored seed, and closing the stages the database says were closed: the
+same machine results, with the same key lists and graph the devices saw (the machine orders
+what it holds, so the order messages arrived in does not matter). The same replay lets a
+replica follow stages another replica closed (``catch_up``) and take in, before it closes a
+stage, the messages other replicas accepted for it (``pull``).
 """
 
 from __future__ import annotations
@@ -50,11 +53,6 @@ class ActiveRound:
     digests: dict[tuple[int, int], bytes] = field(default_factory=dict)
     advertised: set[int] = field(default_factory=set)
     receive_seconds: float = 0.0
-    #: messages accepted in the stage being collected, and when the last one came (for
-    #: ``quiet_close``). A rebuild starts both afresh (replayed messages are not counted), so a
-    #: rebuilt stage falls back to closing by turnout or deadline: slower, never early.
-    stage_messages: int = 0
-    last_message_at: float | None = None
 
     @property
     def id(self) -> int:
@@ -68,14 +66,15 @@ class ActiveRound:
         """When the stage being collected closes, whoever has answered."""
         return self.stage_started_at + self.params.deadlines[min(int(self.stage), 3)]
 
-    def quiet(self, now: float) -> bool:
-        """True when ``quiet_close`` lets the stage close now: enough answers, then silence."""
+    def quiet(self, now: float, count: int, last_at: float | None) -> bool:
+        """True when ``quiet_close`` lets the stage close now: enough answers (``count`` stored
+        for this stage, on any replica), then silence since the last one (``last_at``)."""
         quiet, p = self.params.quiet_close, self.params
-        if quiet is None or self.last_message_at is None or now - self.last_message_at < quiet:
+        if quiet is None or last_at is None or now - last_at < quiet:
             return False
         assert p.threshold is not None
         enough = p.min_participants if self.stage == Stage.ADVERTISE else p.threshold
-        return self.stage_messages >= enough
+        return count >= enough
 
     def announcement(self) -> RoundAnnouncement:
         """What devices are told about this round."""
@@ -94,6 +93,27 @@ class ActiveRound:
     def store_outbox(self, stage: Stage, messages: dict) -> None:
         self.outbox[stage] = {u: encode(m) for u, m in messages.items()}
 
+    def pull(self, state: StateBackend, stage: int) -> None:
+        """Receive every stored message of ``stage`` this cache has not seen: the ones other
+        replicas accepted (the machine orders all it holds, so arrival order does not matter)."""
+        for m in state.messages(self.id, stage):
+            if (m.device_id, m.stage) in self.digests:
+                continue
+            assert m.body is not None, "an open round's messages keep their bodies"
+            self.machine.receive(decode(m.body))  # type: ignore[arg-type]
+            self.digests[(m.device_id, m.stage)] = m.sha256
+            if m.stage == Stage.ADVERTISE:
+                self.advertised.add(m.device_id)
+
+    def catch_up(self, state: StateBackend, record: RoundRecord) -> None:
+        """Close, from the stored messages, every stage the database says is closed: the
+        same outboxes the closing replica made (same messages, same seeded randomness)."""
+        while int(self.stage) < record.stage:
+            stage = self.stage
+            self.pull(state, int(stage))
+            self.store_outbox(Stage(stage + 1), self.machine.advance())
+        self.record, self.stage_started_at = record, record.stage_started_at
+
     @classmethod
     def rebuild(cls, state: StateBackend, record: RoundRecord,
                 authority_key: bytes | None = None) -> ActiveRound:
@@ -104,16 +124,6 @@ class ActiveRound:
         machine = ServerMachine(params.secagg_config(record.id, record.vector_length), members,
                                 seeded_rng(record.seed), authority_key=authority_key)
         active = cls(record, params, members, machine, record.stage_started_at)
-        by_stage: dict[int, list] = {}
-        for m in state.messages(record.id):
-            by_stage.setdefault(m.stage, []).append(m)
-        for stage in range(record.stage + 1):
-            for m in by_stage.get(stage, []):
-                assert m.body is not None, "an open round's messages keep their bodies"
-                machine.receive(decode(m.body))  # type: ignore[arg-type]
-                active.digests[(m.device_id, m.stage)] = m.sha256
-                if stage == Stage.ADVERTISE:
-                    active.advertised.add(m.device_id)
-            if stage < record.stage:
-                active.store_outbox(Stage(stage + 1), machine.advance())
+        active.catch_up(state, record)
+        active.pull(state, record.stage)
         return active

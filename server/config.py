@@ -38,6 +38,9 @@ class ServerConfig:
     accountant: str = "rdp"
     #: how often deadlines are checked (and new rounds picked up); 0 = only on requests
     tick_interval_s: float = 0.5
+    #: how long a replica's claim to close a stage holds: if it dies while closing, another
+    #: replica closes the stage once the claim has lapsed (keep it above the slowest close)
+    close_lease_s: float = 120.0
     #: what devices are told to wait before polling again
     retry_after_s: int = 1
     #: serve /v1/models/* without credentials (bundles are signed and only hold the aggregate)
@@ -72,6 +75,8 @@ class ServerConfig:
         if self.authority_key_file and self.authority_public_key:
             raise BadRequestError("set authority_key_file (a key here) or authority_public_key "
                                   "(an offline authority), not both")
+        if not self.close_lease_s > 0:
+            raise BadRequestError("close_lease_s must be positive")
         if not self.certificate_ttl_s > 0:
             raise BadRequestError("certificate_ttl_s must be positive")
         if self.database and not self.database.startswith(("postgresql://", "postgres://")):

@@ -1,11 +1,15 @@
-"""The round lifecycle: open, collect each stage, close it by turnout or deadline, aggregate,
+"""The round lifecycle: collect each stage, close it by turnout or deadline, aggregate,
 publish, audit. Time comes in as a ``clock`` (and deadlines are data), so tests drive it.
 
 Every accepted message and every stage transition is written to the ``StateBackend`` before it
-is acknowledged or visible to any device; all work happens under one lock. The in-memory
-``ActiveRound`` is a cache: on start-up, or after any failed write, it is rebuilt from the
-database (see ``active.py``). A round that cannot reach its threshold aborts, and the published
-model stays as it was.
+is acknowledged or visible to any device. The in-memory ``ActiveRound`` is a cache of what the
+database says, so several replicas can serve one round: before each device request and each
+close, the cache catches up with stages other replicas closed (``_sync``); a message is stored
+only while its stage is being collected and not frozen (checked in the database); and a stage
+is closed by the one replica that froze and claimed it (``claim_stage``), on every message any
+replica stored for it. A claim lapses after ``close_lease_s``, so a replica killed while
+closing is replaced by another. Within one process, work happens under one lock. A round that
+cannot reach its threshold aborts, and the published model stays as it was.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
+import socket
 import threading
 import time
 from dataclasses import replace
@@ -37,18 +43,20 @@ from . import audit
 from ._exceptions import (
     BadRequestError,
     ConflictError,
+    StageClosedError,
     ForbiddenError,
     GoneError,
     NotFoundError,
     ServerError,
 )
 from .active import ActiveRound
-from .authority import Authority, eligible_devices, load_authority
+from .authority import Authority, load_authority
 from .config import ServerConfig
 from .logs import log_event
 from .metrics import Metrics
 from .publisher import Publisher, flat_weights
-from .rounds import CohortTooSmallError, RoundParams, draw_cohort
+from .opening import open_round
+from .rounds import RoundParams
 from .state import DeviceRecord, RoundRecord, StateBackend
 
 __all__ = ["Coordinator", "open_round"]
@@ -56,56 +64,6 @@ __all__ = ["Coordinator", "open_round"]
 _MAX_CLOSE_FAILURES = 3
 _STATUS_OF = {ReplayError: 409, DuplicateSenderError: 409, OutOfStageError: 409,
               BadSignatureError: 403, UnknownSenderError: 403}
-
-
-def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, now: float,
-               seed: bytes | None = None, *,
-               noise_for: Callable[[int, int], float] | None = None) -> RoundRecord:
-    """Open a round on the latest model for a Poisson sample of the active devices.
-
-    Each active device is drawn independently with probability ``params.sampling_rate``; the
-    drawn cohort is the round's members and its size its ``max_participants``. A draw smaller
-    than ``min_participants`` opens nothing (ConflictError): no member list, no announcement.
-    Usable without a server (the CLI opens rounds on the database directly).
-
-    ``noise_for``: the round's noise multiplier is ``noise_for(population, cohort)`` of this
-    draw (active devices, drawn devices: the audit's ``Release`` of the round) instead of
-    ``params.noise_multiplier``; how ``round open --epsilon`` calibrates z to the draw.
-
-    ``params.frozen`` is checked against the latest model's weights (BadRequestError: a name it
-    does not have, or every weight frozen) and stored spelled out; the round's vector length
-    is the number of entries it federates.
-    """
-    params.check()  # a mistake in the parameters is reported before anything is drawn
-    latest = publisher.latest()
-    base = publisher.load(latest.version)
-    params, mask = params.federated(base.params, param_names(base.config))
-    vector_length = int(mask.sum())
-    active = [d.id for d in eligible_devices(state, now)]
-    members = draw_cohort(active, params.sampling_rate)
-    if len(members) < params.min_participants:
-        raise ConflictError(
-            f"drew {len(members)} of {len(active)} active devices at sampling rate "
-            f"{params.sampling_rate:g}; the round needs at least {params.min_participants} "
-            "(nothing was opened: raise the sampling rate or lower the minimum, then try again)")
-    try:
-        params = params.for_cohort(len(members))
-    except BadRequestError as exc:
-        # The parameters passed check(): it is this draw that does not fit (a conflict, so
-        # that a schedule simply draws again on its next tick; nothing was opened).
-        few = isinstance(exc, CohortTooSmallError)
-        raise ConflictError(
-            f"drew {len(members)} of {len(active)} active devices, too {'few' if few else 'many'} "
-            f"for a minimum of {params.min_participants}: {exc} (nothing was opened; a "
-            f"{'higher' if few else 'lower'} sampling rate draws {'more' if few else 'fewer'})"
-        ) from None
-    if noise_for is not None:  # after every check of the draw: calibrating takes seconds
-        params = replace(params, noise_multiplier=float(noise_for(len(active), len(members))))
-    record = state.create_round(params.to_dict(), seed or os.urandom(32), now, latest.version,
-                                vector_length, members, population=len(active))
-    state.log_event("round_opened", {"round_id": record.id, "members": len(members),
-                                     "population": len(active), **params.to_dict()}, now)
-    return record
 
 
 class Coordinator:
@@ -118,6 +76,8 @@ class Coordinator:
         self.metrics = metrics or Metrics()
         self.authority = authority or load_authority(config)
         self._lock = threading.RLock()
+        #: who this replica is when it claims a stage to close (unique per process)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._active: dict[int, ActiveRound] = {}
         self._failures: dict[int, int] = {}
         self._schedule = (RoundParams.from_dict(config.schedule_round)
@@ -190,8 +150,11 @@ class Coordinator:
         """The round ``device`` may join now (or is in), else None."""
         with self._lock:
             self.recover()
-            for active in self._active.values():
-                if device.id not in active.members:
+            for cached in list(self._active.values()):
+                if device.id not in cached.members:
+                    continue
+                active = self._sync(cached)  # another replica may have moved it on
+                if active is None:
                     continue
                 # Every drawn member may join while advertisements are taken: the cohort is the
                 # draw, and refusing late members would make it something else than the draw.
@@ -201,22 +164,18 @@ class Coordinator:
             return None
 
     def status(self, round_id: int) -> RoundStatus:
-        """Where a round is."""
-        with self._lock:
-            record = self.state.round(round_id)
-            if record is None:
-                raise NotFoundError(f"no round {round_id}")
-            if record.state == "open" and round_id not in self._active:
-                self.recover()  # opened by the CLI a moment ago, or failed to rebuild just now
-                record = self.state.round(round_id) or record
-            active = self._active.get(round_id)
-            if active is not None:
-                return RoundStatus(round_id, "open", UPLOAD_KINDS.get(active.stage, "closing"),
-                                   len(active.advertised), None, record.base_version)
-            stage = "done" if record.state == "done" else "aborted"
-            return RoundStatus(round_id, record.state, stage, record.participants or 0,
-                               record.survivors, record.base_version, record.out_version,
-                               record.reason)
+        """Where a round is: read from the database, whichever replica took its messages."""
+        record = self.state.round(round_id)
+        if record is None:
+            raise NotFoundError(f"no round {round_id}")
+        if record.state == "open":
+            joined = self.state.stage_activity(round_id, int(Stage.ADVERTISE))[0]
+            return RoundStatus(round_id, "open", UPLOAD_KINDS.get(Stage(record.stage), "closing"),
+                               joined, None, record.base_version)
+        stage = "done" if record.state == "done" else "aborted"
+        return RoundStatus(round_id, record.state, stage, record.participants or 0,
+                           record.survivors, record.base_version, record.out_version,
+                           record.reason)
 
     def accept(self, device: DeviceRecord, round_id: int, body: bytes) -> UploadAck:
         """Store one signed stage message from ``device`` (idempotent for identical resends)."""
@@ -236,6 +195,15 @@ class Coordinator:
             kind, digest = UPLOAD_KINDS[stage], hashlib.sha256(body).digest()
             if active.digests.get((device.id, stage)) == digest:
                 return UploadAck(round_id, kind, duplicate=True)
+            # A resend may come to another replica than the first: the database knows.
+            stored = self.state.message_digest(round_id, device.id, int(stage))
+            if stored is not None:
+                if stored == digest:
+                    return UploadAck(round_id, kind, duplicate=True)
+                raise self._reject(DuplicateSenderError(f"a different {kind} from {device.id} "
+                                                        "was received"))
+            if active.record.frozen and stage == active.stage:
+                raise StageClosedError(f"stage {stage.name} of round {round_id} is closing")
             started = time.perf_counter()
             try:
                 active.machine.receive(message)  # type: ignore[arg-type]
@@ -251,8 +219,6 @@ class Coordinator:
             if stage == Stage.ADVERTISE:
                 active.advertised.add(device.id)
             active.receive_seconds += time.perf_counter() - started
-            active.stage_messages += 1
-            active.last_message_at = self.clock()
             self.metrics.messages.labels(kind).inc()
             return UploadAck(round_id, kind)
 
@@ -275,6 +241,8 @@ class Coordinator:
             self.recover()
             active = self._active.get(round_id)
         if active is not None:
+            active = self._sync(active)
+        if active is not None:
             if device.id not in active.members:
                 raise ForbiddenError(f"device {device.id} is not a member of round {round_id}")
             return active
@@ -284,6 +252,23 @@ class Coordinator:
         if record.state == "aborted":
             raise GoneError(f"round {round_id} was aborted: {record.reason}")
         raise ConflictError(f"round {round_id} is over (model version {record.out_version})")
+
+    def _sync(self, active: ActiveRound) -> ActiveRound | None:
+        """The cached round brought to what the database says: another replica may have closed
+        stages, finished or aborted it. None when it is no longer open."""
+        record = self.state.round(active.id)
+        if record is None or record.state != "open":
+            self._active.pop(active.id, None)
+            return None
+        if record.stage < int(active.stage):  # cannot be, unless a close half-failed here
+            self._active.pop(active.id, None)
+            return self._load(record)
+        try:
+            active.catch_up(self.state, record)
+        except (MessageRejectedError, RoundAbortedError, AssertionError):
+            self._active.pop(active.id, None)  # cannot follow: rebuild from the truth
+            return self._load(record)
+        return active
 
     def _reject(self, exc: MessageRejectedError) -> ServerError:
         reason = type(exc).__name__
@@ -296,17 +281,24 @@ class Coordinator:
 
     # -- closing stages ----------------------------------------------------------------------
     def _maybe_close(self, active: ActiveRound) -> None:
-        now, machine = self.clock(), active.machine
-        if active.stage == Stage.ADVERTISE:
-            ready = (len(active.advertised) >= active.params.max_participants
-                     or not machine.pending)
-        else:
-            ready = not machine.pending
-        if ready or now >= active.deadline() or active.quiet(now):
-            self._close(active, now)
+        synced = self._sync(active)
+        if synced is None:
+            return
+        now, record, stage = self.clock(), synced.record, int(synced.stage)
+        count, last_at = self.state.stage_activity(synced.id, stage)
+        ready = count >= len(synced.machine.expected)  # every message the stage waits for
+        # A replica that claimed the stage and died: its claim lapses, another closes it.
+        abandoned = record.frozen and (record.lease_until or 0.0) < now
+        if ready or abandoned or now >= synced.deadline() or synced.quiet(now, count, last_at):
+            self._close(synced, now)
 
     def _close(self, active: ActiveRound, now: float) -> None:
         stage = active.stage
+        # Freeze the stage and claim it: one replica closes it, on every message stored for it.
+        if not self.state.claim_stage(active.id, int(stage), self.owner, now,
+                                      self.config.close_lease_s):
+            return  # another replica is closing it
+        active.pull(self.state, int(stage))
         self.metrics.stage_open.labels(stage.name).observe(now - active.stage_started_at)
         self.metrics.stage_receive.labels(stage.name).inc(active.receive_seconds)
         started = time.perf_counter()
@@ -318,10 +310,14 @@ class Coordinator:
         if stage == Stage.UNMASK:
             self._finish(active, now, started)
             return
-        self.state.set_stage(active.id, int(stage) + 1, now)  # durable before any device sees it
+        # Durable before any device sees it, and only while this replica's claim holds.
+        if not self.state.set_stage(active.id, int(stage) + 1, now, owner=self.owner):
+            self._active.pop(active.id, None)  # the claim lapsed: another replica closed it
+            return
         active.store_outbox(Stage(stage + 1), outbox)
+        active.record = replace(active.record, stage=int(stage) + 1, stage_started_at=now,
+                                frozen=False, lease_owner=None, lease_until=None)
         active.stage_started_at, active.receive_seconds = now, 0.0
-        active.stage_messages, active.last_message_at = 0, None
         self.metrics.stage_close.labels(stage.name).observe(time.perf_counter() - started)
         log_event("stage_closed", round_id=active.id, stage=stage.name,
                   next_recipients=len(outbox))
@@ -376,11 +372,15 @@ class Coordinator:
         done = [r for r in self.state.rounds("done")] + [active.record]
         eps = audit.cumulative_epsilon((audit.release_of(r) for r in done), self.config.dp_delta,
                                        self.config.accountant)
-        self.state.complete_round(active.id, self.clock(), participants=len(active.advertised),
-                                  survivors=survivors, epsilon=eps, model_version=version,
-                                  archive=archive, sha256=sha, strategy=strategy.name,
-                                  strategy_step=new_state.step, strategy_arrays=new_state.arrays)
         self._active.pop(active.id, None)
+        try:
+            self.state.complete_round(active.id, self.clock(), participants=len(active.advertised),
+                                      survivors=survivors, epsilon=eps, model_version=version,
+                                      archive=archive, sha256=sha, strategy=strategy.name,
+                                      strategy_step=new_state.step,
+                                      strategy_arrays=new_state.arrays, owner=self.owner)
+        except ConflictError:
+            return  # this replica's claim lapsed and another one finished the round
         self.state.log_event("model_published", {"version": version, "round_id": active.id,
                                                   "sha256": sha}, now)
         m = self.metrics

@@ -122,6 +122,11 @@ class ServerMachine:
         return frozenset(expected) - frozenset(arrived)
 
     @property
+    def expected(self) -> frozenset[int]:
+        """Clients whose message the current stage waits for (arrived or not)."""
+        return frozenset(self._eligible()) if self._stage <= Stage.UNMASK else frozenset()
+
+    @property
     def result(self) -> AggregateResult:
         """The round's result; raises :class:`RoundAbortedError` unless the round is DONE."""
         if self._result is None:

@@ -15,13 +15,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._exceptions import ConflictError, ForbiddenError
+from .._exceptions import ConflictError, ForbiddenError, StageClosedError
 from .base import DeviceRecord, EventRecord, ModelRecord, RoundRecord, StageMessage, TokenRecord
 
 __all__ = ["SqlBackend", "purge"]
 
 _ROUND_COLS = ("id, params, state, stage, stage_started_at, opened_at, closed_at, seed, base_version,"
-               " out_version, vector_length, population, participants, survivors, epsilon, reason")
+               " out_version, vector_length, population, participants, survivors, epsilon, reason,"
+               " frozen, lease_owner, lease_until")
 _MSG_COLS = "seq, round_id, device_id, stage, sha256, size, body, accepted_at"
 _MODEL_COLS = "version, parent, created_at, sha256, round_id, size"
 _TOKEN_COLS = "id, token_hash, created_at, expires_at, max_uses, uses, revoked_at, note"
@@ -31,6 +32,10 @@ _DEVICE_COLS = ("id, identity_key, credential_hash, enrolled_at, expires_at, rev
 
 class SqlBackend(ABC):
     """:class:`~.base.StateBackend` in SQL; subclasses bind it to one database engine."""
+
+    #: Row-lock clauses where the engine has them (SQLite's write transactions are exclusive).
+    _FOR_SHARE = ""
+    _FOR_UPDATE = ""
 
     @abstractmethod
     def _tx(self) -> AbstractContextManager[Any]:
@@ -158,14 +163,35 @@ class SqlBackend(ABC):
                         (round_id, device_id))
         return row is not None
 
-    def set_stage(self, round_id: int, stage: int, started_at: float) -> None:
+    def claim_stage(self, round_id: int, stage: int, owner: str, now: float,
+                    lease_s: float) -> bool:
         with self._tx() as c:
-            c.execute("UPDATE rounds SET stage = ?, stage_started_at = ? WHERE id = ? AND state = 'open'",
-                      (stage, started_at, round_id))
+            return c.execute(
+                "UPDATE rounds SET frozen = 1, lease_owner = ?, lease_until = ? WHERE id = ?"
+                " AND state = 'open' AND stage = ? AND (lease_owner IS NULL OR lease_owner = ?"
+                " OR lease_until < ?)", (owner, now + lease_s, round_id, stage, owner, now)
+            ).rowcount == 1
+
+    def set_stage(self, round_id: int, stage: int, started_at: float,
+                  owner: str | None = None) -> bool:
+        sql = ("UPDATE rounds SET stage = ?, stage_started_at = ?, frozen = 0, lease_owner = NULL,"
+               " lease_until = NULL WHERE id = ? AND state = 'open' AND stage = ?")
+        args: tuple = (stage, started_at, round_id, stage - 1)
+        if owner is not None:
+            sql, args = sql + " AND lease_owner = ?", args + (owner,)
+        with self._tx() as c:
+            return c.execute(sql, args).rowcount == 1
 
     def add_message(self, round_id: int, device_id: int, stage: int, body: bytes, sha256: bytes,
                     now: float) -> StageMessage:
         with self._tx() as c:
+            # The round row is read under a shared lock (PostgreSQL; SQLite's write transaction
+            # is exclusive anyway), so a replica's claim_stage cannot commit between this
+            # check and the insert: no message joins a stage after it froze.
+            row = c.execute(f"SELECT stage, frozen FROM rounds WHERE id = ? AND state = 'open'"
+                            f"{self._FOR_SHARE}", (round_id,)).fetchone()
+            if row is None or int(row[0]) != stage or row[1]:
+                raise StageClosedError(f"round {round_id} is not collecting stage {stage} now")
             seq = self._insert(c, "INSERT INTO stage_messages (round_id, device_id, stage, sha256,"
                                " size, body, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                (round_id, device_id, stage, sha256, len(body), body, now), "seq")
@@ -176,9 +202,15 @@ class SqlBackend(ABC):
                         " AND stage = ?", (round_id, device_id, stage))
         return bytes(row[0]) if row else None
 
-    def messages(self, round_id: int) -> list[StageMessage]:
-        rows = self._all(f"SELECT {_MSG_COLS} FROM stage_messages WHERE round_id = ? ORDER BY seq",
-                         (round_id,))
+    def stage_activity(self, round_id: int, stage: int) -> tuple[int, float | None]:
+        row = self._one("SELECT COUNT(*), MAX(accepted_at) FROM stage_messages WHERE round_id = ?"
+                        " AND stage = ?", (round_id, stage))
+        return int(row[0]), (None if row[1] is None else float(row[1]))
+
+    def messages(self, round_id: int, stage: int | None = None) -> list[StageMessage]:
+        where, args = ("AND stage = ?", (round_id, stage)) if stage is not None else ("", (round_id,))
+        rows = self._all(f"SELECT {_MSG_COLS} FROM stage_messages WHERE round_id = ? {where}"
+                         " ORDER BY seq", args)
         return [StageMessage(r[0], r[1], r[2], r[3], bytes(r[4]), r[5],
                              None if r[6] is None else bytes(r[6]), r[7]) for r in rows]
 
@@ -191,12 +223,14 @@ class SqlBackend(ABC):
     def complete_round(self, round_id: int, now: float, *, participants: int, survivors: int,
                        epsilon: float, model_version: int, archive: bytes, sha256: str,
                        strategy: str, strategy_step: int,
-                       strategy_arrays: dict[str, np.ndarray]) -> None:
+                       strategy_arrays: dict[str, np.ndarray], owner: str | None = None) -> None:
         with self._tx() as c:
-            base = c.execute("SELECT base_version FROM rounds WHERE id = ? AND state = 'open'",
-                             (round_id,)).fetchone()
+            base = c.execute(f"SELECT base_version, lease_owner FROM rounds WHERE id = ? AND"
+                             f" state = 'open'{self._FOR_UPDATE}", (round_id,)).fetchone()
             if base is None:
                 raise ConflictError(f"round {round_id} is not open")
+            if owner is not None and base[1] != owner:
+                raise ConflictError(f"round {round_id} is being closed by another server")
             c.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?)",
                       (model_version, base[0], now, sha256, round_id, len(archive), archive))
             c.execute("INSERT INTO strategy_state VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE"
@@ -249,6 +283,7 @@ def _round(row: tuple) -> RoundRecord:
     values = list(row)
     values[1] = json.loads(values[1])
     values[7] = bytes(values[7])
+    values[16] = bool(values[16])
     return RoundRecord(*values)
 
 

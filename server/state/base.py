@@ -65,6 +65,11 @@ class RoundRecord:
     survivors: int | None
     epsilon: float | None
     reason: str
+    #: The stage being collected is closing: no more messages for it (``claim_stage``).
+    frozen: bool = False
+    #: The server replica closing it, and until when its claim holds (then another may).
+    lease_owner: str | None = None
+    lease_until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -145,16 +150,37 @@ class StateBackend(Protocol):
         """Whether ``device_id`` was drawn into round ``round_id`` (False if there is no such
         round): one indexed lookup, made on every device request about a round."""
         ...
-    def set_stage(self, round_id: int, stage: int, started_at: float) -> None: ...
+    def claim_stage(self, round_id: int, stage: int, owner: str, now: float,
+                    lease_s: float) -> bool:
+        """Freeze ``stage`` of an open round (no message for it is accepted after this) and
+        make ``owner`` the replica that closes it, until ``now + lease_s``. False if the round
+        is not open at that stage, or another owner's claim has not expired."""
+        ...
+    def set_stage(self, round_id: int, stage: int, started_at: float,
+                  owner: str | None = None) -> bool:
+        """Open ``stage`` (the previous one closed): only from ``stage - 1`` and, with
+        ``owner``, only while that owner's claim holds. Clears the claim; False if refused."""
+        ...
     def add_message(self, round_id: int, device_id: int, stage: int, body: bytes, sha256: bytes,
-                    now: float) -> StageMessage: ...
+                    now: float) -> StageMessage:
+        """Store an accepted message; ``StageClosedError`` unless the round is open, collecting
+        ``stage`` and not frozen (checked in the same transaction)."""
+        ...
+    def stage_activity(self, round_id: int, stage: int) -> tuple[int, float | None]:
+        """(messages stored for ``stage``, when the last one was accepted)."""
+        ...
     def message_digest(self, round_id: int, device_id: int, stage: int) -> bytes | None: ...
-    def messages(self, round_id: int) -> list[StageMessage]: ...
+    def messages(self, round_id: int, stage: int | None = None) -> list[StageMessage]:
+        """The round's messages in acceptance order (only ``stage``'s, if given)."""
+        ...
     def abort_round(self, round_id: int, now: float, reason: str, participants: int | None) -> None: ...
     def complete_round(self, round_id: int, now: float, *, participants: int, survivors: int,
                        epsilon: float, model_version: int, archive: bytes, sha256: str,
                        strategy: str, strategy_step: int,
-                       strategy_arrays: dict[str, np.ndarray]) -> None: ...
+                       strategy_arrays: dict[str, np.ndarray], owner: str | None = None) -> None:
+        """Publish the round's model and close it; with ``owner``, only while that replica's
+        claim on the round holds (ConflictError otherwise, and nothing is written)."""
+        ...
 
     # models and optimizer state
     def add_model(self, version: int, parent: int | None, now: float, archive: bytes,

@@ -23,7 +23,7 @@ __all__ = ["PostgresBackend", "is_postgres_url"]
 
 _log = logging.getLogger("edgerec_server")
 
-SCHEMA_VERSION = 2  # the same state as the SQLite backend's schema 2
+SCHEMA_VERSION = 3  # the same state as the SQLite backend's schema 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS rounds (
     opened_at DOUBLE PRECISION NOT NULL, closed_at DOUBLE PRECISION, seed BYTEA NOT NULL,
     base_version BIGINT NOT NULL, out_version BIGINT, vector_length BIGINT NOT NULL,
     population BIGINT NOT NULL, participants BIGINT, survivors BIGINT, epsilon DOUBLE PRECISION,
-    reason TEXT NOT NULL DEFAULT '');
+    reason TEXT NOT NULL DEFAULT '', frozen INTEGER NOT NULL DEFAULT 0, lease_owner TEXT,
+    lease_until DOUBLE PRECISION);
 CREATE UNIQUE INDEX IF NOT EXISTS rounds_one_open ON rounds (state) WHERE state = 'open';
 CREATE TABLE IF NOT EXISTS round_members (
     round_id BIGINT NOT NULL REFERENCES rounds(id), device_id BIGINT NOT NULL REFERENCES devices(id),
@@ -86,6 +87,9 @@ class _Tx:
 
 class PostgresBackend(SqlBackend):
     """:class:`~.base.StateBackend` on a PostgreSQL database (shared by any number of servers)."""
+
+    _FOR_SHARE = " FOR SHARE"
+    _FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8,
                  timeout_s: float = 30.0) -> None:

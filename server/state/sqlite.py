@@ -26,7 +26,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
 _log = logging.getLogger("edgerec_server")
 
-SCHEMA_VERSION = 2  # 2: devices.certificate; secagg stages renumbered (consistency check)
+SCHEMA_VERSION = 3  # 2: devices.certificate, secagg stages renumbered; 3: stage claims (replicas)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS rounds (
     stage INTEGER NOT NULL, stage_started_at REAL NOT NULL, opened_at REAL NOT NULL,
     closed_at REAL, seed BLOB NOT NULL, base_version INTEGER NOT NULL, out_version INTEGER,
     vector_length INTEGER NOT NULL, population INTEGER NOT NULL, participants INTEGER,
-    survivors INTEGER, epsilon REAL, reason TEXT NOT NULL DEFAULT '');
+    survivors INTEGER, epsilon REAL, reason TEXT NOT NULL DEFAULT '',
+    frozen INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_until REAL);
 CREATE TABLE IF NOT EXISTS round_members (
     round_id INTEGER NOT NULL REFERENCES rounds(id), device_id INTEGER NOT NULL REFERENCES devices(id),
     PRIMARY KEY (round_id, device_id));
@@ -90,8 +91,11 @@ class SqliteBackend(SqlBackend):
                 c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise StateError(f"{self.path} has schema {row[0]}; this server knows {SCHEMA_VERSION}")
-            elif int(row[0]) < 2:
-                _to_v2(c)
+            else:
+                if int(row[0]) < 2:
+                    _to_v2(c)
+                if int(row[0]) < 3:
+                    _to_v3(c)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -149,4 +153,15 @@ def _to_v2(c: sqlite3.Connection) -> None:
         purge(c, round_id)
         c.execute("INSERT INTO events (ts, kind, detail) VALUES (?, 'round_aborted', ?)",
                   (now, json.dumps({"round_id": round_id, "reason": reason}, sort_keys=True)))
+    c.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def _to_v3(c: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: a round's stage can be claimed by the replica closing it (frozen, lease);
+    open rounds carry on unclaimed."""
+    columns = {row[1] for row in c.execute("PRAGMA table_info(rounds)")}
+    for name, kind in (("frozen", "INTEGER NOT NULL DEFAULT 0"), ("lease_owner", "TEXT"),
+                       ("lease_until", "REAL")):
+        if name not in columns:
+            c.execute(f"ALTER TABLE rounds ADD COLUMN {name} {kind}")
     c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))

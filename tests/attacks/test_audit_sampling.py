@@ -11,7 +11,7 @@ population) and computes epsilon independently with dp-accounting from exactly t
 The noise multiplier is large (z = 8) so that amplification by sampling actually lowers the
 figure here, and the test checks the audit counts it exactly, no more.
 
-Protection (``server/coordinator.py`` ``open_round``, ``server/rounds.py`` ``draw_cohort``,
+Protection (``server/opening.py`` ``open_round``, ``server/rounds.py`` ``draw_cohort``,
 ``server/audit.py``): each round draws its cohort from the devices active at opening, every
 device independently with the announced probability q, from the OS's CSPRNG; only drawn members
 get the announcement or may upload (404 otherwise, even with a borrowed announcement); nobody

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from edgerec.secagg import crypto
 from edgerec.sync import EnrolRequest, HttpxTransport, ServerApi, enrol_proof_bytes, new_identity_key
 from edgerec.sync import codec
-from edgerec_server import RoundParams, SqliteBackend, auth, coordinator
+from edgerec_server import RoundParams, SqliteBackend, auth, opening
 from edgerec_server._exceptions import BadRequestError, ConflictError, PayloadTooLargeError
 from edgerec_server.app import Api, _routes
 from edgerec_server.validation import MAX_ID, MAX_JSON_DEPTH, check_content_length, parse_id
@@ -63,7 +63,7 @@ def _enrol_body(token: str, key: bytes) -> bytes:
 
 def _round(world: World, monkeypatch, apis: list[ServerApi], members: int) -> int:
     """A round whose cohort is the first ``members`` of ``apis`` (the draw fixed for the test)."""
-    monkeypatch.setattr(coordinator, "draw_cohort", lambda devices, rate: list(devices)[:members])
+    monkeypatch.setattr(opening, "draw_cohort", lambda devices, rate: list(devices)[:members])
     return world.co.open_round(RoundParams(min_participants=members, sampling_rate=0.5,
                                            deadlines=(10, 10, 10, 10))).id
 

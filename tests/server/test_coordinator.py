@@ -17,7 +17,7 @@ from edgerec.federated import FedAdam, StrategyState
 from edgerec.secagg import RoundAbortedError, Stage
 from edgerec.sync import HttpxTransport, ServerRejectedError
 from edgerec_server import Coordinator, RoundParams, load_config
-from edgerec_server import coordinator
+from edgerec_server import opening
 from edgerec_server._exceptions import BadRequestError, ConflictError, NotFoundError
 from edgerec_server.audit import audit_rows
 from edgerec_server.cli import main
@@ -92,7 +92,7 @@ def test_a_non_member_gets_no_announcement_and_404_on_upload(world, monkeypatch)
     apis = world.devices(6)
     ids = [a.identity.device_id for a in apis]
     # The draw, fixed for this test: the first four (the CSPRNG draw has its own tests).
-    monkeypatch.setattr(coordinator, "draw_cohort", lambda devices, rate: list(devices)[:4])
+    monkeypatch.setattr(opening, "draw_cohort", lambda devices, rate: list(devices)[:4])
     record = world.co.open_round(RoundParams(min_participants=4, sampling_rate=0.5))
     assert sorted(world.state.members(record.id)) == ids[:4]
     assert world.state.round(record.id).population == 6

@@ -54,6 +54,9 @@ CREATE TABLE events (
 INSERT INTO meta VALUES ('schema_version', '1');
 """
 _V1_DEVICE_COLUMNS = "id, identity_key, credential_hash, enrolled_at, expires_at, revoked_at, token_id"
+_V1_ROUND_COLUMNS = ("id, params, state, stage, stage_started_at, opened_at, closed_at, seed, base_version,"
+                     " out_version, vector_length, population, participants, survivors, epsilon, reason")
+_V1_COLUMNS = {"devices": _V1_DEVICE_COLUMNS, "rounds": _V1_ROUND_COLUMNS}
 
 
 def _as_version_1(source, target) -> None:
@@ -64,7 +67,7 @@ def _as_version_1(source, target) -> None:
         conn.execute("ATTACH DATABASE ? AS new", (str(source),))
         for table in ("tokens", "devices", "models", "rounds", "round_members", "stage_messages",
                       "strategy_state", "events"):
-            columns = _V1_DEVICE_COLUMNS if table == "devices" else "*"
+            columns = _V1_COLUMNS.get(table, "*")
             conn.execute(f"INSERT INTO {table} SELECT {columns} FROM new.{table}")
         conn.commit()
         conn.execute("DETACH DATABASE new")
@@ -103,7 +106,7 @@ def test_a_version_1_database_migrates_and_its_open_round_comes_back_aborted(tmp
         conn = sqlite3.connect(db)
         assert "certificate" in _columns(conn, "devices")
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == \
-            str(SCHEMA_VERSION) == "2"
+            str(SCHEMA_VERSION) == "3"
         count, bodies = conn.execute("SELECT COUNT(*), COUNT(body) FROM stage_messages").fetchone()
         conn.close()
         assert (count, bodies) == (12, 0)  # digests and sizes stay; no share or masked vector does

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgerec_server._exceptions import ConflictError, ForbiddenError
+from edgerec_server._exceptions import ConflictError, ForbiddenError, StageClosedError
 from edgerec_server.state import SqliteBackend, StateBackend
 
 NOW = 1_000_000.0
@@ -181,6 +181,8 @@ def test_completing_a_round_publishes_the_model_and_optimizer_state_in_one_step(
     a = _device(state)
     state.add_model(1, None, NOW, b"archive-1", "sha1", None)
     record = _round(state, [a])
+    for stage in (1, 2, 3):
+        assert state.set_stage(record.id, stage, NOW)
     state.add_message(record.id, a, 3, b"masked", b"d" * 32, NOW)
     arrays = {"m": np.arange(6, dtype=np.float32).reshape(2, 3), "v": np.ones(3)}
     state.complete_round(record.id, NOW + 9, participants=3, survivors=2, epsilon=1.5,
@@ -254,3 +256,73 @@ def test_membership_is_per_round(state):
     record = _round(state, [a])
     assert state.is_member(record.id, a) and not state.is_member(record.id, b)
     assert not state.is_member(record.id + 1, a)
+
+
+# -- replicas: claiming a stage to close it --------------------------------------------------
+def test_a_frozen_or_other_stage_takes_no_message_and_one_replica_claims_it(state):
+    a, b = _device(state, b"a" * 32), _device(state, b"b" * 32)
+    record = _round(state, [a, b])
+    state.add_message(record.id, a, 0, b"advert", b"d" * 32, NOW + 1)
+    with pytest.raises(StageClosedError):
+        state.add_message(record.id, b, 1, b"early", b"e" * 32, NOW + 1)
+    assert state.stage_activity(record.id, 0) == (1, NOW + 1)
+    assert state.claim_stage(record.id, 0, "replica-1", NOW + 2, 10.0)
+    assert not state.claim_stage(record.id, 0, "replica-2", NOW + 3, 10.0)  # claim holds
+    assert state.claim_stage(record.id, 0, "replica-1", NOW + 3, 10.0)  # its owner may renew
+    frozen = state.round(record.id)
+    assert (frozen.frozen, frozen.lease_owner, frozen.lease_until) == (True, "replica-1", NOW + 13)
+    with pytest.raises(StageClosedError):
+        state.add_message(record.id, b, 0, b"late", b"f" * 32, NOW + 4)
+    assert not state.set_stage(record.id, 1, NOW + 5, owner="replica-2")
+    assert state.claim_stage(record.id, 0, "replica-2", NOW + 14, 10.0)  # lapsed: taken over
+    assert not state.set_stage(record.id, 1, NOW + 15, owner="replica-1")
+    assert state.set_stage(record.id, 1, NOW + 15, owner="replica-2")
+    opened = state.round(record.id)
+    assert (opened.stage, opened.frozen, opened.lease_owner) == (1, False, None)
+    assert not state.set_stage(record.id, 1, NOW + 16)  # only from the stage before
+    assert not state.claim_stage(record.id, 0, "replica-1", NOW + 16, 10.0)  # stage 0 is over
+    state.add_message(record.id, b, 1, b"shares", b"g" * 32, NOW + 17)
+    assert [m.device_id for m in state.messages(record.id, stage=1)] == [b]
+    assert [m.device_id for m in state.messages(record.id, stage=0)] == [a]
+
+
+def test_only_the_claiming_replica_completes_the_round(state):
+    a = _device(state)
+    state.add_model(1, None, NOW, b"archive-1", "sha1", None)
+    record = _round(state, [a])
+    assert state.claim_stage(record.id, 0, "replica-1", NOW, 10.0)
+    publish = dict(participants=1, survivors=1, epsilon=1.0, model_version=2, archive=b"m",
+                   sha256="s", strategy="fedavg", strategy_step=1, strategy_arrays={})
+    with pytest.raises(ConflictError):
+        state.complete_round(record.id, NOW, owner="replica-2", **publish)
+    assert state.latest_model().version == 1 and state.round(record.id).state == "open"
+    state.complete_round(record.id, NOW, owner="replica-1", **publish)
+    assert state.round(record.id).state == "done"
+
+
+def test_no_message_joins_a_stage_after_it_froze_under_concurrent_uploads(place):
+    writers = [_open(*place) for _ in range(4)]
+    closer = _open(*place)
+    ids = [_device(writers[0], bytes([i + 1]) * 32) for i in range(40)]
+    record = _round(writers[0], ids)
+    outcomes: dict[int, str] = {}
+
+    def upload(w: int) -> None:
+        for device in ids[w::4]:
+            try:
+                writers[w].add_message(record.id, device, 0, b"advert", b"d" * 32, NOW)
+                outcomes[device] = "stored"
+            except StageClosedError:
+                outcomes[device] = "closed"
+
+    threads = [threading.Thread(target=upload, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    assert closer.claim_stage(record.id, 0, "closer", NOW, 60.0)
+    at_freeze = {m.device_id for m in closer.messages(record.id, stage=0)}
+    for t in threads:
+        t.join()
+    stored = {d for d, how in outcomes.items() if how == "stored"}
+    assert at_freeze == stored == {m.device_id for m in closer.messages(record.id, stage=0)}
+    for b in (*writers, closer):
+        b.close()

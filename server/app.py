@@ -142,7 +142,8 @@ class Api:
         device = await self.device(request)
         found = await run_in_threadpool(self.co.announcement, device)
         if found is None:
-            return Response(status_code=204, headers={"Retry-After": str(self.config.retry_after_s)})
+            wait = await run_in_threadpool(self.co.poll_hint)
+            return Response(status_code=204, headers={"Retry-After": str(wait)})
         return _message(found)
 
     async def round_status(self, request: Request) -> Response:
@@ -163,7 +164,8 @@ class Api:
                                 f" use one of {sorted(_STAGE_OF_NAME)}")
         body = await run_in_threadpool(self.co.download, device, round_id, Stage(stage))
         if body is None:
-            return Response(status_code=204, headers={"Retry-After": str(self.config.retry_after_s)})
+            wait = self.co.poll_hint(round_id)  # from the cached round: no database call
+            return Response(status_code=204, headers={"Retry-After": str(wait)})
         return Response(body, media_type=codec.OCTETS)
 
     async def model(self, request: Request) -> Response:

@@ -41,8 +41,14 @@ class ServerConfig:
     #: how long a replica's claim to close a stage holds: if it dies while closing, another
     #: replica closes the stage once the claim has lapsed (keep it above the slowest close)
     close_lease_s: float = 120.0
-    #: what devices are told to wait before polling again
+    #: the least a device is told to wait before polling again (``Retry-After``)
     retry_after_s: int = 1
+    #: "not yet" polls per second the server aims to receive in all: a device waiting for a
+    #: stage is told to come back in (its round's cohort / poll_rate) seconds, one without a
+    #: round in (active devices / poll_rate); bounded by the two caps below
+    poll_rate: float = 100.0
+    max_retry_after_s: int = 30
+    max_idle_retry_after_s: int = 600
     #: serve /v1/models/* without credentials (bundles are signed and only hold the aggregate)
     public_models: bool = False
     log_level: str = "info"
@@ -75,6 +81,10 @@ class ServerConfig:
         if self.authority_key_file and self.authority_public_key:
             raise BadRequestError("set authority_key_file (a key here) or authority_public_key "
                                   "(an offline authority), not both")
+        if not (self.poll_rate > 0 and 1 <= self.retry_after_s <= self.max_retry_after_s
+                <= self.max_idle_retry_after_s):
+            raise BadRequestError("poll_rate must be positive and 1 <= retry_after_s <= "
+                                  "max_retry_after_s <= max_idle_retry_after_s")
         if not self.close_lease_s > 0:
             raise BadRequestError("close_lease_s must be positive")
         if not self.certificate_ttl_s > 0:

@@ -25,9 +25,7 @@ from dataclasses import replace
 from typing import Callable
 
 from edgerec._exceptions import ConfigError, MessageRejectedError, RoundAbortedError
-from edgerec.federated import StrategyState, apply_federated
-from edgerec.model.params import param_names, unflatten
-from edgerec.privacy import aggregate_decode
+from edgerec.model.params import param_names
 from edgerec.secagg import (
     BadSignatureError,
     DuplicateSenderError,
@@ -50,18 +48,21 @@ from ._exceptions import (
     ServerError,
 )
 from .active import ActiveRound
+from .aggregation import AggregateError, build_model
 from .authority import Authority, load_authority
 from .config import ServerConfig
 from .logs import log_event
 from .metrics import Metrics
-from .publisher import Publisher, flat_weights
+from .publisher import Publisher
 from .opening import open_round
+from .polling import idle_hint, stage_hint
 from .rounds import RoundParams
 from .state import DeviceRecord, RoundRecord, StateBackend
 
 __all__ = ["Coordinator", "open_round"]
 
 _MAX_CLOSE_FAILURES = 3
+_POPULATION_TTL_S = 30.0  # how stale the active-device count behind an idle Retry-After may be
 _STATUS_OF = {ReplayError: 409, DuplicateSenderError: 409, OutOfStageError: 409,
               BadSignatureError: 403, UnknownSenderError: 403}
 
@@ -80,6 +81,7 @@ class Coordinator:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._active: dict[int, ActiveRound] = {}
         self._failures: dict[int, int] = {}
+        self._population: tuple[float, int] | None = None  # (when counted, active devices)
         self._schedule = (RoundParams.from_dict(config.schedule_round)
                           if config.schedule_every_s > 0 else None)
         if self._schedule is not None:
@@ -235,6 +237,17 @@ class Coordinator:
                                     f"{round_id} (it missed an earlier stage)")
             return body
 
+    def poll_hint(self, round_id: int | None = None) -> int:
+        """``Retry-After`` seconds for a device told "not yet": about its round's cohort (or
+        the active devices, with no round) over ``poll_rate`` (see ``polling.py``)."""
+        active = self._active.get(round_id) if round_id is not None else None
+        if active is not None:
+            return stage_hint(len(active.members), self.clock(), active.deadline(), self.config)
+        now = self.clock()
+        if self._population is None or now - self._population[0] > _POPULATION_TTL_S:
+            self._population = (now, len(self.state.active_devices(now)))
+        return idle_hint(self._population[1], self.config)
+
     def _open(self, round_id: int, device: DeviceRecord) -> ActiveRound:
         active = self._active.get(round_id)
         if active is None:
@@ -335,62 +348,33 @@ class Coordinator:
 
     def _finish(self, active: ActiveRound, now: float, started: float) -> None:
         """Decode the sum, apply the server optimizer, publish, audit: one transaction."""
-        result = active.machine.result
-        survivors, params = len(result.survivors), active.params
-        fp = active.announcement().fixed_point()
         try:
-            mean = aggregate_decode(result.total, fp, survivors)
-        except ConfigError as exc:  # a contribution that encode() cannot have made
-            self._abort(active, f"the aggregate does not decode: {exc}")
+            new = build_model(self.state, self.publisher, active)
+        except AggregateError as exc:
+            self._abort(active, str(exc))
             return
-        base = self.publisher.load(active.record.base_version)
-        names = param_names(base.config)
-        weights = flat_weights(base)
-        try:
-            _, federated = params.federated(base.params, names)
-        except BadRequestError as exc:  # checked at opening: the base model cannot have changed
-            self._abort(active, f"the frozen weights do not fit the base model: {exc}")
-            return
-        if int(federated.sum()) != mean.size:
-            self._abort(active, f"the aggregate has {mean.size} entries, the round federates "
-                                f"{int(federated.sum())}")
-            return
-        strategy = params.make_strategy()
-        stored = self.state.strategy_state(strategy.name)
-        prior = StrategyState(stored[1], stored[0]) if stored else StrategyState()
-        if any(a.shape != weights.shape for a in prior.arrays.values()):
-            prior = StrategyState()  # the model's shape changed: optimizer state starts afresh
-        new_weights, new_state = apply_federated(strategy, weights, mean, federated, prior)
-        aggregate_s = time.perf_counter() - started
-        version = self.publisher.latest().version + 1
-        hyper = {"round_id": active.id, "strategy": strategy.name, "survivors": survivors,
-                 "clip": params.clip, "noise_multiplier": params.noise_multiplier,
-                 **({"frozen": list(params.frozen)} if params.frozen else {})}
-        archive, sha = self.publisher.build(unflatten(new_weights, base.params, names),
-                                            base.catalogue, base.config, version,
-                                            active.record.base_version, hyper)
+        aggregate_s = new.aggregate_s
         done = [r for r in self.state.rounds("done")] + [active.record]
         eps = audit.cumulative_epsilon((audit.release_of(r) for r in done), self.config.dp_delta,
                                        self.config.accountant)
         self._active.pop(active.id, None)
         try:
             self.state.complete_round(active.id, self.clock(), participants=len(active.advertised),
-                                      survivors=survivors, epsilon=eps, model_version=version,
-                                      archive=archive, sha256=sha, strategy=strategy.name,
-                                      strategy_step=new_state.step,
-                                      strategy_arrays=new_state.arrays, owner=self.owner)
+                                      survivors=new.survivors, epsilon=eps, model_version=new.version,
+                                      archive=new.archive, sha256=new.sha256, strategy=new.strategy,
+                                      strategy_step=new.state.step, strategy_arrays=new.state.arrays,
+                                      owner=self.owner)
         except ConflictError:
             return  # this replica's claim lapsed and another one finished the round
-        self.state.log_event("model_published", {"version": version, "round_id": active.id,
-                                                  "sha256": sha}, now)
+        self.state.log_event("model_published", {"version": new.version, "round_id": active.id,
+                                                  "sha256": new.sha256}, now)
         m = self.metrics
         m.aggregate.observe(aggregate_s)
         m.publish.observe(time.perf_counter() - started - aggregate_s)
         m.stage_close.labels(Stage.UNMASK.name).observe(time.perf_counter() - started)
         m.rounds.labels("done").inc()
         m.participants.set(len(active.advertised))
-        m.survivors.set(survivors)
-        m.model_version.set(version)
-        log_event("round_done", round_id=active.id, survivors=survivors, model_version=version,
-                  epsilon=eps)
-
+        m.survivors.set(new.survivors)
+        m.model_version.set(new.version)
+        log_event("round_done", round_id=active.id, survivors=new.survivors,
+                  model_version=new.version, epsilon=eps)

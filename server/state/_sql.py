@@ -47,6 +47,10 @@ class SqlBackend(ABC):
     def _insert(self, c: Any, sql: str, args: tuple, key: str) -> int:
         """Run an INSERT in transaction ``c`` and return the new row's ``key`` column."""
 
+    def _reclaim(self) -> None:
+        """Give the space of purged message bodies back (after a round closed); engines that
+        reuse it on their own (PostgreSQL's autovacuum) need nothing here."""
+
     def _one(self, sql: str, args: tuple = ()) -> Any:
         with self._tx() as c:
             return c.execute(sql, args).fetchone()
@@ -219,6 +223,7 @@ class SqlBackend(ABC):
             c.execute("UPDATE rounds SET state = 'aborted', closed_at = ?, reason = ?, participants = ?"
                       " WHERE id = ? AND state = 'open'", (now, reason, participants, round_id))
             purge(c, round_id)
+        self._reclaim()
 
     def complete_round(self, round_id: int, now: float, *, participants: int, survivors: int,
                        epsilon: float, model_version: int, archive: bytes, sha256: str,
@@ -240,6 +245,7 @@ class SqlBackend(ABC):
                       " participants = ?, survivors = ?, epsilon = ? WHERE id = ?",
                       (now, model_version, participants, survivors, epsilon, round_id))
             purge(c, round_id)
+        self._reclaim()
 
     # -- models ------------------------------------------------------------------------------
     def add_model(self, version: int, parent: int | None, now: float, archive: bytes,

@@ -77,6 +77,7 @@ class SqliteBackend(SqlBackend):
             self._conn.execute("PRAGMA foreign_keys=ON")
             # Freed pages (message bodies purged after a round) are zeroed, not left behind.
             self._conn.execute("PRAGMA secure_delete=ON")
+            _incremental_vacuum(self._conn)
             self._migrate()
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the state database {self.path}: {exc}") from exc
@@ -117,6 +118,16 @@ class SqliteBackend(SqlBackend):
                 _log.error("state_error", extra={"fields": {"error": str(exc)}})
                 raise StateError("state database error (details in the server log)") from exc
 
+    def _reclaim(self) -> None:
+        # The purged bodies' pages go back to the file system: a round leaves no megabytes per
+        # device behind in the file (auto_vacuum=INCREMENTAL, set when the file was opened).
+        with self._lock:
+            try:
+                # executescript steps the pragma to the end (execute() frees one page per step)
+                self._conn.executescript("PRAGMA incremental_vacuum;")
+            except sqlite3.Error as exc:  # space stays allocated (and is reused): not an error
+                _log.warning("incremental_vacuum_failed", extra={"fields": {"error": str(exc)}})
+
     def _insert(self, c: sqlite3.Connection, sql: str, args: tuple, key: str) -> int:
         # lastrowid, not RETURNING: RETURNING needs SQLite 3.35, older than some Pythons ship.
         return int(c.execute(sql, args).lastrowid)  # type: ignore[arg-type]
@@ -124,6 +135,17 @@ class SqliteBackend(SqlBackend):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _incremental_vacuum(conn: sqlite3.Connection) -> None:
+    """Make the file give freed pages back on ``PRAGMA incremental_vacuum``. The setting only
+    takes without a rebuild before the file has a header; otherwise the file is rebuilt once
+    (VACUUM), on the first open by a server that knows this."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # the file had a header already
+        conn.execute("VACUUM")
 
 
 def _create_private(path: Path) -> None:

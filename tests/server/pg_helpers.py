@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -75,13 +76,9 @@ def _as_owner(root: Path) -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PgServer]:
-    """One PostgreSQL server for the whole test session."""
-    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'edgerec[postgres]'")
-    bindir = pg_bindir()
-    if bindir is None:
-        pytest.skip(INSTALL_HINT)
+@contextmanager
+def running_postgres(bindir: Path, max_connections: int = 300) -> Iterator[PgServer]:
+    """A PostgreSQL server in a new temporary directory, stopped and removed on exit."""
     root = Path(tempfile.mkdtemp(prefix="edgerec-pg-"))
     root.chmod(0o755)
     prefix = _as_owner(root)
@@ -90,7 +87,7 @@ def postgres() -> Iterator[PgServer]:
                     "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
     # fsync off: the tests kill server replicas, never the database's machine.
     options = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={root}"
-               " -c fsync=off -c max_connections=300")
+               f" -c fsync=off -c max_connections={max_connections}")
     subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
                     "-o", options, "-w", "start"], check=True, capture_output=True)
     try:
@@ -99,6 +96,17 @@ def postgres() -> Iterator[PgServer]:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                         "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgServer]:
+    """One PostgreSQL server for the whole test session."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'edgerec[postgres]'")
+    bindir = pg_bindir()
+    if bindir is None:
+        pytest.skip(INSTALL_HINT)
+    with running_postgres(bindir) as server:
+        yield server
 
 
 @pytest.fixture

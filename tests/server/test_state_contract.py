@@ -326,3 +326,20 @@ def test_no_message_joins_a_stage_after_it_froze_under_concurrent_uploads(place)
     assert at_freeze == stored == {m.device_id for m in closer.messages(record.id, stage=0)}
     for b in (*writers, closer):
         b.close()
+
+
+def test_a_closed_round_gives_its_message_space_back_to_the_sqlite_file(tmp_path):
+    import sqlite3
+
+    state = SqliteBackend(tmp_path / "state.sqlite3")
+    ids = [_device(state, bytes([i + 1]) * 32) for i in range(20)]
+    pages = lambda: sqlite3.connect(tmp_path / "state.sqlite3").execute(  # noqa: E731
+        "PRAGMA page_count").fetchone()[0]
+    before = pages()
+    record = _round(state, ids)
+    for d in ids:
+        state.add_message(record.id, d, 0, os.urandom(200_000), b"d" * 32, NOW)
+    assert pages() > before + 20 * 200_000 // 4096
+    state.abort_round(record.id, NOW, "done with it", 20)
+    assert pages() < before + 40  # a few pages of digests and the round, not 4 MB of bodies
+    state.close()

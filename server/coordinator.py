@@ -225,17 +225,22 @@ class Coordinator:
             return UploadAck(round_id, kind)
 
     def download(self, device: DeviceRecord, round_id: int, stage: Stage) -> bytes | None:
-        """The encoded server message opening ``stage`` for ``device``; None: not closed yet."""
+        """The encoded server message opening ``stage`` for ``device``; None: not closed yet.
+
+        Most calls are polls: they are answered from the cached round without the lock or the
+        database (an outbox never changes once stored; a cache another replica has moved on
+        is brought up to date by the next tick, and the device polls again anyway)."""
+        cached = self._active.get(round_id)
+        if cached is not None and device.id in cached.members:
+            outbox = cached.outbox.get(stage)
+            if outbox is not None:
+                return _addressed(outbox, device, round_id, stage)
+            if int(stage) > int(cached.stage):
+                return None
         with self._lock:
             active = self._open(round_id, device)
             outbox = active.outbox.get(stage)
-            if outbox is None:
-                return None
-            body = outbox.get(device.id)
-            if body is None:
-                raise ConflictError(f"device {device.id} is not part of stage {stage.name} of round "
-                                    f"{round_id} (it missed an earlier stage)")
-            return body
+            return None if outbox is None else _addressed(outbox, device, round_id, stage)
 
     def poll_hint(self, round_id: int | None = None) -> int:
         """``Retry-After`` seconds for a device told "not yet": about its round's cohort (or
@@ -378,3 +383,11 @@ class Coordinator:
         m.model_version.set(new.version)
         log_event("round_done", round_id=active.id, survivors=new.survivors,
                   model_version=new.version, epsilon=eps)
+
+
+def _addressed(outbox: dict[int, bytes], device: DeviceRecord, round_id: int, stage: Stage) -> bytes:
+    body = outbox.get(device.id)
+    if body is None:
+        raise ConflictError(f"device {device.id} is not part of stage {stage.name} of round "
+                            f"{round_id} (it missed an earlier stage)")
+    return body

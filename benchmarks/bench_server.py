@@ -103,7 +103,7 @@ def main() -> None:
     from edgerec.bundle import write_bundle
     from edgerec.model.config import ModelConfig
     from edgerec.model.params import init_params
-    from edgerec.sync import HttpxTransport, RoundParticipant, ServerApi, new_identity_key
+    from edgerec.sync import HttpxTransport, RoundParticipant, ServerApi, SyncTimeouts, new_identity_key
 
     n = args.devices
     catalogue, source = _catalogue()
@@ -132,8 +132,8 @@ def main() -> None:
         rng = np.random.default_rng(1)
         deltas = [d / np.linalg.norm(d) * 0.5 for d in rng.normal(0, 1, (n, ann.vector_length))]
         authority = bytes.fromhex(_server_cli(data_dir, "authority-key"))  # what devices pin
-        parts = [RoundParticipant(a, i, ann, d, authority_key=authority, poll_interval=0.05,
-                                  stage_timeout=600)
+        parts = [RoundParticipant(a, i, ann, d, authority_key=authority,
+                                  timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=600))
                  for a, i, d in zip(apis, identities, deltas)]
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.workers) as pool:

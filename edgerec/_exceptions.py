@@ -10,10 +10,16 @@
     ├── BundleError              a model bundle cannot be used; the current one stays installed
     │   ├── BundleFormatError    unknown format version, missing file, malformed manifest
     │   ├── BundleIntegrityError a file's SHA-256 does not match the manifest
-    │   └── BundleSignatureError the manifest signature does not verify
+    │   ├── BundleSignatureError the manifest signature does not verify
+    │   └── BundleRollbackError  a validly signed bundle not newer than one installed (sync)
     ├── ScoringError             onnxruntime failed to score (wraps its exception)
     ├── ConfigError              (also ValueError) an option is out of range or inconsistent
     ├── MissingDependencyError   (also ImportError) an optional dependency is not installed
+    ├── SyncError                talking to the coordinating server failed (edgerec.sync)
+    │   ├── ProtocolError        (also ValueError) bytes that do not decode into a protocol message
+    │   ├── TransportError       no HTTP answer at all: connection refused, timeout, reset
+    │   ├── ServerRejectedError  the server answered with an error status (status, code, retry_after)
+    │   └── RoundRefusedError    the device refuses a round outside the app's bounds or checks
     └── SecAggError              secure aggregation (edgerec.secagg)
         ├── RoundAbortedError    fewer than the threshold survived; nothing is revealed
         └── MessageRejectedError a protocol message was refused; the round goes on without it
@@ -29,14 +35,21 @@
             ├── BadCertificateError    a peer's enrolment certificate is missing, expired or forged
             └── UnsafeRequestError     the server asked a device for more than the sum allows
 
-Adapters translate foreign exceptions (sqlite3, onnxruntime, ...) into these, keeping the
-original as ``__cause__``.
+Adapters translate foreign exceptions (sqlite3, onnxruntime, httpx, ...) into these, keeping
+the original as ``__cause__``. Each prints as the public module an app imports it from
+(``edgerec.ConfigError``, ``edgerec.sync.TransportError``, ``edgerec.secagg.ReplayError``), not
+as this private module: see ``_PUBLIC_MODULES`` at the end.
 
 One warning (``warnings`` module), not an error: ``UnknownItemWarning`` (a UserWarning), an
 event was stored for an item the installed model does not know.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .bundle import Manifest
 
 
 class EdgeRecError(Exception):
@@ -75,6 +88,22 @@ class BundleSignatureError(BundleError):
     """The manifest's Ed25519 signature is missing or does not verify."""
 
 
+class BundleRollbackError(BundleError):
+    """A validly signed bundle that is not newer than the one this device has (a rollback).
+
+    Attributes:
+        manifest: the offered bundle's manifest (its signature verified).
+        installed: the version it had to exceed (the highest this device ever installed).
+    """
+
+    def __init__(self, manifest: Manifest, installed: int) -> None:
+        created = f", created {manifest.created_at}" if manifest.created_at else ""
+        super().__init__(
+            f"rollback refused: the server offered signed model {manifest.model_version}{created}, "
+            f"which is not newer than model {installed} this device has installed")
+        self.manifest, self.installed = manifest, installed
+
+
 class ScoringError(EdgeRecError):
     """onnxruntime failed to score a request."""
 
@@ -102,6 +131,43 @@ class UnknownItemWarning(UserWarning):
     The event is stored (offline-first: a later bundle may know the item) and ``recommend()``
     ignores it until then. Issued once per item id and installed bundle.
     """
+
+
+class SyncError(EdgeRecError):
+    """Base class of the device <-> server protocol's errors (``edgerec.sync``)."""
+
+
+class ProtocolError(SyncError, ValueError):
+    """A body does not decode into the protocol message it should be."""
+
+
+class TransportError(SyncError):
+    """The request got no HTTP answer (connection refused, timeout, reset). Safe to retry."""
+
+
+class ServerRejectedError(SyncError):
+    """The server answered with an error status.
+
+    Attributes:
+        status: the HTTP status (401 unknown/expired credentials, 403 revoked or not allowed,
+            404, 409 conflict, 410 round gone, 413 too large, 429 busy, 4xx bad input, 5xx
+            server side).
+        code: the server's short machine-readable error code (e.g. ``"unauthorized"``).
+        message: the server's human-readable explanation.
+        retry_after: the answer's ``Retry-After`` in seconds (None without one): how long the
+            server asks to be left alone, mostly with 429 and 503.
+    """
+
+    def __init__(self, status: int, code: str, message: str, *,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
+
+
+class RoundRefusedError(SyncError):
+    """The device refuses a round: its announcement or a server message breaks the app's bounds
+    or the protocol's safety checks. Nothing more of this round leaves the device."""
 
 
 class SecAggError(EdgeRecError):
@@ -162,3 +228,23 @@ class UnsafeRequestError(MessageRejectedError):
     """The server asked a device for something that could reveal more than the sum: both shares
     of one peer, too few survivors, a weaker graph or threshold than configured, or a view of the
     round that contradicts what the device has seen. The device refuses and answers nothing."""
+
+
+# Tracebacks and reprs name a class by ``__module__``: set it to the public module each class is
+# imported from (as httpx does), so users see ``edgerec.sync.TransportError`` and can import
+# what they read. tests/test_exceptions.py checks that every path here imports the class itself.
+_PUBLIC_MODULES: dict[str, tuple[type[BaseException], ...]] = {
+    "edgerec": (EdgeRecError, InvalidEventError, StoreError, SchemaVersionError, DatasetError,
+                BundleError, BundleFormatError, BundleIntegrityError, BundleSignatureError,
+                ScoringError, ConfigError, MissingDependencyError, UnknownItemWarning),
+    "edgerec.sync": (SyncError, ProtocolError, TransportError, ServerRejectedError,
+                     RoundRefusedError, BundleRollbackError),
+    "edgerec.secagg": (SecAggError, RoundAbortedError, MessageRejectedError, BadSignatureError,
+                       WrongRoundError, ReplayError, WrongLengthError, DuplicateSenderError,
+                       OutOfStageError, UnknownSenderError, MalformedMessageError,
+                       BadCiphertextError, BadCertificateError, UnsafeRequestError),
+}
+for _module, _classes in _PUBLIC_MODULES.items():
+    for _class in _classes:
+        _class.__module__ = _module
+del _module, _classes, _class

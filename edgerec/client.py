@@ -28,7 +28,9 @@ from .scoring import Scorer
 from .store import DeviceState, ErasureResult, InteractionStore, Retention
 
 if TYPE_CHECKING:
-    from .sync.client import SyncResult
+    from .privacy import RandomSource
+    from .sync import (RoundPolicy, SyncConditions, SyncResult, SyncRuntime, SyncTimeouts,
+                       Transport)
 
 __all__ = ["EdgeRec", "Recommendation", "open"]
 
@@ -276,16 +278,29 @@ class EdgeRec:
                 self._m = replace(self._m, adapter=adapter)
         return update
 
-    def sync(self, server_url: str, **options: Any) -> SyncResult:
+    def sync(self, server_url: str, *, enrolment_token: str | None = None,
+             server_key: bytes | str | None = None, authority_key: bytes | str | None = None,
+             policy: RoundPolicy | None = None, allow: SyncConditions | None = None,
+             budget: FineTuneConfig | None = None, transport: Transport | None = None,
+             bundle_dir: str | os.PathLike[str] | None = None,
+             timeouts: SyncTimeouts | None = None, runtime: SyncRuntime | None = None,
+             noise_source: RandomSource | None = None, dp_delta: float | None = None,
+             insecure_http_hosts: tuple[str, ...] = ()) -> SyncResult:
         """Enrol, take part in a federated round when ``allow`` permits, install new bundles.
 
-        Options and statuses: ``edgerec.sync.client.SyncSession``. Never raises for network or
-        server problems (they come back as ``SyncResult.status``); bad arguments raise
-        ``ConfigError``.
+        Every option is ``edgerec.sync.SyncSession``'s (None: its default), as are the
+        statuses. Never raises for network or server problems (they come back as
+        ``SyncResult.status``); bad arguments raise ``ConfigError``.
         """
-        from .sync.client import sync
+        # Imported here: an app that never syncs does not load the protocol or httpx.
+        from .sync.client import SyncSession
 
-        return sync(self, server_url, **options)
+        return SyncSession(
+            self, server_url, enrolment_token=enrolment_token, server_key=server_key,
+            authority_key=authority_key, policy=policy, allow=allow, budget=budget,
+            transport=transport, bundle_dir=bundle_dir, timeouts=timeouts, runtime=runtime,
+            noise_source=noise_source, dp_delta=dp_delta,
+            insecure_http_hosts=insecure_http_hosts).run()
 
     # -- data-subject requests and housekeeping -------------------------------------------------
     def forget(self, user: Any) -> ErasureResult:

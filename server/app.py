@@ -148,7 +148,10 @@ class Api:
 
     async def round_status(self, request: Request) -> Response:
         _, round_id = await self.member(request)
-        return _message(await run_in_threadpool(self.co.status, round_id))
+        status = await run_in_threadpool(self.co.status, round_id)
+        # Devices poll an open round for its outcome: pace them as stage polls are paced.
+        hint = {"Retry-After": str(self.co.poll_hint(round_id))} if status.state == "open" else None
+        return _message(status, headers=hint)
 
     async def upload(self, request: Request) -> Response:
         device, round_id = await self.member(request)

@@ -1,7 +1,9 @@
 """The device <-> server protocol: messages, their bytes, HTTP transport, a round participant,
-and signed bundle transport. The device's ``sync`` (``client.py``: fine-tuning, ledger, retries,
-conditions; ``rec.sync(...)``) is built on these pieces; the server (``edgerec_server``) speaks
-the same messages.
+and signed bundle transport. The device's sync (``client.py``'s :class:`SyncSession`:
+fine-tuning, ledger, retries, conditions; ``rec.sync(...)``) is built on these pieces; the
+server (``edgerec_server``) speaks the same messages. Its timing is one frozen
+:class:`SyncTimeouts` (polling, waits, :class:`Backoff`), its clocks, sleep and randomness one
+:class:`SyncRuntime`; its errors are edgerec's own (``edgerec._exceptions``), exported here.
 
 A device's round, in short::
 
@@ -20,18 +22,27 @@ A device's round, in short::
 HTTP routes (all under the server's base URL; ``Authorization: Bearer <credential>``):
 ``POST /v1/enrol`` (JSON), ``GET /v1/rounds/current``, ``GET /v1/rounds/{id}``,
 ``POST /v1/rounds/{id}/messages`` (secagg wire bytes), ``GET /v1/rounds/{id}/messages/{name}``
-(``key_list``, ``forwarded_shares``, ``consistency_request``, ``unmask_request``; 204 while not
-ready, 410 if aborted), ``GET /v1/certificate`` (the device's enrolment certificate),
-``GET /v1/models/latest`` (zip; ETag / If-None-Match), ``GET /v1/public-key``.
+(``key_list``, ``forwarded_shares``, ``consistency_request``, ``unmask_request``; 204 with
+``Retry-After`` while not ready, 410 if aborted), ``GET /v1/certificate`` (the device's
+enrolment certificate), ``GET /v1/models/latest`` (zip; ETag / If-None-Match),
+``GET /v1/public-key``. "Not yet" answers and 429/503 may carry ``Retry-After`` (seconds),
+which devices follow with jitter.
 """
 
 from __future__ import annotations
 
-from .api import BundleDownload, DeviceIdentity, ServerApi, UploadHook, new_identity_key
+from .._exceptions import (
+    BundleRollbackError,
+    ProtocolError,
+    RoundRefusedError,
+    ServerRejectedError,
+    SyncError,
+    TransportError,
+)
+from .api import BundleDownload, DeviceIdentity, NotYet, ServerApi, UploadHook, new_identity_key
 from .bundles import install_bundle, pack_bundle, verify_archive
-from .client import SyncConditions, SyncResult, SyncSession, SyncStatus, sync
+from .client import SyncConditions, SyncResult, SyncSession, SyncStatus
 from .codec import decode, decode_secagg, encode, encode_secagg
-from .errors import ProtocolError, ServerRejectedError, SyncError, TransportError
 from .messages import (
     DOWNLOAD_NAMES,
     PROTOCOL_VERSION,
@@ -47,8 +58,10 @@ from .messages import (
     enrol_proof_bytes,
 )
 from .participant import ParticipationResult, RoundParticipant
-from .policy import RoundPolicy, RoundRefusedError
+from .policy import RoundPolicy
 from .retry import Backoff
+from .runtime import SyncRuntime
+from .timeouts import SyncTimeouts
 from .transport import HttpxTransport, RecordingTransport, Response, Transport
 
 __all__ = [
@@ -57,12 +70,14 @@ __all__ = [
     "UPLOAD_KINDS",
     "Backoff",
     "BundleDownload",
+    "BundleRollbackError",
     "CertificateAnswer",
     "DeviceIdentity",
     "EnrolRequest",
     "EnrolResponse",
     "ErrorBody",
     "HttpxTransport",
+    "NotYet",
     "ParticipationResult",
     "ProtocolError",
     "RecordingTransport",
@@ -78,8 +93,10 @@ __all__ = [
     "SyncConditions",
     "SyncError",
     "SyncResult",
+    "SyncRuntime",
     "SyncSession",
     "SyncStatus",
+    "SyncTimeouts",
     "Transport",
     "TransportError",
     "UploadAck",
@@ -92,6 +109,5 @@ __all__ = [
     "install_bundle",
     "new_identity_key",
     "pack_bundle",
-    "sync",
     "verify_archive",
 ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from ..finetune import FineTuneConfig
 from .._exceptions import ConfigError
 from ..secagg import crypto
-from .retry import Backoff
+from .policy import RoundPolicy
+from .runtime import SyncRuntime
 from .status import SyncConditions
+from .timeouts import SyncTimeouts
 from .transport import check_server_url
 
 __all__ = ["check_args", "raw_key"]
@@ -26,17 +28,16 @@ def raw_key(key: bytes | str | None) -> bytes | None:
 
 
 def check_args(url: object, token: object, key: object, allow: object, budget: object,
-                backoff: object, timeout: object, insecure_http_hosts: object = ()) -> None:
+               policy: object, timeouts: object, runtime: object,
+               insecure_http_hosts: object = ()) -> None:
+    """Raise ConfigError for the first of ``SyncSession``'s arguments that is not usable."""
     check_server_url(url, insecure_http_hosts)  # https, or http to loopback / a named host
     if token is not None and (not isinstance(token, str) or not token):
         raise ConfigError("enrolment_token must be a non-empty str or None")
     if key is not None and not isinstance(key, (bytes, str)):
         raise ConfigError("server_key must be the pinned key as bytes or hex str, or None")
-    if allow is not None and not isinstance(allow, SyncConditions):
-        raise ConfigError("allow must be a SyncConditions")
-    if budget is not None and not isinstance(budget, FineTuneConfig):
-        raise ConfigError("budget must be a FineTuneConfig")
-    if not isinstance(backoff, Backoff):
-        raise ConfigError("backoff must be a Backoff")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigError("timeout must be a positive number of seconds")
+    for name, value, kind in (("allow", allow, SyncConditions), ("budget", budget, FineTuneConfig),
+                              ("policy", policy, RoundPolicy), ("timeouts", timeouts, SyncTimeouts),
+                              ("runtime", runtime, SyncRuntime)):
+        if value is not None and not isinstance(value, kind):
+            raise ConfigError(f"{name} must be a {kind.__name__} or None")

@@ -7,11 +7,17 @@
     api = ServerApi(transport, identity.credential, on_upload=ledger_hook)
     announcement = api.current_round()                       # None: no round for this device
 
+A waiting device uses the ``poll_*`` forms instead, which say "not yet" as a :class:`NotYet`
+carrying the server's ``Retry-After`` (how long to wait before asking again; the server sizes
+it so that a whole cohort's polls stay within its budget)::
+
+    answer = api.poll_message(round_id, Stage.SHARE_KEYS)   # ServerMessage | NotYet
+
 Every body that leaves the device goes through ``on_upload(kind, body)`` first (kinds are the
 privacy ledger's: ``enrol``, ``advertise_keys``, ``share_keys``, ``masked_input``, ``unmask``);
-if the hook raises, nothing is sent. Error answers raise :class:`ServerRejectedError` (410 on
-a round raises :class:`edgerec.secagg.RoundAbortedError`); no answer raises
-:class:`TransportError`.
+if the hook raises, nothing is sent. Error answers raise :class:`ServerRejectedError` (with the
+answer's ``Retry-After`` as ``retry_after``; 410 on a round raises
+:class:`edgerec.secagg.RoundAbortedError`); no answer raises :class:`TransportError`.
 """
 
 from __future__ import annotations
@@ -20,11 +26,10 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 from urllib.parse import quote
 
-from .._exceptions import RoundAbortedError
+from .._exceptions import ProtocolError, RoundAbortedError, ServerRejectedError
 from ..secagg import ClientMessage, ServerMessage, Stage, crypto
 from ..secagg.messages import CLIENT_MESSAGE_STAGE, SERVER_MESSAGE_STAGE
 from . import codec
-from .errors import ProtocolError, ServerRejectedError
 from .messages import (
     DOWNLOAD_NAMES,
     UPLOAD_KINDS,
@@ -38,9 +43,11 @@ from .messages import (
     UploadAck,
     enrol_proof_bytes,
 )
+from .retry import parse_retry_after
 from .transport import Response, Transport
 
-__all__ = ["BundleDownload", "DeviceIdentity", "ServerApi", "UploadHook", "new_identity_key"]
+__all__ = ["BundleDownload", "DeviceIdentity", "NotYet", "ServerApi", "UploadHook",
+           "new_identity_key"]
 
 UploadHook = Callable[[str, bytes], None]
 T = TypeVar("T")
@@ -78,6 +85,17 @@ class BundleDownload:
     model_version: int
 
 
+@dataclass(frozen=True)
+class NotYet:
+    """The server's "not yet": what was asked for is not ready; ask again later.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds (None: it sent none), a hint a
+    device follows with jitter (``SyncTimeouts.pause``).
+    """
+
+    retry_after: float | None = None
+
+
 class ServerApi:
     """The server's HTTP API, one method per route a device uses."""
 
@@ -107,12 +125,27 @@ class ServerApi:
     # -- rounds ------------------------------------------------------------------------------
     def current_round(self) -> RoundAnnouncement | None:
         """The round this device may take part in now, or None."""
+        found = self.poll_round()
+        return None if isinstance(found, NotYet) else found
+
+    def poll_round(self) -> RoundAnnouncement | NotYet:
+        """The round this device may take part in now (or is in: its stage and deadline are the
+        current ones), or :class:`NotYet` with the server's hint for when to ask again."""
         answer = self._get("/v1/rounds/current")
-        return None if answer.status == 204 else self._decode(answer, RoundAnnouncement)
+        if answer.status == 204:
+            return NotYet(parse_retry_after(answer.headers))
+        return self._decode(answer, RoundAnnouncement)
 
     def round_status(self, round_id: int) -> RoundStatus:
         """Where round ``round_id`` is (open, done with a model version, or aborted)."""
         return self._decode(self._get(f"/v1/rounds/{int(round_id)}"), RoundStatus)
+
+    def poll_outcome(self, round_id: int) -> RoundStatus | NotYet:
+        """Round ``round_id``'s final status (done or aborted), or :class:`NotYet` while it is
+        open (with the answer's ``Retry-After``, if the server sent one)."""
+        answer = self._get(f"/v1/rounds/{int(round_id)}")
+        status = self._decode(answer, RoundStatus)
+        return NotYet(parse_retry_after(answer.headers)) if status.state == "open" else status
 
     def upload(self, round_id: int, message: ClientMessage) -> UploadAck:
         """Send one signed secure-aggregation message (an exact resend is acknowledged again)."""
@@ -123,10 +156,16 @@ class ServerApi:
 
     def download(self, round_id: int, stage: Stage) -> ServerMessage | None:
         """The server's message that opens client ``stage`` for this device; None: not yet."""
+        message = self.poll_message(round_id, stage)
+        return None if isinstance(message, NotYet) else message
+
+    def poll_message(self, round_id: int, stage: Stage) -> ServerMessage | NotYet:
+        """The server's message that opens client ``stage`` for this device, or
+        :class:`NotYet` (the stage before is still collected) with the server's hint."""
         path = f"/v1/rounds/{int(round_id)}/messages/{DOWNLOAD_NAMES[Stage(stage)]}"
         answer = self._get(path)
         if answer.status == 204:
-            return None
+            return NotYet(parse_retry_after(answer.headers))
         self._check(answer)
         message = codec.decode_secagg(answer.body)
         if SERVER_MESSAGE_STAGE.get(type(message)) != stage:
@@ -176,4 +215,5 @@ class ServerApi:
             code, message = "http_error", answer.body[:200].decode("utf-8", "replace")
         if answer.status == 410:
             raise RoundAbortedError(message)
-        raise ServerRejectedError(answer.status, code, message)
+        raise ServerRejectedError(answer.status, code, message,
+                                  retry_after=parse_retry_after(answer.headers))

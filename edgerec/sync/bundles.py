@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .._exceptions import BundleError, BundleFormatError
+from .._exceptions import BundleFormatError, BundleRollbackError
 from .._bundle_root import _step
 from ..bundle import (MANIFEST_FILE, SIGNATURE_FILE, Bundle, Manifest, bundle_root,
                       install_atomically, load_bundle, resolve_bundle)
@@ -35,22 +35,6 @@ __all__ = ["MAX_ARCHIVE_MEMBERS", "MAX_UNPACKED_BYTES", "BundleRollbackError", "
 MAX_ARCHIVE_MEMBERS = 32
 MAX_UNPACKED_BYTES = 2 * 1024**3  # a zip bomb stops here, far above any real bundle
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # same folder, same bytes: stable ETags
-
-
-class BundleRollbackError(BundleError):
-    """A validly signed bundle that is not newer than the one this device has (a rollback).
-
-    Attributes:
-        manifest: the offered bundle's manifest (its signature verified).
-        installed: the version it had to exceed (the highest this device ever installed).
-    """
-
-    def __init__(self, manifest: Manifest, installed: int) -> None:
-        created = f", created {manifest.created_at}" if manifest.created_at else ""
-        super().__init__(
-            f"rollback refused: the server offered signed model {manifest.model_version}{created}, "
-            f"which is not newer than model {installed} this device has installed")
-        self.manifest, self.installed = manifest, installed
 
 
 def pack_bundle(folder: str | Path) -> bytes:

@@ -7,15 +7,17 @@
     if not result.ok:
         log.info("sync: %s (%s)", result.status.value, result.message)
 
-``rec.sync`` is :func:`sync`; it is :class:`SyncSession` run start to end. A host (such as the
-demo) that drives many devices stage by stage calls ``begin()``, then each of ``STEPS`` with
+``rec.sync`` is :class:`SyncSession` run start to end. A host (such as the demo) that drives many devices stage by stage calls ``begin()``, then each of ``STEPS`` with
 ``step()``, then ``finish()``; each returns a final :class:`SyncResult` as soon as the sync is
 over (None means "go on").
 
 Guarantees: network and server problems never raise into the app (they come back as a
 status: ``OFFLINE``, ``SERVER_ERROR``, ``ROUND_ABORTED``, ``BUNDLE_REJECTED``,
-``ROUND_REFUSED``); only bad arguments raise (``ConfigError``). Requests that got no answer are
-retried with bounded exponential backoff and jitter. Every byte sent goes through the privacy
+``ROUND_REFUSED``); only bad arguments raise (``ConfigError``). Requests that got no answer, or a
+429/5xx, are retried with bounded exponential backoff and jitter, honouring ``Retry-After``;
+waits in a round pace their polls by the server's ``Retry-After`` and last until the announced
+stage deadline (:class:`~edgerec.sync.SyncTimeouts`). A "no round" result carries the
+server's hint for when to ask again (``SyncResult.retry_after``). Every byte sent goes through the privacy
 ledger first (the ``on_upload`` hook of :class:`ServerApi`). A bundle is installed only if its
 signature verifies against the pinned ``server_key`` and its signed version is newer than any
 this device installed, atomically; on any failure the current bundle keeps serving. A round is
@@ -29,43 +31,43 @@ touched, so nothing is lost when the device is offline.
 from __future__ import annotations
 
 import os
-import random
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
-from .._exceptions import (BadCertificateError, BundleError, ConfigError, EdgeRecError,
-                           MessageRejectedError, RoundAbortedError)
+from .._exceptions import (BundleError, ConfigError, EdgeRecError, MessageRejectedError,
+                           ProtocolError, RoundAbortedError, RoundRefusedError,
+                           ServerRejectedError, SyncError, TransportError)
 from ._args import check_args, raw_key
 from ..finetune import FineTuneConfig
 from ..model.params import param_names
 from ..privacy import RandomSource
-from ..secagg import check_certificate
-from .api import DeviceIdentity, ServerApi, new_identity_key
-from .bundles import BundleRollbackError, install_bundle
+from .api import DeviceIdentity, NotYet, ServerApi, new_identity_key
+from .certificates import certificate_problem, current_certificate
 from .device import SyncRecords, device_epsilon
-from .errors import ProtocolError, ServerRejectedError, SyncError, TransportError
 from .messages import RoundAnnouncement
 from .participant import RoundParticipant
-from .policy import RoundPolicy, RoundRefusedError, federated_entries
-from .retry import Backoff
+from .policy import RoundPolicy, federated_entries
+from .runtime import SyncRuntime
 from .status import SyncConditions, SyncResult, SyncStatus
+from .timeouts import SyncTimeouts
 from .transport import HttpxTransport, Transport
+from .updates import update_bundle
 
 if TYPE_CHECKING:
     from ..client import EdgeRec
 
-__all__ = ["FEDERATED_FINETUNE", "STEPS", "SyncConditions", "SyncResult", "SyncSession",
-           "SyncStatus", "sync"]
+__all__ = ["DP_DELTA", "FEDERATED_FINETUNE", "STEPS", "SyncConditions", "SyncResult",
+           "SyncSession", "SyncStatus"]
+
+T = TypeVar("T")
 
 #: Local training for a round: the settings the federated simulation chose on validation items
 #: (SGD on the shared weights). The personal adapter is kept as it is and used in the forward
 #: pass, but not refitted here: refitting it is ``fine_tune()``'s job, outside rounds.
 FEDERATED_FINETUNE = FineTuneConfig(epochs=2, adapter_epochs=0, optimizer="sgd", lr=0.2, batch_size=64)
-#: A certificate with less than this left is fetched again before a round (the server's
-#: embedded authority renews it; its peers would refuse it once it lapsed).
-_RENEW_CERTIFICATE_S = 7 * 24 * 3600.0
+#: The delta of the device's own epsilon on its ledger, unless the app gives one.
+DP_DELTA = 1e-5
 #: The round's steps after ``begin()``, in order (``RoundParticipant`` method names).
 STEPS = ("advertise", "share_keys", "masked_input", "consistency", "unmask")
 
@@ -89,47 +91,39 @@ class SyncSession:
         transport: a :class:`Transport` (default an httpx one, closed at the end).
         bundle_dir: where new bundles are installed (default: the installed bundle's root,
             which then holds versioned bundles and one pointer switched atomically).
-        backoff: retry policy of single requests.
-        timeout: seconds per HTTP request (default transport only).
-        poll_interval, stage_timeout: while waiting for the server in a round.
-        sleep, clock, jitter, key_rng: injected time and randomness (tests).
+        timeouts: request timeout, polling, waits and retries (:class:`SyncTimeouts`).
+        runtime: clocks, sleep, jitter and the key generator (:class:`SyncRuntime`; the real
+            ones by default, fakes in tests).
         noise_source: the noise's randomness (default: a fresh ``SecureRandom.from_os()`` per
             round). A reproducible source (tests) makes the round not private: the device's
             ledger then charges an infinite epsilon for it.
-        wall_clock: seconds since the epoch (certificates' validity).
-        dp_delta: the delta of the device's own epsilon on the ledger.
+        dp_delta: the delta of the device's own epsilon on the ledger (default
+            :data:`DP_DELTA`).
         insecure_http_hosts: host names the app accepts plain ``http://`` to (opt-in by name);
             without it ``http://`` is refused (ConfigError) except to loopback.
     """
 
     def __init__(self, rec: EdgeRec, server_url: str, *, enrolment_token: str | None = None,
-                 server_key: bytes | str | None = None, allow: SyncConditions | None = None,
+                 server_key: bytes | str | None = None, authority_key: bytes | str | None = None,
+                 policy: RoundPolicy | None = None, allow: SyncConditions | None = None,
                  budget: FineTuneConfig | None = None, transport: Transport | None = None,
-                 bundle_dir: str | os.PathLike[str] | None = None, backoff: Backoff = Backoff(),
-                 timeout: float = 10.0, poll_interval: float = 0.5, stage_timeout: float = 300.0,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic,
-                 jitter: Callable[[], float] = random.random,
-                 key_rng: Callable[[int], bytes] = os.urandom,
-                 noise_source: RandomSource | None = None, dp_delta: float = 1e-5,
-                 insecure_http_hosts: tuple[str, ...] = (),
-                 authority_key: bytes | str | None = None, policy: RoundPolicy | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
-        check_args(server_url, enrolment_token, server_key, allow, budget, backoff, timeout,
-                    insecure_http_hosts)
-        if policy is not None and not isinstance(policy, RoundPolicy):
-            raise ConfigError("policy must be a RoundPolicy")
+                 bundle_dir: str | os.PathLike[str] | None = None,
+                 timeouts: SyncTimeouts | None = None, runtime: SyncRuntime | None = None,
+                 noise_source: RandomSource | None = None, dp_delta: float | None = None,
+                 insecure_http_hosts: tuple[str, ...] = ()) -> None:
+        check_args(server_url, enrolment_token, server_key, allow, budget, policy, timeouts,
+                   runtime, insecure_http_hosts)
         self.rec, self.url = rec, server_url.rstrip("/")
         self.token, self.server_key = enrolment_token, server_key
         self.authority = raw_key(authority_key if authority_key is not None else server_key)
-        self.policy, self._wall_clock = policy or RoundPolicy(), wall_clock
+        self.policy = policy or RoundPolicy()
         self.allow, self.budget = allow or SyncConditions(), budget or FEDERATED_FINETUNE
+        self.timeouts, self.runtime = timeouts or SyncTimeouts(), runtime or SyncRuntime()
         self._owned = transport is None
-        self.transport: Transport = transport or HttpxTransport(self.url, timeout=timeout)
+        self.transport: Transport = transport or HttpxTransport(self.url, timeout=self.timeouts.request)
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else rec.bundle.root
-        self.backoff, self._poll, self._stage_timeout = backoff, poll_interval, stage_timeout
-        self._sleep, self._clock, self._jitter = sleep, clock, jitter
-        self._key_rng, self._noise_source, self._dp_delta = key_rng, noise_source, dp_delta
+        self._noise_source = noise_source
+        self._dp_delta = DP_DELTA if dp_delta is None else dp_delta
         self.records = SyncRecords(rec.device_state, rec.clock)
         self.version_before = rec.model_version
         self.identity: DeviceIdentity | None = None
@@ -138,6 +132,7 @@ class SyncSession:
         self._installed = False
         self._refusing: RoundAnnouncement | None = None
         self._epsilon: float | None = None
+        self._retry_after: float | None = None  # the server's last hint, for SyncResult
         self._done: SyncResult | None = None
 
     # -- the whole sync ----------------------------------------------------------------------
@@ -194,8 +189,9 @@ class SyncSession:
         reason = self.allow.refusal(new)
         if reason is not None:
             return self._after_bundle(SyncStatus.CONDITIONS_NOT_MET, reason)
-        ann = self._retry(self._api().current_round)
-        if ann is None:
+        ann = self._retry(self._api().poll_round)
+        if isinstance(ann, NotYet):
+            self._retry_after = ann.retry_after
             return self._after_bundle(SyncStatus.NO_ROUND, "no round open for this device")
         if ann.base_model_version != self.rec.model_version:
             return self._result(SyncStatus.MODEL_OUT_OF_DATE,
@@ -225,10 +221,8 @@ class SyncSession:
         update = self.rec.fine_tune(budget)
         self.participant = RoundParticipant(
             self._api(), self.identity, ann, update.delta[mask], authority_key=self.authority,
-            policy=self.policy, rng=self._key_rng, noise_source=self._noise_source,
-            poll_interval=self._poll, stage_timeout=self._stage_timeout,
-            transport_retries=self.backoff.attempts - 1, sleep=self._sleep, clock=self._clock,
-            wall_clock=self._wall_clock)
+            policy=self.policy, noise_source=self._noise_source, timeouts=self.timeouts,
+            runtime=self.runtime)
         self.records.save_mark(mark)
 
     def _finish(self) -> SyncResult:
@@ -254,7 +248,7 @@ class SyncSession:
             return None
         if not self.token:
             return self._result(SyncStatus.NOT_ENROLLED, "not enrolled and no enrolment token given")
-        key = self.records.pending_key(self.url, lambda: new_identity_key(self._key_rng))
+        key = self.records.pending_key(self.url, lambda: new_identity_key(self.runtime.key_rng))
         api = ServerApi(self.transport, on_upload=self._record)
         try:
             identity = self._retry(lambda: api.enrol(self.token, key))  # type: ignore[arg-type]
@@ -267,75 +261,31 @@ class SyncSession:
         return None
 
     def _certified(self) -> SyncResult | None:
-        """Fetch this device's enrolment certificate if it has none yet (an offline authority
-        signs later) or its own will not do much longer (the server's authority renews it);
-        None once it has one that verifies under the pinned authority."""
+        """None once this device has a certificate that checks out under the pinned authority
+        (fetched again first if it is missing or lapses soon); else why it cannot join."""
         identity = self.identity
         assert identity is not None
-        certificate = identity.certificate
-        if not self._certificate_ok(certificate, self._wall_clock() + _RENEW_CERTIFICATE_S):
-            certificate = self._retry(self._api().certificate) or certificate
+        now = self.runtime.wall_clock()
+        certificate = current_certificate(identity, self.authority, now,
+                                          lambda: self._retry(self._api().certificate))
         if not certificate:
             return self._result(SyncStatus.NOT_ENROLLED, f"enrolled as device {identity.device_id}; "
                                 "waiting for the enrolment authority to sign its certificate")
-        if self.authority is not None:
-            try:
-                check_certificate(certificate, self.authority, device_id=identity.device_id,
-                                  identity_key=identity.public_key, now=self._wall_clock())
-            except BadCertificateError as exc:
-                return self._result(SyncStatus.NOT_ENROLLED,
-                                    f"this device's certificate does not check out: {exc}")
+        problem = certificate_problem(certificate, identity, self.authority, now)
+        if problem is not None:
+            return self._result(SyncStatus.NOT_ENROLLED,
+                                f"this device's certificate does not check out: {problem}")
         if certificate != identity.certificate:
             self.identity = replace(identity, certificate=certificate)
             self.records.save_identity(self.url, self.identity)
         return None
 
-    def _certificate_ok(self, certificate: bytes, at: float) -> bool:
-        if not certificate or self.authority is None or self.identity is None:
-            return bool(certificate)
-        try:
-            check_certificate(certificate, self.authority, device_id=self.identity.device_id,
-                              identity_key=self.identity.public_key, now=at)
-        except BadCertificateError:
-            return False
-        return True
-
     def _update_bundle(self) -> None:
-        """Install the server's bundle if its *signed* version is newer than any this device
-        ran or installed; the same version as the running one is left alone (up to date);
-        anything older raises BundleRollbackError (other checks: BundleError).
-
-        The response's X-Edgerec-Model-Version header is unsigned and never consulted: a lying
-        header could otherwise install an old bundle or hide a new one. The ETag only spares
-        re-downloading the archive installed last.
-        """
-        if self.server_key is None:
-            return
-        # The floor: the highest version ever installed, at least the running bundle's (so a
-        # device that never synced starts from the bundle it was opened with).
-        floor = self.records.raise_installed_version(self.rec.model_version)
-        try:
-            download = self._retry(lambda: self._api().latest_bundle(self.records.etag()))
-        except ServerRejectedError as exc:
-            if exc.status != 404:  # 404: the server has no model yet; nothing to install
-                raise
-            return
-        if download is None:
-            return
-        try:
-            bundle = install_bundle(download.archive, self.bundle_dir, self.server_key, newer_than=floor)
-        except BundleRollbackError as exc:
-            if not exc.manifest.model_version == floor == self.rec.model_version:
-                raise  # older than what this device runs or once ran: a rollback
-            # The version running here (the first sync after enrolment; or the server's own
-            # signature of the bundle the app shipped): up to date, nothing is installed, and
-            # the ETag spares the next download.
-            self.records.save_etag(download.etag, exc.manifest.model_version)
-            return
-        self.rec.install(bundle)
-        self.records.raise_installed_version(bundle.version)
-        self.records.save_etag(download.etag, bundle.version)
-        self._installed = True
+        """Install the server's bundle if newer (``updates.update_bundle``; needs server_key)."""
+        if self.server_key is not None and update_bundle(
+                self.rec, self.records, self.bundle_dir, self.server_key,
+                lambda etag: self._retry(lambda: self._api().latest_bundle(etag))):
+            self._installed = True
 
     # -- plumbing ----------------------------------------------------------------------------
     def _api(self) -> ServerApi:
@@ -373,8 +323,8 @@ class SyncSession:
                                note=str(exc)[:1000])
         return self._result(SyncStatus.ROUND_REFUSED, str(exc), rid)
 
-    def _retry(self, request: Callable[[], object]):  # type: ignore[no-untyped-def]
-        return self.backoff.call(request, sleep=self._sleep, rng=self._jitter)
+    def _retry(self, request: Callable[[], T]) -> T:
+        return self.timeouts.backoff.call(request, self.runtime)
 
     def _after_bundle(self, status: SyncStatus, message: str) -> SyncResult:
         if self._installed:
@@ -386,7 +336,7 @@ class SyncSession:
                 participated: bool = False) -> SyncResult:
         return SyncResult(status, message, self.version_before, self.rec.model_version, round_id,
                           participated, self.bytes_sent,
-                          self.identity.device_id if self.identity else None)
+                          self.identity.device_id if self.identity else None, self._retry_after)
 
     def _guarded(self, work: Callable[[], SyncResult | None]) -> SyncResult | None:
         """``work()``, with every network, server and device failure turned into a result."""
@@ -404,6 +354,7 @@ class SyncSession:
         except BundleError as exc:
             outcome = self._result(SyncStatus.BUNDLE_REJECTED, f"bundle refused, old model kept: {exc}")
         except ServerRejectedError as exc:
+            self._retry_after = exc.retry_after
             outcome = self._result(SyncStatus.SERVER_ERROR, f"server refused: {exc}", rid)
         except (ProtocolError, MessageRejectedError, SyncError) as exc:
             outcome = self._result(SyncStatus.SERVER_ERROR,
@@ -415,7 +366,3 @@ class SyncSession:
             self.close()
         return outcome
 
-
-def sync(rec: EdgeRec, server_url: str, **options: object) -> SyncResult:
-    """One whole sync of ``rec`` with ``server_url`` (options: :class:`SyncSession`'s)."""
-    return SyncSession(rec, server_url, **options).run()  # type: ignore[arg-type]

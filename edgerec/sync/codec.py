@@ -18,7 +18,7 @@ import typing
 from typing import Any, TypeVar, Union
 
 from ..secagg import wire
-from .errors import ProtocolError
+from .._exceptions import ProtocolError
 from .messages import (
     PROTOCOL_VERSION,
     CertificateAnswer,

@@ -102,7 +102,9 @@ class RoundAnnouncement:
     ``vector_length`` floats). Noise is calibrated to ``min_survivors`` (the secure-aggregation
     threshold minus the ``colluders`` tolerated): no sum the server can unmask holds fewer
     honest devices. ``stage_deadline`` is the current stage's deadline in seconds since the
-    epoch. Devices check all of it against their :class:`~edgerec.sync.RoundPolicy`.
+    epoch: a device waits for the stage at least until then plus a grace for the close, up to
+    its own ``max_wait`` (:class:`~edgerec.sync.SyncTimeouts`). Devices check the rest against
+    their :class:`~edgerec.sync.RoundPolicy`.
 
     ``frozen`` names shared weights (``edgerec.model.params.param_names``) this round leaves
     out: devices fine-tune with them held fixed and send only the other entries of the flattened

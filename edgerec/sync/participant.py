@@ -18,26 +18,34 @@ first. Every peer's keys must carry a certificate from the pinned enrolment auth
 message that fails the device's checks is refused the same way (``RoundRefusedError``), and the
 device sends nothing more in that round. A device that restarts mid-round cannot resume (its
 round keys live only in this object): it has dropped out, and the round goes on without it.
+
+Waiting and retrying follow ``timeouts`` (:class:`~edgerec.sync.SyncTimeouts`): between polls
+the device sleeps for the server's ``Retry-After`` with jitter, and it waits for a stage at
+least until the announced ``stage_deadline`` plus ``stage_grace`` (at most ``max_wait``);
+a request without an answer, or answered 429/5xx, is retried by ``timeouts.backoff``.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 
-from .._exceptions import ConfigError, MessageRejectedError
+from .._exceptions import (ConfigError, MessageRejectedError, ProtocolError, RoundRefusedError,
+                           SyncError)
 from ..privacy import PrivateDelta, RandomSource, SecureRandom, privatize
 from ..secagg import ClientMachine, Stage
-from .api import DeviceIdentity, ServerApi
-from .errors import ProtocolError, TransportError
+from .api import DeviceIdentity, NotYet, ServerApi
 from .messages import RoundAnnouncement, RoundStatus
-from .policy import RoundPolicy, RoundRefusedError
+from .policy import RoundPolicy
+from .runtime import SyncRuntime
+from .timeouts import SyncTimeouts
+from .waiting import poll_until
 
 __all__ = ["ParticipationResult", "RoundParticipant"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,24 +76,19 @@ class RoundParticipant:
             certificate must verify under it. Without one the device refuses every round (it
             could not tell real peers from keys the server made up).
         policy: the app's bounds on rounds (:class:`RoundPolicy`, secure defaults).
-        rng: ``rng(n) -> n bytes`` for the round keys and masks (the OS by default).
         noise_source: randomness for the noise and stochastic rounding (default: a fresh
             ``SecureRandom.from_os()`` per round; a reproducible source makes the round not
             private, which the device's ledger records as an infinite epsilon).
-        wall_clock: seconds since the epoch, to check certificates' validity.
-        poll_interval: seconds between polls while the server is still collecting a stage.
-        stage_timeout: give up (``TransportError``) after waiting this long for one stage.
-        transport_retries: resends of one request after no answer (resends are idempotent).
+        timeouts: polling, waiting and retries (:class:`SyncTimeouts`; a wait that gives up
+            raises ``TransportError``; resends are idempotent).
+        runtime: clocks, sleep, jitter and the key generator for the round keys and masks
+            (:class:`SyncRuntime`; the real ones by default).
     """
 
     def __init__(self, api: ServerApi, identity: DeviceIdentity, announcement: RoundAnnouncement,
                  delta: np.ndarray, *, authority_key: bytes | None = None,
-                 policy: RoundPolicy | None = None, rng: Callable[[int], bytes] = os.urandom,
-                 noise_source: RandomSource | None = None, poll_interval: float = 1.0,
-                 stage_timeout: float = 900.0, transport_retries: int = 2,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 policy: RoundPolicy | None = None, noise_source: RandomSource | None = None,
+                 timeouts: SyncTimeouts | None = None, runtime: SyncRuntime | None = None) -> None:
         self.api, self.identity, self.announcement = api, identity, announcement
         self._delta = np.asarray(delta, dtype=np.float64)
         if self._delta.shape != (announcement.vector_length,):
@@ -94,9 +97,8 @@ class RoundParticipant:
         if authority_key is not None and len(authority_key) != 32:
             raise ConfigError("authority_key must be a raw 32-byte Ed25519 public key")
         self._authority, self.policy = authority_key, policy or RoundPolicy()
-        self._rng, self._noise_source = rng, noise_source
-        self._poll, self._timeout, self._retries = poll_interval, stage_timeout, transport_retries
-        self._clock, self._sleep, self._wall_clock = clock, sleep, wall_clock
+        self._noise_source = noise_source
+        self.timeouts, self.runtime = timeouts or SyncTimeouts(), runtime or SyncRuntime()
         self._machine: ClientMachine | None = None
         self.private: PrivateDelta | None = None
 
@@ -139,8 +141,10 @@ class RoundParticipant:
                                  noise=noise if ann.noise_multiplier > 0 else None,
                                  fp=fp, source=source)
         self._machine = ClientMachine(config, self.identity.device_id, self.identity.identity_key,
-                                      self.private.encoded, self._rng, authority_key=self._authority,
-                                      certificate=self.identity.certificate, now=self._wall_clock())
+                                      self.private.encoded, self.runtime.key_rng,
+                                      authority_key=self._authority,
+                                      certificate=self.identity.certificate,
+                                      now=self.runtime.wall_clock())
         self._upload(self._machine.advertise())
 
     def share_keys(self) -> None:
@@ -161,8 +165,7 @@ class RoundParticipant:
 
     def result(self) -> ParticipationResult:
         """Wait until the server has finished the round (done or aborted) and say how."""
-        status = self._wait(lambda: self._settled(self._call(lambda: self.api.round_status(self.round_id))),
-                            "the round's result")
+        status = self._wait(lambda: self.api.poll_outcome(self.round_id), "the round's result")
         private = self.private
         return ParticipationResult(self.round_id, status,
                                    private.original_norm if private else float("nan"),
@@ -172,7 +175,7 @@ class RoundParticipant:
     def _step(self, stage: Stage) -> None:
         if self._machine is None or self._machine.stage != stage:
             raise ConfigError(f"cannot enter stage {stage.name} now (call the steps in order)")
-        incoming = self._wait(lambda: self._call(lambda: self.api.download(self.round_id, stage)),
+        incoming = self._wait(lambda: self.api.poll_message(self.round_id, stage),
                               f"the server's message for stage {stage.name}")
         try:
             reply = self._machine.handle(incoming)
@@ -184,28 +187,22 @@ class RoundParticipant:
     def _upload(self, message: object) -> None:
         self._call(lambda: self.api.upload(self.round_id, message))  # type: ignore[arg-type]
 
-    @staticmethod
-    def _settled(status: RoundStatus) -> RoundStatus | None:
-        return None if status.state == "open" else status
+    def _wait(self, poll: Callable[[], T | NotYet], what: str) -> T:
+        return poll_until(lambda: self._call(poll), f"{what} of round {self.round_id}",
+                          timeouts=self.timeouts, runtime=self.runtime,
+                          stage_deadline=self.announcement.stage_deadline,
+                          refresh=self._announced_deadline)
 
-    def _wait(self, poll: Callable[[], object], what: str):  # type: ignore[no-untyped-def]
-        give_up = self._clock() + self._timeout
-        while True:
-            got = poll()
-            if got is not None:
-                return got
-            if self._clock() >= give_up:
-                raise TransportError(f"round {self.round_id}: no answer for {what} "
-                                     f"within {self._timeout:g} s")
-            self._sleep(self._poll)
+    def _announced_deadline(self) -> float | None:
+        """The stage deadline the server announces for this round now (None: no word). Only
+        the deadline is read: the round's parameters stay the ones checked at the start."""
+        try:
+            found = self._call(self.api.poll_round)
+        except SyncError:
+            return None  # the wait gives up as it would have
+        if isinstance(found, NotYet) or found.round_id != self.round_id:
+            return None
+        return found.stage_deadline
 
-    def _call(self, request: Callable[[], object]):  # type: ignore[no-untyped-def]
-        for attempt in range(self._retries + 1):
-            try:
-                return request()
-            except TransportError:
-                if attempt == self._retries:
-                    raise
-                self._sleep(self._poll)
-        raise AssertionError("unreachable")
-
+    def _call(self, request: Callable[[], T]) -> T:
+        return self.timeouts.backoff.call(request, self.runtime)

@@ -16,20 +16,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, RoundRefusedError
 from ..model.params import Params, federated_mask
 from ..secagg import SecAggConfig, min_threshold
-from .errors import SyncError
 from .messages import RoundAnnouncement
 
 __all__ = ["RoundPolicy", "RoundRefusedError", "federated_entries"]
 
 _MAX_COHORT = 100_000
-
-
-class RoundRefusedError(SyncError):
-    """The device refuses a round: its announcement or a server message breaks the app's bounds
-    or the protocol's safety checks. Nothing more of this round leaves the device."""
 
 
 @dataclass(frozen=True)

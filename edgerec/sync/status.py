@@ -68,7 +68,12 @@ class SyncConditions:
 
 @dataclass(frozen=True)
 class SyncResult:
-    """What one sync did. ``ok`` is False for the statuses that report a problem."""
+    """What one sync did. ``ok`` is False for the statuses that report a problem.
+
+    ``retry_after`` is the server's hint, in seconds, for when to ask again (its
+    ``Retry-After`` with "no round" or an error; None without one): an app that syncs on a timer
+    may wait at least that long, so a large fleet's idle polls stay within the server's budget.
+    """
 
     status: SyncStatus
     message: str
@@ -78,6 +83,7 @@ class SyncResult:
     participated: bool = False
     bytes_sent: int = 0
     device_id: int | None = None
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Protocol
 from urllib.parse import urlsplit
 
-from .._exceptions import ConfigError
-from .errors import TransportError
+from .._exceptions import ConfigError, TransportError
 
 __all__ = ["HttpxTransport", "RecordingTransport", "Response", "Transport", "check_server_url",
            "is_loopback_host"]

@@ -44,8 +44,9 @@ HISTORY = 20  # syncs kept for the operator page
 class SyncWorker:
     """Runs ``rec.sync`` for ``kiosk`` in a daemon thread; ``tick()`` is one sync, for tests.
 
-    ``sync_options`` go to ``rec.sync`` as they are (e.g. ``poll_interval``); ``wall`` is the
-    wall clock of the ledger and the events (retention compares event timestamps with it).
+    ``sync_options`` go to ``rec.sync`` as they are (e.g. ``timeouts=SyncTimeouts(...)``);
+    ``wall`` is the wall clock of the ledger and the events (retention compares event timestamps
+    with it).
     """
 
     def __init__(self, kiosk: Kiosk, settings: FederationSettings, *,

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 from edgerec import Bundle, EdgeRec, InteractionStore, load_bundle
 from edgerec.scoring import Scorer
-from edgerec.sync import HttpxTransport, Response, SyncConditions, SyncSession
+from edgerec.sync import (HttpxTransport, Response, SyncConditions, SyncRuntime, SyncSession,
+                          SyncTimeouts)
 from edgerec.sync.client import STEPS
 
 __all__ = ["DeviceTask", "RoundReport", "Worker", "run_round", "setup_devices"]
@@ -123,8 +124,9 @@ class Worker:
         # drops out and how the data is split), so nobody can subtract it.
         return SyncSession(rec, self.url, enrolment_token=self.token, server_key=self.key,
                            transport=transport, bundle_dir=self.bundle_dir,
-                           allow=SyncConditions(min_new_interactions=0), poll_interval=0.05,
-                           stage_timeout=900.0, sleep=transport.sleep)
+                           allow=SyncConditions(min_new_interactions=0),
+                           timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=900.0),
+                           runtime=SyncRuntime(sleep=transport.sleep))
 
 
 _WORKER: Worker | None = None

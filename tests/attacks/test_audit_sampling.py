@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 import pytest
 
-from edgerec.sync import RoundParticipant, ServerRejectedError
+from edgerec.sync import RoundParticipant, ServerRejectedError, SyncTimeouts
 
 # The server tests' helpers and fixtures (a real server process, simulated devices); pytest puts
 # tests/server on the path only when it collects that folder, so this file does it itself.
@@ -97,7 +97,8 @@ def _outsider_is_refused(outsider: Device, ann, pinned: bytes) -> None:
     """A device that was not drawn gets no announcement, and cannot join with a borrowed one."""
     assert outsider.api.current_round() is None
     part = RoundParticipant(outsider.api, outsider.identity, ann, np.zeros(ann.vector_length),
-                            authority_key=pinned, poll_interval=0.05, stage_timeout=10)
+                            authority_key=pinned,
+                            timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=10))
     with pytest.raises(ServerRejectedError) as refused:
         part.advertise()
     assert refused.value.status == 404  # as for a round that does not exist: it learns nothing
@@ -105,7 +106,8 @@ def _outsider_is_refused(outsider: Device, ann, pinned: bytes) -> None:
 
 def _take_part(dev: Device, delta: np.ndarray, drops: bool, pinned: bytes):
     part = RoundParticipant(dev.api, dev.identity, dev.api.current_round(), delta,
-                            authority_key=pinned, poll_interval=0.05, stage_timeout=60)
+                            authority_key=pinned,
+                            timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=60))
     if not drops:
         return part.run()
     part.advertise()

@@ -39,7 +39,8 @@ from edgerec.data import Catalogue
 from edgerec.model.config import ModelConfig
 from edgerec.model.params import init_params
 from edgerec.signing import generate_signing_key, public_key_bytes, sign_bytes
-from edgerec.sync import EnrolResponse, ErrorBody, SyncConditions, SyncSession, SyncStatus, encode
+from edgerec.sync import (EnrolResponse, ErrorBody, SyncConditions, SyncSession, SyncStatus,
+                          SyncTimeouts, encode)
 from edgerec.sync.device import SyncRecords
 
 VERSIONS = (1, 2, 3)
@@ -195,7 +196,8 @@ def device(tmp_path: Path, signed: Signed) -> Device:
 
 def _sync(rec: edgerec.EdgeRec, server: RollbackServer, key: bytes):  # type: ignore[no-untyped-def]
     """One real sync: SyncSession with its own HttpxTransport to the attacker's URL."""
-    return SyncSession(rec, server.url, enrolment_token="tok", server_key=key, timeout=5.0,
+    return SyncSession(rec, server.url, enrolment_token="tok", server_key=key,
+                       timeouts=SyncTimeouts(request=5.0),
                        allow=SyncConditions(min_new_interactions=0)).run()
 
 

@@ -21,7 +21,7 @@ import edgerec
 from edgerec.secagg import (BadCertificateError, ClientMachine, KeyList, PeerKeys, SecAggConfig,
                             ServerMachine, Stage, crypto, encode, encode_certificate,
                             issue_certificate)
-from edgerec.sync import HttpxTransport, SyncConditions, SyncSession, SyncStatus
+from edgerec.sync import HttpxTransport, SyncConditions, SyncSession, SyncStatus, SyncTimeouts
 
 from malicious_server import MaliciousServer, Script, announcement
 
@@ -124,7 +124,8 @@ def test_a_real_device_refuses_and_its_delta_never_leaves(tmp_path, trained_bund
                              authority_key=crypto.ed25519_public(operator),
                              transport=HttpxTransport(server.url, timeout=5),
                              allow=SyncConditions(min_new_interactions=0),
-                             poll_interval=0.01, stage_timeout=5).run()
+                             timeouts=SyncTimeouts(poll_interval=0.01, stage_timeout=5,
+                                                   max_wait=5)).run()
     assert result.status == SyncStatus.ROUND_REFUSED, result
     assert "certificate" in result.message.lower()
     kinds = [kind for _, kind in [(e.seq, e.kind) for e in rec.ledger.entries()]]

@@ -26,7 +26,7 @@ import pytest
 
 import edgerec
 from edgerec.cli import main as edgerec_main
-from edgerec.sync import HttpxTransport, SyncConditions, SyncSession, SyncStatus
+from edgerec.sync import HttpxTransport, SyncConditions, SyncSession, SyncStatus, SyncTimeouts
 from edgerec.sync.client import STEPS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
@@ -50,8 +50,9 @@ def _round(devices, url: str, key: bytes, data_dir: Path, z: float) -> None:
     cli(data_dir, "round", "open", "--min", str(N), "--clip", "1", "--noise", str(z),
         "--deadlines", "20,5,5,5")
     sessions = [SyncSession(rec, url, server_key=key, transport=HttpxTransport(url, timeout=10),
-                            allow=SyncConditions(min_new_interactions=0), poll_interval=0.05,
-                            stage_timeout=30) for rec in devices]
+                            allow=SyncConditions(min_new_interactions=0),
+                            timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=30))
+                for rec in devices]
     for s in sessions:
         assert s.begin() is None, s._done
     for step in STEPS:

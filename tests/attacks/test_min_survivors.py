@@ -20,7 +20,8 @@ import pytest
 import edgerec
 from edgerec.model.params import param_names
 from edgerec.secagg import crypto, encode_certificate, issue_certificate
-from edgerec.sync import HttpxTransport, RoundPolicy, SyncConditions, SyncSession, SyncStatus
+from edgerec.sync import (HttpxTransport, RoundPolicy, SyncConditions, SyncSession, SyncStatus,
+                          SyncTimeouts)
 
 from malicious_server import MaliciousServer, Script, announcement
 
@@ -71,8 +72,9 @@ def _sync(rec, script: Script, operator: bytes, stage_timeout: float = 5.0):
         return SyncSession(rec, server.url, enrolment_token="et_" + "x" * 24, policy=POLICY,
                            authority_key=crypto.ed25519_public(operator),
                            transport=HttpxTransport(server.url, timeout=5),
-                           allow=SyncConditions(min_new_interactions=0), poll_interval=0.01,
-                           stage_timeout=stage_timeout).run()
+                           allow=SyncConditions(min_new_interactions=0),
+                           timeouts=SyncTimeouts(poll_interval=0.01, stage_timeout=stage_timeout,
+                                                 max_wait=stage_timeout)).run()
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

@@ -22,7 +22,8 @@ import edgerec
 from edgerec.model.params import param_names
 from edgerec.privacy import DistributedNoise, FixedPoint, SecureRandom, privatize
 from edgerec.secagg import crypto, encode_certificate, issue_certificate
-from edgerec.sync import HttpxTransport, RoundParticipant, SyncConditions, SyncSession
+from edgerec.sync import (HttpxTransport, RoundParticipant, SyncConditions, SyncSession,
+                          SyncTimeouts)
 import edgerec_server.demo.devices as demo_devices
 
 from malicious_server import MaliciousServer, Script, announcement
@@ -96,8 +97,8 @@ def test_a_reproducible_source_is_charged_as_no_privacy(tmp_path, trained_bundle
         SyncSession(rec, server.url, enrolment_token="et_" + "x" * 24, noise_source=source,
                     authority_key=crypto.ed25519_public(operator),
                     transport=HttpxTransport(server.url, timeout=5),
-                    allow=SyncConditions(min_new_interactions=0), poll_interval=0.01,
-                    stage_timeout=0.3).run()
+                    allow=SyncConditions(min_new_interactions=0),
+                    timeouts=SyncTimeouts(poll_interval=0.01, stage_timeout=0.3, max_wait=0.3)).run()
     advert = [e for e in rec.ledger.entries() if e.kind == "advertise_keys"][0]
     assert advert.noise_multiplier == 1.0
     if reproducible:

@@ -20,7 +20,7 @@ from edgerec.model.params import param_names
 from edgerec.secagg import (ConsistencyCheck, ConsistencyRequest, SecAggConfig, ServerMachine, Stage,
                             UnmaskRequest, UnmaskResponse, crypto, encode, encode_certificate,
                             issue_certificate)
-from edgerec.sync import HttpxTransport, SyncConditions, SyncSession, SyncStatus
+from edgerec.sync import HttpxTransport, SyncConditions, SyncSession, SyncStatus, SyncTimeouts
 
 from malicious_server import MaliciousServer, Script, announcement
 
@@ -114,7 +114,7 @@ def test_eleven_real_devices_refuse_a_split_view_and_no_share_leaves(devices):
                                authority_key=crypto.ed25519_public(operator),
                                transport=HttpxTransport(server.url, timeout=10),
                                allow=SyncConditions(min_new_interactions=0),
-                               poll_interval=0.02, stage_timeout=60).run()
+                               timeouts=SyncTimeouts(poll_interval=0.02, stage_timeout=60)).run()
 
         with ThreadPoolExecutor(N) as pool:
             results = list(pool.map(sync, devices))

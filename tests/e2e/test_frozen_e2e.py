@@ -24,6 +24,7 @@ from edgerec.sync import (
     SyncConditions,
     SyncSession,
     SyncStatus,
+    SyncTimeouts,
 )
 from edgerec.sync.client import STEPS
 
@@ -49,8 +50,8 @@ def _devices(tmp_path, url, key, n=N_DEVICES, seed=0):
 
 def _session(rec, transport, url, key, token):
     return SyncSession(rec, url, enrolment_token=token, server_key=key, transport=transport,
-                       allow=SyncConditions(min_new_interactions=0), poll_interval=0.05,
-                       stage_timeout=60)
+                       allow=SyncConditions(min_new_interactions=0),
+                       timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=60))
 
 
 def _round(devices, url, key, token):

@@ -25,7 +25,8 @@ from edgerec.data import Catalogue, synthetic
 from edgerec.model.config import ModelConfig, TrainConfig
 from edgerec.secagg.messages import CLIENT_MESSAGE_STAGE
 from edgerec.sync import (UPLOAD_KINDS, EnrolRequest, HttpxTransport, RecordingTransport,
-                          SyncConditions, SyncSession, SyncStatus, decode, decode_secagg)
+                          SyncConditions, SyncSession, SyncStatus, SyncTimeouts, decode,
+                          decode_secagg)
 from edgerec.sync.client import STEPS
 from edgerec.training import fit_params
 from edgerec.workflows import loo_evaluator
@@ -74,8 +75,8 @@ def _devices(tmp_path, ds, pop, url, key, token):
 
 def _session(rec, transport, url, key, token):
     return SyncSession(rec, url, enrolment_token=token, server_key=key, transport=transport,
-                       allow=SyncConditions(min_new_interactions=0), poll_interval=0.05,
-                       stage_timeout=60)
+                       allow=SyncConditions(min_new_interactions=0),
+                       timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=60))
 
 
 def test_twenty_devices_three_rounds_with_dropouts_and_the_privacy_proof(server, data_dir, tmp_path, world):

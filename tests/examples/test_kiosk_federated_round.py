@@ -30,7 +30,8 @@ pytest.importorskip("starlette", reason="the kiosk needs its extra: pip install 
 pytest.importorskip("edgerec_server", reason="needs the server extra: pip install -e '.[server]'")
 
 import edgerec  # noqa: E402
-from edgerec.sync import UPLOAD_KINDS, SyncConditions, SyncSession, SyncStatus  # noqa: E402
+from edgerec.sync import (UPLOAD_KINDS, SyncConditions, SyncSession, SyncStatus,  # noqa: E402
+                          SyncTimeouts)
 from examples.kiosk.app import FETCH_HEADER  # noqa: E402
 from examples.kiosk.harness import KioskServer, percentile  # noqa: E402
 
@@ -135,7 +136,8 @@ def test_kiosk_joins_a_round_in_the_background_installs_the_new_model_and_shows_
 
         # The devices sync in threads; meanwhile the kiosk's page is timed.
         with ThreadPoolExecutor(SIMULATED) as pool:
-            futures = [pool.submit(rec.sync, url, server_key=bytes.fromhex(key), poll_interval=0.1,
+            futures = [pool.submit(rec.sync, url, server_key=bytes.fromhex(key),
+                                   timeouts=SyncTimeouts(poll_interval=0.1),
                                    allow=SyncConditions(min_new_interactions=1)) for rec in devices]
             latencies = timed_pages(kiosk, lambda: all(f.done() for f in futures))
             results = [f.result() for f in futures]

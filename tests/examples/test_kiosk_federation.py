@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("starlette", reason="the kiosk needs its extra: pip install -e '.[kiosk]'")
 
-from edgerec.sync import SyncStatus  # noqa: E402
+from edgerec.sync import SyncStatus, SyncTimeouts  # noqa: E402
 from examples.kiosk.app import COOKIE, FETCH_HEADER  # noqa: E402
 from examples.kiosk.config import FederationSettings, parse_args  # noqa: E402
 from examples.kiosk.federation import SyncWorker  # noqa: E402
@@ -34,7 +34,7 @@ def settings(**overrides: Any) -> FederationSettings:
 def federated(make_kiosk: Any, **overrides: Any) -> tuple[Any, SyncWorker]:
     fed = settings(**overrides)
     kiosk = make_kiosk(federation=fed)
-    worker = SyncWorker(kiosk, fed, sync_options={"timeout": 2.0})
+    worker = SyncWorker(kiosk, fed, sync_options={"timeouts": SyncTimeouts(request=2.0)})
     kiosk.federation = worker.view
     return kiosk, worker
 
@@ -122,7 +122,7 @@ def test_ended_sessions_are_held_for_a_round_then_erased_at_the_retention_bound(
 def test_keep_sessions_keeps_them_with_a_server_too(make_kiosk: Any, serve: Any) -> None:
     fed = settings(retention=0.0)
     kiosk = make_kiosk(federation=fed, forget_sessions=False)
-    worker = SyncWorker(kiosk, fed, sync_options={"timeout": 2.0})
+    worker = SyncWorker(kiosk, fed, sync_options={"timeouts": SyncTimeouts(request=2.0)})
     with serve(kiosk) as c:
         visit(c, 2)
     worker.tick()

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from edgerec.sync import (DeviceIdentity, HttpxTransport, RoundAnnouncement, RoundParticipant, ServerApi,
-                          new_identity_key)
+                          SyncRuntime, SyncTimeouts, new_identity_key)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -242,9 +242,10 @@ class World:
         ann = api.current_round()
         assert ann is not None
         delta = np.zeros(ann.vector_length) if delta is None else delta
-        options = {"authority_key": self.authority_key, "poll_interval": 0, "stage_timeout": 5,
-                   "clock": self.clock, "wall_clock": self.clock,
-                   "sleep": lambda s: self.tick(0.5), **kwargs}
+        options = {"authority_key": self.authority_key,
+                   "timeouts": SyncTimeouts(poll_interval=0, stage_timeout=5),
+                   "runtime": SyncRuntime(clock=self.clock, wall_clock=self.clock,
+                                          sleep=lambda s: self.tick(0.5)), **kwargs}
         return RoundParticipant(api, api.identity, ann, delta, **options)  # type: ignore[attr-defined]
 
     def tick(self, seconds: float = 0.0) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from edgerec.bundle import load_bundle
 from edgerec.model.params import flatten, param_names
 from edgerec.privacy import rounding_bound
-from edgerec.sync import RoundParticipant, install_bundle, verify_archive
+from edgerec.sync import RoundParticipant, SyncTimeouts, install_bundle, verify_archive
 
 from srv_helpers import authority_key, cli, enrol_devices
 
@@ -39,7 +39,8 @@ def test_ten_devices_two_drop_new_model_is_fedavg_of_survivors(server, data_dir,
     def take_part(i: int):
         dev = devices[i]
         part = RoundParticipant(dev.api, dev.identity, dev.api.current_round(), deltas[i],
-                                authority_key=pinned, poll_interval=0.05, stage_timeout=60)
+                                authority_key=pinned,
+                                timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=60))
         if i < 8:
             return part.run()
         part.advertise()

@@ -7,7 +7,7 @@ import sqlite3
 
 import numpy as np
 
-from edgerec.sync import RoundParticipant
+from edgerec.sync import RoundParticipant, SyncTimeouts
 
 from srv_helpers import authority_key, cli, enrol_devices
 
@@ -40,7 +40,7 @@ def test_database_holds_no_individual_delta_during_or_after_a_round(server, data
     deltas = [rng.normal(0, 0.05, length) for _ in devices]
     pinned = authority_key(data_dir)
     parts = [RoundParticipant(d.api, d.identity, d.api.current_round(), deltas[i], authority_key=pinned,
-                              poll_interval=0.05)
+                              timeouts=SyncTimeouts(poll_interval=0.05))
              for i, d in enumerate(devices)]
     for step in ("advertise", "share_keys", "masked_input"):
         for part in parts:

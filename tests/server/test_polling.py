@@ -53,5 +53,8 @@ def test_not_yet_answers_carry_the_hint_for_the_round(tmp_path, bundle_dir):
         wait = world.client.get(f"/v1/rounds/{record.id}/messages/key_list",
                                 headers={"Authorization": f"Bearer {devices[0].identity.credential}"})
         assert wait.status_code == 204 and wait.headers["Retry-After"] == "3"
+        status = world.client.get(f"/v1/rounds/{record.id}",
+                                  headers={"Authorization": f"Bearer {devices[0].identity.credential}"})
+        assert status.status_code == 200 and status.headers["Retry-After"] == "3"
     finally:
         world.close()

@@ -15,7 +15,7 @@ import pytest
 
 from edgerec.model.params import flatten, param_names
 from edgerec.privacy import rounding_bound
-from edgerec.sync import RoundParticipant, install_bundle
+from edgerec.sync import RoundParticipant, SyncTimeouts, install_bundle
 
 from srv_helpers import ServerProcess, authority_key, cli, enrol_devices, free_port
 
@@ -51,7 +51,8 @@ def test_a_round_on_postgresql_survives_a_sigkill_and_publishes_the_fedavg(pg_di
         rng = np.random.default_rng(3)
         deltas = [d / np.linalg.norm(d) * 0.5 for d in rng.normal(0, 1, (6, weights.size))]
         parts = [RoundParticipant(d.api, d.identity, d.api.current_round(), deltas[i],
-                                  authority_key=pinned, poll_interval=0.05, stage_timeout=90)
+                                  authority_key=pinned,
+                                  timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=90))
                  for i, d in enumerate(devices)]
         for p in parts:
             p.advertise()  # acknowledged: in PostgreSQL before the answer

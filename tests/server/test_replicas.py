@@ -17,8 +17,8 @@ import pytest
 
 from edgerec.model.params import flatten, param_names
 from edgerec.privacy import rounding_bound
-from edgerec.sync import (HttpxTransport, RoundParticipant, ServerApi, TransportError, install_bundle,
-                          new_identity_key)
+from edgerec.sync import (HttpxTransport, RoundParticipant, ServerApi, SyncTimeouts, TransportError,
+                          install_bundle, new_identity_key)
 
 from srv_helpers import ServerProcess, authority_key, cli, free_port
 
@@ -98,7 +98,7 @@ def _round(fleet: Fleet, pg_url: str, tmp_path, n: int, seed: int):
     rng = np.random.default_rng(seed)
     deltas = [d / np.linalg.norm(d) * 0.5 for d in rng.normal(0, 1, (n, weights.size))]
     parts = [RoundParticipant(a, identity, a.current_round(), deltas[i], authority_key=pinned,
-                              poll_interval=0.05, stage_timeout=90)
+                              timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=90))
              for i, (identity, a) in enumerate(devices)]
     return parts, weights, deltas
 

@@ -11,7 +11,7 @@ import pytest
 
 from edgerec.model.params import flatten, param_names
 from edgerec.secagg import RoundAbortedError, Stage
-from edgerec.sync import UPLOAD_KINDS, RoundParticipant, install_bundle
+from edgerec.sync import UPLOAD_KINDS, Backoff, RoundParticipant, SyncTimeouts, install_bundle
 
 from srv_helpers import authority_key, cli, enrol_devices
 
@@ -42,7 +42,8 @@ def test_sigkill_in_every_stage_loses_nothing_acknowledged(server_factory, data_
     deltas = [rng.normal(0, 0.01, ann.vector_length) for _ in devices]
     pinned = authority_key(data_dir)
     parts = [RoundParticipant(d.api, d.identity, d.api.current_round(), deltas[i], authority_key=pinned,
-                              poll_interval=0.05, stage_timeout=60, transport_retries=20)
+                              timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=60,
+                                                    backoff=Backoff(attempts=21, base=0.05, cap=0.1)))
              for i, d in enumerate(devices)]
     key_lists = {}
     for index, step in enumerate(STEPS):
@@ -101,7 +102,7 @@ def test_round_past_its_deadline_after_a_restart_aborts_and_the_model_stays(serv
     pinned = authority_key(data_dir)
     parts = [RoundParticipant(d.api, d.identity, d.api.current_round(),
                               np.zeros(d.api.current_round().vector_length), authority_key=pinned,
-                              poll_interval=0.05)
+                              timeouts=SyncTimeouts(poll_interval=0.05))
              for d in devices[:2]]
     for part in parts:
         part.advertise()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgerec.privacy import Release, noise_for_releases, releases_epsilon
-from edgerec.sync import RoundParticipant
+from edgerec.sync import RoundParticipant, SyncTimeouts
 
 from srv_helpers import authority_key, cli, enrol_devices
 
@@ -111,7 +111,8 @@ def test_a_full_round_spends_at_most_the_chosen_epsilon_in_the_audit(server, dat
         assert ann.noise_multiplier == z
         delta = rng.normal(0, 1, ann.vector_length)
         return RoundParticipant(dev.api, dev.identity, ann, delta / np.linalg.norm(delta) * 0.5,
-                                authority_key=pinned, poll_interval=0.05, stage_timeout=60).run()
+                                authority_key=pinned,
+                                timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=60)).run()
 
     with ThreadPoolExecutor(len(devices)) as pool:
         outcomes = list(pool.map(take_part, devices))

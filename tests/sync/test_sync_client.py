@@ -18,7 +18,8 @@ from edgerec._exceptions import ConfigError
 from edgerec.bundle import load_bundle, write_bundle
 from edgerec.signing import generate_signing_key, public_key_bytes, sign_bytes
 from edgerec.sync import (Backoff, EnrolResponse, ErrorBody, Response, RoundAnnouncement,
-                          SyncConditions, SyncSession, SyncStatus, encode, pack_bundle)
+                          SyncConditions, SyncRuntime, SyncSession, SyncStatus, SyncTimeouts,
+                          encode, pack_bundle)
 from edgerec.sync.device import SyncRecords
 from edgerec.sync.transport import check_server_url
 
@@ -82,10 +83,13 @@ def device(tmp_path, signed):
     rec.close()
 
 
-def _sync(rec, transport, **kw):
+def _sync(rec, transport, backoff=None, **kw):
     sleeps: list[float] = []
     kw.setdefault("enrolment_token", "tok")
-    result = rec.sync(URL, transport=transport, sleep=sleeps.append, jitter=lambda: 1.0, **kw)
+    if backoff is not None:
+        kw["timeouts"] = SyncTimeouts(backoff=backoff)
+    runtime = SyncRuntime(sleep=sleeps.append, jitter=lambda: 1.0)
+    result = rec.sync(URL, transport=transport, runtime=runtime, **kw)
     return result, sleeps
 
 
@@ -201,7 +205,7 @@ def test_unreachable_server_returns_offline_quickly_and_nothing_is_lost(device, 
     count = device.store.count()
     started = time.monotonic()
     result = device.sync(f"http://127.0.0.1:{_closed_port()}", enrolment_token="tok",
-                         server_key=signed[0], timeout=2.0)
+                         server_key=signed[0], timeouts=SyncTimeouts(request=2.0))
     assert result.status == SyncStatus.OFFLINE and "unreachable" in result.message
     assert time.monotonic() - started < 5.0
     assert device.store.count() == count and device.model_version == 1
@@ -237,7 +241,7 @@ def junk_server():
 
 def test_a_server_answering_garbage_is_reported_and_the_device_keeps_working(device, signed, junk_server):
     before = device.recommend("u1", k=5)
-    result = device.sync(junk_server, enrolment_token="tok", server_key=signed[0], timeout=2.0)
+    result = device.sync(junk_server, enrolment_token="tok", server_key=signed[0], timeouts=SyncTimeouts(request=2.0))
     assert result.status == SyncStatus.SERVER_ERROR and "unusable answer" in result.message
     assert device.recommend("u1", k=5) == before and device.model_version == 1
 

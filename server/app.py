@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -24,13 +25,14 @@ from starlette.routing import Route
 
 from edgerec.secagg import Stage
 from edgerec.sync import (DOWNLOAD_NAMES, CertificateAnswer, EnrolRequest, EnrolResponse, ErrorBody,
-                          ProtocolError, ServerKey)
+                          ProtocolError, RoundStatus, ServerKey)
 from edgerec.sync import codec
 
 from . import audit, auth
 from ._exceptions import NotFoundError, PayloadTooLargeError, ServerError
 from .coordinator import Coordinator
 from .logs import log_event
+from .longpoll import Changes, preferred_wait
 from .metrics import CONTENT_TYPE
 from .openapi import openapi_schema
 from .state import DeviceRecord
@@ -78,6 +80,7 @@ class Api:
     def __init__(self, coordinator: Coordinator) -> None:
         self.co = coordinator
         self.state, self.config = coordinator.state, coordinator.config
+        self.changes = Changes()
 
     async def device(self, request: Request) -> DeviceRecord:
         """The authenticated device (401/403 otherwise)."""
@@ -97,6 +100,15 @@ class Api:
         if round_id is None or not await run_in_threadpool(self.state.is_member, round_id, device.id):
             raise NotFoundError(f"no round {shown(text)} that device {device.id} is a member of")
         return device, round_id
+
+    def _wait(self, request: Request) -> float:
+        """How long this poll may be held (what the device asked, within ``long_poll_s``)."""
+        return preferred_wait(request.headers, self.config.long_poll_s) if self.changes.bound else 0.0
+
+    def _after(self, round_id: int, held: float) -> int:
+        """``Retry-After`` once a poll was held ``held`` s: the round's pace, less the hold."""
+        hint = self.co.poll_hint(round_id)  # from the cached round: no database call
+        return max(self.config.retry_after_s, math.ceil(hint - held))
 
     def _tick_later(self) -> BackgroundTask:
         return BackgroundTask(run_in_threadpool, self.co.tick)
@@ -148,9 +160,17 @@ class Api:
 
     async def round_status(self, request: Request) -> Response:
         _, round_id = await self.member(request)
-        status = await run_in_threadpool(self.co.status, round_id)
+
+        async def outcome() -> RoundStatus | None:
+            status = await run_in_threadpool(self.co.status, round_id)
+            return None if status.state == "open" else status
+
+        settled, held = await self.changes.hold(outcome, self._wait(request))
+        if settled is not None:
+            return _message(settled)
         # Devices poll an open round for its outcome: pace them as stage polls are paced.
-        hint = {"Retry-After": str(self.co.poll_hint(round_id))} if status.state == "open" else None
+        status = await run_in_threadpool(self.co.status, round_id)
+        hint = {"Retry-After": str(self._after(round_id, held))} if status.state == "open" else None
         return _message(status, headers=hint)
 
     async def upload(self, request: Request) -> Response:
@@ -165,10 +185,11 @@ class Api:
         if stage is None:
             raise NotFoundError(f"no server message named {shown(request.path_params['name'])!r};"
                                 f" use one of {sorted(_STAGE_OF_NAME)}")
-        body = await run_in_threadpool(self.co.download, device, round_id, Stage(stage))
+        body, held = await self.changes.hold(
+            lambda: run_in_threadpool(self.co.download, device, round_id, Stage(stage)),
+            self._wait(request))
         if body is None:
-            wait = self.co.poll_hint(round_id)  # from the cached round: no database call
-            return Response(status_code=204, headers={"Retry-After": str(wait)})
+            return Response(status_code=204, headers={"Retry-After": str(self._after(round_id, held))})
         return Response(body, media_type=codec.OCTETS)
 
     async def model(self, request: Request) -> Response:
@@ -282,9 +303,12 @@ class _AccessLog:
 def create_app(coordinator: Coordinator, *, tick_interval_s: float | None = None) -> Any:
     """The ASGI app; with ``tick_interval_s`` > 0 a background task checks deadlines."""
     interval = coordinator.config.tick_interval_s if tick_interval_s is None else tick_interval_s
+    api = Api(coordinator)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        api.changes.bind(asyncio.get_running_loop())  # held polls wake when a round moves on
+        coordinator.on_change = api.changes.notify
         task = asyncio.create_task(_ticker(coordinator, interval)) if interval > 0 else None
         try:
             yield
@@ -292,7 +316,7 @@ def create_app(coordinator: Coordinator, *, tick_interval_s: float | None = None
             if task is not None:
                 task.cancel()
 
-    app = Starlette(routes=_routes(Api(coordinator)), lifespan=lifespan, exception_handlers={
+    app = Starlette(routes=_routes(api), lifespan=lifespan, exception_handlers={
         ServerError: _server_error, ProtocolError: _protocol_error, HTTPException: _http_error,
         Exception: _unexpected})
     return _AccessLog(app, coordinator)

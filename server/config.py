@@ -48,6 +48,9 @@ class ServerConfig:
     #: round in (active devices / poll_rate); bounded by the two caps below
     poll_rate: float = 100.0
     max_retry_after_s: int = 30
+    #: the longest a poll is held open until the round moves on (long polling), for devices
+    #: that ask for it (``Prefer: wait=N``); 0: never hold
+    long_poll_s: float = 25.0
     max_idle_retry_after_s: int = 600
     #: serve /v1/models/* without credentials (bundles are signed and only hold the aggregate)
     public_models: bool = False
@@ -85,6 +88,8 @@ class ServerConfig:
                 <= self.max_idle_retry_after_s):
             raise BadRequestError("poll_rate must be positive and 1 <= retry_after_s <= "
                                   "max_retry_after_s <= max_idle_retry_after_s")
+        if not 0 <= self.long_poll_s <= 300:
+            raise BadRequestError("long_poll_s must be in [0, 300] seconds")
         if not self.close_lease_s > 0:
             raise BadRequestError("close_lease_s must be positive")
         if not self.certificate_ttl_s > 0:

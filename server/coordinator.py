@@ -55,14 +55,13 @@ from .logs import log_event
 from .metrics import Metrics
 from .publisher import Publisher
 from .opening import open_round
-from .polling import idle_hint, stage_hint
+from .polling import IdlePacer, stage_hint
 from .rounds import RoundParams
 from .state import DeviceRecord, RoundRecord, StateBackend
 
 __all__ = ["Coordinator", "open_round"]
 
 _MAX_CLOSE_FAILURES = 3
-_POPULATION_TTL_S = 30.0  # how stale the active-device count behind an idle Retry-After may be
 _STATUS_OF = {ReplayError: 409, DuplicateSenderError: 409, OutOfStageError: 409,
               BadSignatureError: 403, UnknownSenderError: 403}
 
@@ -81,7 +80,9 @@ class Coordinator:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._active: dict[int, ActiveRound] = {}
         self._failures: dict[int, int] = {}
-        self._population: tuple[float, int] | None = None  # (when counted, active devices)
+        self._pacer = IdlePacer(state, config, clock)
+        #: called (from any thread) when an open round moves on here: long polls wake on it
+        self.on_change: Callable[[], None] | None = None
         self._schedule = (RoundParams.from_dict(config.schedule_round)
                           if config.schedule_every_s > 0 else None)
         if self._schedule is not None:
@@ -242,16 +243,16 @@ class Coordinator:
             outbox = active.outbox.get(stage)
             return None if outbox is None else _addressed(outbox, device, round_id, stage)
 
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
     def poll_hint(self, round_id: int | None = None) -> int:
-        """``Retry-After`` seconds for a device told "not yet": about its round's cohort (or
-        the active devices, with no round) over ``poll_rate`` (see ``polling.py``)."""
+        """``Retry-After`` seconds for a device told "not yet" (see ``polling.py``)."""
         active = self._active.get(round_id) if round_id is not None else None
         if active is not None:
             return stage_hint(len(active.members), self.clock(), active.deadline(), self.config)
-        now = self.clock()
-        if self._population is None or now - self._population[0] > _POPULATION_TTL_S:
-            self._population = (now, len(self.state.active_devices(now)))
-        return idle_hint(self._population[1], self.config)
+        return self._pacer.idle_hint()
 
     def _open(self, round_id: int, device: DeviceRecord) -> ActiveRound:
         active = self._active.get(round_id)
@@ -277,15 +278,19 @@ class Coordinator:
         record = self.state.round(active.id)
         if record is None or record.state != "open":
             self._active.pop(active.id, None)
+            self._changed()  # finished or aborted (here or on another replica)
             return None
         if record.stage < int(active.stage):  # cannot be, unless a close half-failed here
             self._active.pop(active.id, None)
             return self._load(record)
+        behind = record.stage > int(active.stage)
         try:
             active.catch_up(self.state, record)
         except (MessageRejectedError, RoundAbortedError, AssertionError):
             self._active.pop(active.id, None)  # cannot follow: rebuild from the truth
             return self._load(record)
+        if behind:
+            self._changed()  # another replica closed a stage: wake the polls held here
         return active
 
     def _reject(self, exc: MessageRejectedError) -> ServerError:
@@ -339,6 +344,7 @@ class Coordinator:
         self.metrics.stage_close.labels(stage.name).observe(time.perf_counter() - started)
         log_event("stage_closed", round_id=active.id, stage=stage.name,
                   next_recipients=len(outbox))
+        self._changed()
 
     def _abort(self, active: ActiveRound, reason: str) -> None:
         self._active.pop(active.id, None)
@@ -349,6 +355,7 @@ class Coordinator:
         self.state.abort_round(record.id, now, reason, participants)
         self.state.log_event("round_aborted", {"round_id": record.id, "reason": reason}, now)
         self.metrics.rounds.labels("aborted").inc()
+        self._changed()
         log_event("round_aborted", logging.WARNING, round_id=record.id, reason=reason)
 
     def _finish(self, active: ActiveRound, now: float, started: float) -> None:
@@ -378,6 +385,7 @@ class Coordinator:
         m.publish.observe(time.perf_counter() - started - aggregate_s)
         m.stage_close.labels(Stage.UNMASK.name).observe(time.perf_counter() - started)
         m.rounds.labels("done").inc()
+        self._changed()
         m.participants.set(len(active.advertised))
         m.survivors.set(new.survivors)
         m.model_version.set(new.version)

@@ -10,10 +10,14 @@ a stage is never told to come back after the stage's deadline (it would miss the
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from .config import ServerConfig
+from .state import StateBackend
 
-__all__ = ["idle_hint", "stage_hint"]
+__all__ = ["IdlePacer", "idle_hint", "stage_hint"]
+
+_POPULATION_TTL_S = 30.0  # how stale the active-device count behind an idle hint may be
 
 
 def stage_hint(cohort: int, now: float, deadline: float | None, config: ServerConfig) -> int:
@@ -34,3 +38,17 @@ def idle_hint(active_devices: int, config: ServerConfig) -> int:
 
 def _clamp(seconds: float, low: int, high: int) -> int:
     return int(min(high, max(low, math.ceil(seconds))))
+
+
+class IdlePacer:
+    """``idle_hint`` for the current number of active devices, counted at most every 30 s."""
+
+    def __init__(self, state: StateBackend, config: ServerConfig, clock: Callable[[], float]) -> None:
+        self.state, self.config, self.clock = state, config, clock
+        self._counted: tuple[float, int] | None = None  # (when, active devices)
+
+    def idle_hint(self) -> int:
+        now = self.clock()
+        if self._counted is None or now - self._counted[0] > _POPULATION_TTL_S:
+            self._counted = (now, len(self.state.active_devices(now)))
+        return idle_hint(self._counted[1], self.config)

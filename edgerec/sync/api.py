@@ -100,8 +100,12 @@ class ServerApi:
     """The server's HTTP API, one method per route a device uses."""
 
     def __init__(self, transport: Transport, credential: str | None = None, *,
-                 on_upload: UploadHook | None = None) -> None:
+                 on_upload: UploadHook | None = None, hold: float = 0.0) -> None:
+        """``hold``: seconds a poll may be held open by the server until there is something to
+        answer (``Prefer: wait``, RFC 7240; long polling). Keep it below the transport's
+        request timeout; 0 asks for an immediate answer."""
         self.transport, self.credential, self.on_upload = transport, credential, on_upload
+        self.hold = max(0.0, float(hold))
 
     # -- enrolment and keys ------------------------------------------------------------------
     def enrol(self, token: str, identity_key: bytes) -> DeviceIdentity:
@@ -143,7 +147,7 @@ class ServerApi:
     def poll_outcome(self, round_id: int) -> RoundStatus | NotYet:
         """Round ``round_id``'s final status (done or aborted), or :class:`NotYet` while it is
         open (with the answer's ``Retry-After``, if the server sent one)."""
-        answer = self._get(f"/v1/rounds/{int(round_id)}")
+        answer = self._poll(f"/v1/rounds/{int(round_id)}")
         status = self._decode(answer, RoundStatus)
         return NotYet(parse_retry_after(answer.headers)) if status.state == "open" else status
 
@@ -163,7 +167,7 @@ class ServerApi:
         """The server's message that opens client ``stage`` for this device, or
         :class:`NotYet` (the stage before is still collected) with the server's hint."""
         path = f"/v1/rounds/{int(round_id)}/messages/{DOWNLOAD_NAMES[Stage(stage)]}"
-        answer = self._get(path)
+        answer = self._poll(path)
         if answer.status == 204:
             return NotYet(parse_retry_after(answer.headers))
         self._check(answer)
@@ -189,6 +193,11 @@ class ServerApi:
     # -- plumbing ----------------------------------------------------------------------------
     def _get(self, path: str) -> Response:
         return self._request("GET", path, None, {})
+
+    def _poll(self, path: str) -> Response:
+        # A server that long-polls answers as soon as the round moves on, within the hold.
+        headers = {"Prefer": f"wait={int(self.hold)}"} if int(self.hold) > 0 else {}
+        return self._request("GET", path, None, headers)
 
     def _send(self, method: str, path: str, body: bytes, kind: str, content_type: str) -> Response:
         if self.on_upload is not None:

@@ -290,7 +290,8 @@ class SyncSession:
     # -- plumbing ----------------------------------------------------------------------------
     def _api(self) -> ServerApi:
         assert self.identity is not None
-        return ServerApi(self.transport, self.identity.credential, on_upload=self._record)
+        return ServerApi(self.transport, self.identity.credential, on_upload=self._record,
+                         hold=self.timeouts.long_poll())
 
     def _record(self, kind: str, body: bytes) -> None:
         """The ledger row of ``body``, committed before it is sent (raising stops the send)."""

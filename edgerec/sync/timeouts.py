@@ -63,6 +63,11 @@ class SyncTimeouts:
         if not isinstance(self.backoff, Backoff):
             raise ConfigError("SyncTimeouts.backoff must be a Backoff")
 
+    def long_poll(self) -> float:
+        """Seconds a poll may be held by the server (``Prefer: wait``): what the request
+        timeout leaves after a margin for the answer to arrive (0 under 3 s)."""
+        return float(max(0, int(self.request) - 2))
+
     def wait_limit(self, stage_deadline: float | None, wall_now: float) -> float:
         """Seconds to wait for a stage whose collection closes at ``stage_deadline`` (seconds
         since the epoch; None or not finite: unknown), at wall-clock time ``wall_now``."""

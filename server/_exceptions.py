@@ -12,7 +12,9 @@
     ├── GoneError (410)            the round was aborted
     ├── PayloadTooLargeError (413)
     ├── UnsupportedMediaTypeError (415)  a body declared as another type than the route takes
-    └── StateError (500)           the persistent state is unusable (e.g. a newer schema)
+    ├── StateError (500)           the persistent state is unusable (e.g. a newer schema)
+    └── ServerConfigError          the server's own settings are wrong (a start-up error, never
+                                   an HTTP answer: the command prints it and exits 2)
 
 Route handlers translate these into an ``edgerec.sync.ErrorBody``; anything else is a bug and
 answers 500 with no detail.
@@ -69,3 +71,9 @@ class UnsupportedMediaTypeError(ServerError):
 
 class StateError(ServerError):
     status, code = 500, "state_error"
+
+
+class ServerConfigError(ServerError):
+    """A setting of the server (file, environment or flag) that cannot be used."""
+
+    status, code = 500, "server_config"

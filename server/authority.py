@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from edgerec.secagg import BadCertificateError, decode_certificate, encode_certificate, issue_certificate
 from edgerec.signing import public_key_bytes
 
-from ._exceptions import BadRequestError
+from ._exceptions import BadRequestError, ServerConfigError
 from .config import ServerConfig
 from .keys import load_or_create_key
 from .state import DeviceRecord, StateBackend
@@ -86,7 +86,7 @@ def load_authority(config: ServerConfig) -> Authority:
         except ValueError:
             public = b""
         if len(public) != 32:
-            raise BadRequestError("authority_public_key must be 64 hex digits (an Ed25519 key)")
+            raise ServerConfigError("authority_public_key must be 64 hex digits (an Ed25519 key)")
         return Authority(public, None, config.certificate_ttl_s)
     path = config.authority_key_path
     assert path is not None

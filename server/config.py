@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._exceptions import BadRequestError
+from ._exceptions import ServerConfigError
 
 __all__ = ["ENV_PREFIX", "ServerConfig", "load_config"]
 
@@ -76,26 +76,26 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
-            raise BadRequestError(f"port must be in 0..65535, got {self.port}")
+            raise ServerConfigError(f"port must be in 0..65535, got {self.port}")
         if self.max_body_bytes < 1024 or self.max_control_body_bytes < 1024:
-            raise BadRequestError("body limits must be at least 1024 bytes")
+            raise ServerConfigError("body limits must be at least 1024 bytes")
         if not 0.0 < self.dp_delta < 1.0:
-            raise BadRequestError("dp_delta must be in (0, 1)")
+            raise ServerConfigError("dp_delta must be in (0, 1)")
         if self.authority_key_file and self.authority_public_key:
-            raise BadRequestError("set authority_key_file (a key here) or authority_public_key "
+            raise ServerConfigError("set authority_key_file (a key here) or authority_public_key "
                                   "(an offline authority), not both")
         if not (self.poll_rate > 0 and 1 <= self.retry_after_s <= self.max_retry_after_s
                 <= self.max_idle_retry_after_s):
-            raise BadRequestError("poll_rate must be positive and 1 <= retry_after_s <= "
+            raise ServerConfigError("poll_rate must be positive and 1 <= retry_after_s <= "
                                   "max_retry_after_s <= max_idle_retry_after_s")
         if not 0 <= self.long_poll_s <= 300:
-            raise BadRequestError("long_poll_s must be in [0, 300] seconds")
+            raise ServerConfigError("long_poll_s must be in [0, 300] seconds")
         if not self.close_lease_s > 0:
-            raise BadRequestError("close_lease_s must be positive")
+            raise ServerConfigError("close_lease_s must be positive")
         if not self.certificate_ttl_s > 0:
-            raise BadRequestError("certificate_ttl_s must be positive")
+            raise ServerConfigError("certificate_ttl_s must be positive")
         if self.database and not self.database.startswith(("postgresql://", "postgres://")):
-            raise BadRequestError("database must be a postgresql:// URL (or empty: the SQLite "
+            raise ServerConfigError("database must be a postgresql:// URL (or empty: the SQLite "
                                   "file in the data dir)")
 
     @property
@@ -132,12 +132,12 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise BadRequestError(f"unknown configuration keys: {unknown}")
+        raise ServerConfigError(f"unknown configuration keys: {unknown}")
     default = ServerConfig()
     try:
         typed = {k: _coerce(v, _kind(getattr(default, k)), k) for k, v in values.items()}
     except (TypeError, ValueError) as exc:
-        raise BadRequestError(f"bad configuration: {exc}") from None
+        raise ServerConfigError(f"bad configuration: {exc}") from None
     return replace(default, **typed)
 
 
@@ -145,17 +145,17 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise BadRequestError(f"cannot read config file {path}: {exc}") from None
+        raise ServerConfigError(f"cannot read config file {path}: {exc}") from None
     try:
         if path.suffix == ".json":
             data = json.loads(text)
         else:
             data = _toml().loads(text)
     except ValueError as exc:
-        raise BadRequestError(f"config file {path} does not parse: {exc}") from None
+        raise ServerConfigError(f"config file {path} does not parse: {exc}") from None
     data = data.get("server", data) if isinstance(data, dict) else data
     if not isinstance(data, dict):
-        raise BadRequestError(f"config file {path} must hold a table of settings")
+        raise ServerConfigError(f"config file {path} must hold a table of settings")
     return data
 
 
@@ -170,7 +170,7 @@ def _toml():  # type: ignore[no-untyped-def]
 
             return tomli
         except ImportError:
-            raise BadRequestError("TOML config files need Python 3.11+ or tomli; "
+            raise ServerConfigError("TOML config files need Python 3.11+ or tomli; "
                                   "use a .json file") from None
 
 

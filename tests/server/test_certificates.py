@@ -22,7 +22,7 @@ from edgerec.secagg.certificate import authority_id
 from edgerec.signing import generate_signing_key, public_key_bytes
 from edgerec.sync import ServerApi
 from edgerec_server import RoundParams, load_config
-from edgerec_server._exceptions import BadRequestError, ConflictError
+from edgerec_server._exceptions import ConflictError, ServerConfigError
 from edgerec_server.authority import eligible_devices, load_authority
 from edgerec_server.cli import main
 from edgerec_server.keys import load_or_create_key
@@ -210,12 +210,12 @@ def test_an_offline_authority_certifies_with_the_cli_and_only_then_are_devices_d
 
 
 def test_authority_settings_are_checked(tmp_path):
-    with pytest.raises(BadRequestError, match="not both"):
+    with pytest.raises(ServerConfigError, match="not both"):
         load_config(data_dir=tmp_path, env={}, authority_key_file="authority.pem",
                     authority_public_key="00" * 32)
-    with pytest.raises(BadRequestError, match="64 hex digits"):
+    with pytest.raises(ServerConfigError, match="64 hex digits"):
         load_authority(load_config(data_dir=tmp_path, env={}, authority_public_key="abcd"))
-    with pytest.raises(BadRequestError, match="certificate_ttl_s"):
+    with pytest.raises(ServerConfigError, match="certificate_ttl_s"):
         load_config(data_dir=tmp_path, env={}, certificate_ttl_s=0)
     # A separate authority key in the data dir, made on first start like the signing key.
     config = load_config(data_dir=tmp_path, env={}, authority_key_file="authority.pem")

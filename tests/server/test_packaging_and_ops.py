@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from edgerec_server import create_app, load_config
-from edgerec_server._exceptions import BadRequestError
+from edgerec_server._exceptions import ServerConfigError
 from edgerec_server.app import Api, _routes
 
 from srv_helpers import ROOT, cli
@@ -50,7 +50,7 @@ def test_config_precedence_file_env_flags(tmp_path):
     assert load_config(toml, env={}).max_body_bytes == 2048
     for bad in ({"nope": 1}, {"port": "x"}, {"dp_delta": 2}):
         path.write_text(json.dumps(bad))
-        with pytest.raises(BadRequestError):
+        with pytest.raises(ServerConfigError):  # a start-up error, not an HTTP 400
             load_config(path, env={})
 
 

@@ -29,7 +29,6 @@ import contextlib
 import io
 import json
 import sqlite3
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,11 +40,10 @@ import pytest
 
 from edgerec.sync import RoundParticipant, ServerRejectedError, SyncTimeouts
 
-# The server tests' helpers and fixtures (a real server process, simulated devices); pytest puts
-# tests/server on the path only when it collects that folder, so this file does it itself.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-from srv_helpers import Device, authority_key, cli, enrol_devices  # noqa: E402
-from srv_helpers import bundle_dir, data_dir, server, server_factory  # noqa: E402,F401  (fixtures)
+# The server tests' helpers and fixtures (a real server process, simulated devices): tests/server
+# is on the path for every test (pythonpath in pyproject.toml).
+from srv_helpers import Device, authority_key, cli, enrol_devices
+from srv_helpers import bundle_dir, data_dir, server, server_factory  # noqa: F401  (fixtures)
 
 N_DEVICES = 20
 Z, DELTA = 8.0, 1e-5

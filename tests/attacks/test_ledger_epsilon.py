@@ -18,7 +18,6 @@ import io
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import dp_accounting as dp
@@ -29,9 +28,8 @@ from edgerec.cli import main as edgerec_main
 from edgerec.sync import HttpxTransport, SyncConditions, SyncSession, SyncStatus, SyncTimeouts
 from edgerec.sync.client import STEPS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-from srv_helpers import cli  # noqa: E402
-from srv_helpers import bundle_dir, data_dir, server, server_factory  # noqa: E402,F401  (fixtures)
+from srv_helpers import cli
+from srv_helpers import bundle_dir, data_dir, server, server_factory  # noqa: F401  (fixtures)
 
 DELTA = 1e-5
 N = 4

@@ -6,16 +6,13 @@ This folder deliberately has no ``__init__.py``: ``examples`` stays a namespace 
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]  # on the path for every test (pyproject's pythonpath)
 
 
 class FakeClock:

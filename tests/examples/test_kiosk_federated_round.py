@@ -16,7 +16,6 @@ import os
 import shutil
 import sqlite3
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,8 +34,7 @@ from edgerec.sync import (UPLOAD_KINDS, SyncConditions, SyncSession, SyncStatus,
 from examples.kiosk.app import FETCH_HEADER  # noqa: E402
 from examples.kiosk.harness import KioskServer, percentile  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-from srv_helpers import ServerProcess, cli, free_port  # noqa: E402
+from srv_helpers import ServerProcess, cli, free_port
 
 SIMULATED = 3
 FETCH = {FETCH_HEADER: "1"}

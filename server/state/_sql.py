@@ -23,7 +23,10 @@ __all__ = ["SqlBackend", "purge"]
 _ROUND_COLS = ("id, params, state, stage, stage_started_at, opened_at, closed_at, seed, base_version,"
                " out_version, vector_length, population, participants, survivors, epsilon, reason,"
                " frozen, lease_owner, lease_until")
-_MSG_COLS = "seq, round_id, device_id, stage, sha256, size, body, accepted_at"
+# A message's body lives apart from its digest (stage_bodies): purging a closed round deletes
+# whole rows, so their pages are freed, not left sparse in the digests' table.
+_MSG_SELECT = ("SELECT m.seq, m.round_id, m.device_id, m.stage, m.sha256, m.size, b.body, m.accepted_at"
+               " FROM stage_messages m LEFT JOIN stage_bodies b ON b.seq = m.seq")
 _MODEL_COLS = "version, parent, created_at, sha256, round_id, size"
 _TOKEN_COLS = "id, token_hash, created_at, expires_at, max_uses, uses, revoked_at, note"
 _DEVICE_COLS = ("id, identity_key, credential_hash, enrolled_at, expires_at, revoked_at, token_id,"
@@ -197,8 +200,9 @@ class SqlBackend(ABC):
             if row is None or int(row[0]) != stage or row[1]:
                 raise StageClosedError(f"round {round_id} is not collecting stage {stage} now")
             seq = self._insert(c, "INSERT INTO stage_messages (round_id, device_id, stage, sha256,"
-                               " size, body, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               (round_id, device_id, stage, sha256, len(body), body, now), "seq")
+                               " size, accepted_at) VALUES (?, ?, ?, ?, ?, ?)",
+                               (round_id, device_id, stage, sha256, len(body), now), "seq")
+            c.execute("INSERT INTO stage_bodies (seq, body) VALUES (?, ?)", (seq, body))
             return StageMessage(seq, round_id, device_id, stage, sha256, len(body), body, now)
 
     def message_digest(self, round_id: int, device_id: int, stage: int) -> bytes | None:
@@ -212,9 +216,8 @@ class SqlBackend(ABC):
         return int(row[0]), (None if row[1] is None else float(row[1]))
 
     def messages(self, round_id: int, stage: int | None = None) -> list[StageMessage]:
-        where, args = ("AND stage = ?", (round_id, stage)) if stage is not None else ("", (round_id,))
-        rows = self._all(f"SELECT {_MSG_COLS} FROM stage_messages WHERE round_id = ? {where}"
-                         " ORDER BY seq", args)
+        where, args = ("AND m.stage = ?", (round_id, stage)) if stage is not None else ("", (round_id,))
+        rows = self._all(f"{_MSG_SELECT} WHERE m.round_id = ? {where} ORDER BY m.seq", args)
         return [StageMessage(r[0], r[1], r[2], r[3], bytes(r[4]), r[5],
                              None if r[6] is None else bytes(r[6]), r[7]) for r in rows]
 
@@ -296,7 +299,8 @@ def _round(row: tuple) -> RoundRecord:
 def purge(c: Any, round_id: int) -> None:
     """Drop the message bodies of a closed round (in transaction ``c``)."""
     # A closed round needs no message bodies (masked vectors, shares): keep digests and sizes.
-    c.execute("UPDATE stage_messages SET body = NULL WHERE round_id = ?", (round_id,))
+    c.execute("DELETE FROM stage_bodies WHERE seq IN (SELECT seq FROM stage_messages"
+              " WHERE round_id = ?)", (round_id,))
 
 
 def _pack(arrays: dict[str, np.ndarray]) -> bytes:

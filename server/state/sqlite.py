@@ -20,7 +20,7 @@ from typing import Iterator
 
 
 from .._exceptions import ConflictError, StateError
-from ._sql import SqlBackend, purge
+from ._sql import SqlBackend
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS round_members (
 CREATE TABLE IF NOT EXISTS stage_messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, round_id INTEGER NOT NULL REFERENCES rounds(id),
     device_id INTEGER NOT NULL, stage INTEGER NOT NULL, sha256 BLOB NOT NULL, size INTEGER NOT NULL,
-    body BLOB, accepted_at REAL NOT NULL, UNIQUE (round_id, device_id, stage));
+    accepted_at REAL NOT NULL, UNIQUE (round_id, device_id, stage));
+CREATE TABLE IF NOT EXISTS stage_bodies (
+    seq INTEGER PRIMARY KEY REFERENCES stage_messages(seq), body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     version INTEGER PRIMARY KEY, parent INTEGER, created_at REAL NOT NULL, sha256 TEXT NOT NULL,
     round_id INTEGER, size INTEGER NOT NULL, archive BLOB NOT NULL);
@@ -123,8 +125,9 @@ class SqliteBackend(SqlBackend):
         # device behind in the file (auto_vacuum=INCREMENTAL, set when the file was opened).
         with self._lock:
             try:
-                # executescript steps the pragma to the end (execute() frees one page per step)
-                self._conn.executescript("PRAGMA incremental_vacuum;")
+                # executescript steps the pragma to the end (execute() frees one page per step);
+                # then the write-ahead log, which held the bodies too, is emptied.
+                self._conn.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
             except sqlite3.Error as exc:  # space stays allocated (and is reused): not an error
                 _log.warning("incremental_vacuum_failed", extra={"fields": {"error": str(exc)}})
 
@@ -172,7 +175,7 @@ def _to_v2(c: sqlite3.Connection) -> None:
     for round_id in stale:
         c.execute("UPDATE rounds SET state = 'aborted', closed_at = ?, reason = ? WHERE id = ?",
                   (now, reason, round_id))
-        purge(c, round_id)
+        c.execute("UPDATE stage_messages SET body = NULL WHERE round_id = ?", (round_id,))  # v1-2 column
         c.execute("INSERT INTO events (ts, kind, detail) VALUES (?, 'round_aborted', ?)",
                   (now, json.dumps({"round_id": round_id, "reason": reason}, sort_keys=True)))
     c.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
@@ -180,7 +183,11 @@ def _to_v2(c: sqlite3.Connection) -> None:
 
 def _to_v3(c: sqlite3.Connection) -> None:
     """Schema 2 -> 3: a round's stage can be claimed by the replica closing it (frozen, lease);
-    open rounds carry on unclaimed."""
+    open rounds carry on unclaimed. Message bodies move to stage_bodies (the old column stays,
+    empty: dropping a column needs SQLite 3.35)."""
+    c.execute("INSERT INTO stage_bodies (seq, body) SELECT seq, body FROM stage_messages"
+              " WHERE body IS NOT NULL")
+    c.execute("UPDATE stage_messages SET body = NULL")
     columns = {row[1] for row in c.execute("PRAGMA table_info(rounds)")}
     for name, kind in (("frozen", "INTEGER NOT NULL DEFAULT 0"), ("lease_owner", "TEXT"),
                        ("lease_until", "REAL")):

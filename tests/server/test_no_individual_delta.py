@@ -17,7 +17,7 @@ def _stored_bytes(data_dir) -> bytes:
     raw = b"".join(p.read_bytes() for p in sorted(data_dir.glob("state.sqlite3*")))
     conn = sqlite3.connect(f"file:{data_dir / 'state.sqlite3'}?mode=ro", uri=True)
     try:
-        blobs = [row[0] for table, col in (("stage_messages", "body"), ("models", "archive"),
+        blobs = [row[0] for table, col in (("stage_bodies", "body"), ("models", "archive"),
                                            ("strategy_state", "arrays"))
                  for row in conn.execute(f"SELECT {col} FROM {table} WHERE {col} IS NOT NULL")]
     finally:
@@ -62,7 +62,8 @@ def test_database_holds_no_individual_delta_during_or_after_a_round(server, data
     # After the round only digests and sizes of its messages remain.
     conn = sqlite3.connect(f"file:{data_dir / 'state.sqlite3'}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT COUNT(*), COUNT(body), SUM(size) FROM stage_messages").fetchone()
+        rows = conn.execute("SELECT COUNT(*), (SELECT COUNT(*) FROM stage_bodies), SUM(size)"
+                            " FROM stage_messages").fetchone()
     finally:
         conn.close()
     assert rows[0] == 5 * 4 and rows[1] == 0 and rows[2] > 4 * length * 4  # 5 stages, 4 devices

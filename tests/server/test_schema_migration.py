@@ -57,6 +57,9 @@ _V1_DEVICE_COLUMNS = "id, identity_key, credential_hash, enrolled_at, expires_at
 _V1_ROUND_COLUMNS = ("id, params, state, stage, stage_started_at, opened_at, closed_at, seed, base_version,"
                      " out_version, vector_length, population, participants, survivors, epsilon, reason")
 _V1_COLUMNS = {"devices": _V1_DEVICE_COLUMNS, "rounds": _V1_ROUND_COLUMNS}
+# Version 1 kept each message's body in stage_messages; today's schema keeps it in stage_bodies.
+_V1_MESSAGES = ("SELECT m.seq, m.round_id, m.device_id, m.stage, m.sha256, m.size, b.body, m.accepted_at"
+                " FROM new.stage_messages m LEFT JOIN new.stage_bodies b ON b.seq = m.seq")
 
 
 def _as_version_1(source, target) -> None:
@@ -67,8 +70,9 @@ def _as_version_1(source, target) -> None:
         conn.execute("ATTACH DATABASE ? AS new", (str(source),))
         for table in ("tokens", "devices", "models", "rounds", "round_members", "stage_messages",
                       "strategy_state", "events"):
-            columns = _V1_COLUMNS.get(table, "*")
-            conn.execute(f"INSERT INTO {table} SELECT {columns} FROM new.{table}")
+            source = (_V1_MESSAGES if table == "stage_messages"
+                      else f"SELECT {_V1_COLUMNS.get(table, '*')} FROM new.{table}")
+            conn.execute(f"INSERT INTO {table} {source}")
         conn.commit()
         conn.execute("DETACH DATABASE new")
     finally:
@@ -108,8 +112,9 @@ def test_a_version_1_database_migrates_and_its_open_round_comes_back_aborted(tmp
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == \
             str(SCHEMA_VERSION) == "3"
         count, bodies = conn.execute("SELECT COUNT(*), COUNT(body) FROM stage_messages").fetchone()
+        moved = conn.execute("SELECT COUNT(*) FROM stage_bodies").fetchone()[0]
         conn.close()
-        assert (count, bodies) == (12, 0)  # digests and sizes stay; no share or masked vector does
+        assert (count, bodies, moved) == (12, 0, 0)  # digests and sizes stay; no share or vector does
 
         round_ = w.state.round(record.id)
         assert round_.state == "aborted" and "protocol 1" in round_.reason

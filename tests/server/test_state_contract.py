@@ -332,14 +332,17 @@ def test_a_closed_round_gives_its_message_space_back_to_the_sqlite_file(tmp_path
     import sqlite3
 
     state = SqliteBackend(tmp_path / "state.sqlite3")
-    ids = [_device(state, bytes([i + 1]) * 32) for i in range(20)]
+    ids = [_device(state, i.to_bytes(2, "big") * 16) for i in range(1, 201)]
     pages = lambda: sqlite3.connect(tmp_path / "state.sqlite3").execute(  # noqa: E731
         "PRAGMA page_count").fetchone()[0]
     before = pages()
     record = _round(state, ids)
-    for d in ids:
+    for d in ids[:20]:  # large bodies (overflow pages)...
         state.add_message(record.id, d, 0, os.urandom(200_000), b"d" * 32, NOW)
-    assert pages() > before + 20 * 200_000 // 4096
-    state.abort_round(record.id, NOW, "done with it", 20)
-    assert pages() < before + 40  # a few pages of digests and the round, not 4 MB of bodies
+    for d in ids[20:]:  # ...and small ones, which share pages with each other
+        state.add_message(record.id, d, 0, os.urandom(15_000), b"d" * 32, NOW)
+    assert pages() > before + (20 * 200_000 + 180 * 15_000) // 4096
+    state.abort_round(record.id, NOW, "done with it", 200)
+    # A few pages of digests, members and the round; not 4.4 MB of bodies, nor sparse pages.
+    assert pages() < before + 40
     state.close()

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -389,6 +390,11 @@ def _root_lock(root: Path, *, wait: bool) -> Iterator[bool]:
 
 @contextmanager
 def _windows_lock(root: Path, wait: bool) -> Iterator[bool]:  # pragma: no cover - Windows
+    # Only called where fcntl is missing (Windows). Elsewhere msvcrt does not exist: this is the
+    # error its import would raise, spelled as a platform check so mypy checks msvcrt's
+    # Windows-only functions on Windows and skips them elsewhere.
+    if sys.platform != "win32":
+        raise ModuleNotFoundError("No module named 'msvcrt'", name="msvcrt")
     import msvcrt
 
     _make_dir(root / VERSIONS_DIR)

@@ -47,9 +47,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._exceptions import BundleError, BundleFormatError, BundleIntegrityError, BundleSignatureError
 from .data._types import Catalogue
@@ -181,7 +182,10 @@ def _write_payload(folder: Path, params: Params, catalogue: Catalogue, cfg: Mode
     export_onnx(params, catalogue.features, cfg, float_path)
     quantize_int8(float_path, folder / MODEL_FILE)
     float_path.unlink()
-    np.savez(folder / WEIGHTS_FILE, **{n: params[n] for n in param_names(cfg)})
+    # Any: savez's stub gives its **kwds the keyword allow_pickle: bool too, so a dict of
+    # arrays unpacked into it cannot type-check (no weight is named allow_pickle).
+    weights: dict[str, Any] = {n: params[n] for n in param_names(cfg)}
+    np.savez(folder / WEIGHTS_FILE, **weights)
     np.save(folder / FEATURES_FILE, catalogue.features)
     meta = {"item_ids": list(catalogue.item_ids), "titles": list(catalogue.titles),
             "feature_names": list(catalogue.feature_names)}
@@ -190,7 +194,7 @@ def _write_payload(folder: Path, params: Params, catalogue: Catalogue, cfg: Mode
 
 def write_bundle(target: str | Path, params: Params, catalogue: Catalogue, cfg: ModelConfig, *,
                  model_version: int = 1, parent_version: int | None = None,
-                 hyperparameters: dict[str, Any] | None = None, created_at: str | None = None,
+                 hyperparameters: Mapping[str, object] | None = None, created_at: str | None = None,
                  sign: Callable[[bytes], bytes] | None = None) -> Manifest:
     """Export, quantize and package a model; ``sign`` (e.g. the server's key) signs the manifest.
 
@@ -225,7 +229,7 @@ def utc_now_iso() -> str:
 
 
 # -- reading --------------------------------------------------------------------------------------
-def _read_manifest(folder: Path, public_key: Any) -> Manifest:
+def _read_manifest(folder: Path, public_key: Ed25519PublicKey | None) -> Manifest:
     manifest_path = folder / MANIFEST_FILE
     if not folder.exists():
         raise BundleFormatError(f"no bundle at {folder}")
@@ -298,7 +302,7 @@ def _read_params(folder: Path, cfg: ModelConfig, n_items: int, n_features: int) 
     return params
 
 
-def _load_folder(folder: Path, root: Path, public_key: Any) -> Bundle:
+def _load_folder(folder: Path, root: Path, public_key: Ed25519PublicKey | None) -> Bundle:
     manifest = _read_manifest(folder, public_key)
     with _reading(f"the model_config of {MANIFEST_FILE}"):
         cfg = ModelConfig.from_dict(manifest.model_config)
@@ -309,7 +313,8 @@ def _load_folder(folder: Path, root: Path, public_key: Any) -> Bundle:
     return Bundle(folder, manifest, cfg, catalogue, params, root=root)
 
 
-def load_bundle(path: str | Path, *, public_key: Any = None) -> Bundle:
+def load_bundle(path: str | Path, *,
+                public_key: bytes | str | Ed25519PublicKey | None = None) -> Bundle:
     """Load and verify the bundle at ``path`` (a bundle folder, or a bundle root: its live one).
 
     With ``public_key`` (32 raw bytes or their hex) the manifest must be signed by it; a

@@ -13,18 +13,18 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, cast
 
 import numpy as np
 
 from ._exceptions import ConfigError, UnknownItemWarning
 from .bundle import Bundle, clean_bundle_root, load_bundle
 from .data._types import Sequences
-from .events import Interaction, check_id, check_lookup_id, signal_code
+from .events import EventRecord, EventType, Interaction, check_id, check_lookup_id, signal_code
 from .finetune import FineTuneConfig, LocalUpdate, fine_tune
 from .privacy.ledger import PrivacyLedger
 from .reasons import attribute, reason_text
-from .scoring import Scorer
+from .scoring import Scorer, TopKScorer
 from .store import DeviceState, ErasureResult, InteractionStore, Retention
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class _Installed:
     running during an install sees the old model or the new one, never a mix."""
 
     bundle: Bundle
-    scorer: Any  # Scorer, or any object with its top_k (benchmarks pass float32 baselines)
+    scorer: TopKScorer  # a Scorer, or a baseline a benchmark installs (float32, numpy)
     adapter: np.ndarray | None
     offsets: OrderedDict = field(default_factory=OrderedDict)  # candidate filter -> score offset
     warned: set[str] = field(default_factory=set)  # unknown items logged (UnknownItemWarning)
@@ -75,7 +75,7 @@ class EdgeRec:
     """
 
     def __init__(self, store: InteractionStore, bundle: Bundle, *, threads: int = 1,
-                 scorer: Scorer | None = None, clock: Callable[[], float] = time.time):
+                 scorer: TopKScorer | None = None, clock: Callable[[], float] = time.time) -> None:
         if not isinstance(store, InteractionStore):
             raise ConfigError(f"store must be an InteractionStore, got {type(store).__name__}")
         if not isinstance(bundle, Bundle):
@@ -92,7 +92,7 @@ class EdgeRec:
         self.ledger = PrivacyLedger(store, clock=clock)
         self.install(bundle, scorer=scorer)
 
-    def install(self, bundle: Bundle, *, scorer: Any = None) -> None:
+    def install(self, bundle: Bundle, *, scorer: TopKScorer | None = None) -> None:
         """Serve ``bundle`` from the next request on; a request already running finishes on the
         model it started with (the switch is one assignment). The one way to change the model
         in use, for apps and for ``sync()`` alike. ``scorer`` defaults to a new onnxruntime
@@ -120,12 +120,13 @@ class EdgeRec:
         return self._m.bundle
 
     @property
-    def _scorer(self) -> Any:
+    def _scorer(self) -> TopKScorer:
         return self._m.scorer
 
     # -- logging --------------------------------------------------------------------------------
-    def log(self, user: Any, item: Any, event: Any = "click", value: Any = 1.0, *, ts: Any = None,
-            event_id: Any = None) -> bool:
+    def log(self, user: str | int, item: str | int, event: EventType | str = "click",
+            value: float = 1.0, *, ts: float | None = None,
+            event_id: str | int | None = None) -> bool:
         """Record one event durably. False when ``event_id`` was logged before (a retry).
 
         An item the installed bundle does not know is stored all the same (a later bundle may
@@ -135,7 +136,7 @@ class EdgeRec:
         self._warn_unknown((item,))
         return written
 
-    def log_many(self, events: Iterable[Mapping[str, Any] | Interaction]) -> int:
+    def log_many(self, events: Iterable[Mapping[str, object] | Interaction]) -> int:
         """Record a batch in one transaction; all or nothing. Returns the rows written.
 
         Unknown items are stored and warned about as in ``log()``.
@@ -145,7 +146,7 @@ class EdgeRec:
         self._warn_unknown({e.item if isinstance(e, Interaction) else e["item"] for e in batch})
         return written
 
-    def _warn_unknown(self, items: Iterable[Any]) -> None:
+    def _warn_unknown(self, items: Iterable[object]) -> None:
         """``UnknownItemWarning`` for each logged item the installed bundle does not know, once
         per item and bundle (at most ``_WARN_LIMIT`` of them: by then the app has noticed)."""
         m = self._m
@@ -180,9 +181,11 @@ class EdgeRec:
                 m.offsets.popitem(last=False)
         return cached
 
-    def _history(self, m: _Installed, user: str):
+    def _history(self, m: _Installed, user: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Known items of the user's non-impression events, most recent first."""
-        rows, signals, events = [], [], []
+        rows: list[int] = []
+        signals: list[int] = []
+        events: list[str] = []
         index = m.index
         for item, event, value in self.store.profile(user):
             row = index.get(item)
@@ -192,9 +195,9 @@ class EdgeRec:
                 events.append(event)
         return np.array(rows, np.int64), np.array(signals, np.int64), events
 
-    def recommend(self, user: Any, k: int = 10, *, exclude_seen: bool = True,
-                  candidates: Iterable[Any] | None = None,
-                  exclude: Iterable[Any] = ()) -> list[Recommendation]:
+    def recommend(self, user: str | int, k: int = 10, *, exclude_seen: bool = True,
+                  candidates: Iterable[str | int] | None = None,
+                  exclude: Iterable[str | int] = ()) -> list[Recommendation]:
         """The ``k`` best items for ``user`` now, best first, each with a reason.
 
         Dismissed items are never returned; consumed ones (viewed, clicked, bought, rated) are
@@ -203,20 +206,20 @@ class EdgeRec:
         """
         # The write rules, not the lenient lookup: a user the app cannot log for (an empty id is
         # almost always an unset variable) is a mistake to report, not a cold start to serve.
-        user = check_id("user", user)
+        user_id = check_id("user", user)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive int, got {k!r}")
         if not isinstance(exclude_seen, bool):
             raise ConfigError(f"exclude_seen must be True or False, got {exclude_seen!r}")
         allowed = None if candidates is None else _ids("candidates", candidates)
-        exclude = _ids("exclude", exclude)
+        excluded = _ids("exclude", exclude)
         m = self._m  # read once: an install during this call does not mix two models
-        rows, signals, events = self._history(m, user)
+        rows, signals, events = self._history(m, user_id)
         if exclude_seen:
             drop = rows
         else:
             drop = rows[np.array([e == "dismiss" for e in events], bool)] if events else rows
-        extra = [m.index[i] for i in exclude if i in m.index]
+        extra = [m.index[i] for i in excluded if i in m.index]
         if extra:
             drop = np.concatenate([drop, np.array(extra, np.int64)])
         length = m.bundle.config.history
@@ -303,7 +306,7 @@ class EdgeRec:
             insecure_http_hosts=insecure_http_hosts).run()
 
     # -- data-subject requests and housekeeping -------------------------------------------------
-    def forget(self, user: Any) -> ErasureResult:
+    def forget(self, user: str | int) -> ErasureResult:
         """Erase everything stored about ``user``; an ``ErasureResult`` (an int: events deleted).
 
         The personal adapter was fitted on everyone's events on this device, the erased user's
@@ -322,7 +325,7 @@ class EdgeRec:
             self._m = replace(self._m, adapter=None)
         return result
 
-    def export(self, user: Any) -> list[dict[str, Any]]:
+    def export(self, user: str | int) -> list[EventRecord]:
         """Everything stored about ``user``, as JSON-ready dicts (``log_many`` re-imports them)."""
         return self.store.export(check_lookup_id("user", user))
 
@@ -372,7 +375,7 @@ def open(path: str | os.PathLike[str], bundle: str | os.PathLike[str] | Bundle, 
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(Path(bundle), public_key=public_key)
     # What a crash during an earlier install left (staging copies, superseded versions): best
     # effort, never the live bundle, never an error.
-    clean_bundle_root(loaded.root)
+    clean_bundle_root(cast(Path, loaded.root))  # cast: Bundle.__post_init__ sets root (None: path)
     store = InteractionStore(path, synchronous=synchronous, retention=retention, clock=clock)
     return EdgeRec(store, loaded, threads=threads, clock=clock)
 

@@ -9,11 +9,12 @@ import math
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
 
 from ._exceptions import InvalidEventError
 
 __all__ = [
+    "EventRecord",
     "EventType",
     "Interaction",
     "CONSUMED_EVENTS",
@@ -82,6 +83,18 @@ class Interaction:
     value: float
     ts: float
     event_id: str | None = None
+
+
+class EventRecord(TypedDict):
+    """One stored event as ``export()`` gives it: the ``log()`` arguments, JSON-ready (so
+    ``log_many(export(user))`` re-imports them)."""
+
+    user: str
+    item: str
+    event: str
+    value: float
+    ts: float
+    event_id: str | None
 
 
 # -- ids ---------------------------------------------------------------------------------------

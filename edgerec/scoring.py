@@ -7,15 +7,25 @@ scores many users at once for evaluation.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from ._exceptions import ScoringError
 from .events import PAD_SIGNAL
 
-__all__ = ["Scorer"]
+__all__ = ["Scorer", "TopKScorer"]
 
 _TOP_OUTPUTS = ["top_scores", "top_items"]
+
+
+class TopKScorer(Protocol):
+    """What ``EdgeRec.recommend()`` asks of a scorer: :meth:`Scorer.top_k`. ``Scorer`` is the
+    one edgerec makes; benchmarks install others (float32 graphs, numpy) beside it."""
+
+    def top_k(self, items: np.ndarray, signals: np.ndarray, exclude: np.ndarray, k: int,
+              offset: np.ndarray | None = None,
+              adapter: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class Scorer:
@@ -25,7 +35,8 @@ class Scorer:
     (no hand-off cost) and leaves the host app's other threads alone.
     """
 
-    def __init__(self, model_path: str | Path, n_items: int, history: int, *, threads: int = 1):
+    def __init__(self, model_path: str | Path, n_items: int, history: int, *,
+                 threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -86,7 +97,7 @@ class Scorer:
     def score_batch(self, items: np.ndarray, signals: np.ndarray,
                     adapters: np.ndarray | None = None) -> np.ndarray:
         """Scores ``[B, n_items]`` for a batch of ``[B, L]`` histories (evaluation)."""
-        feed = {
+        feed: dict[str, np.ndarray] = {
             "hist_items": items.astype(np.int64),
             "hist_signals": signals.astype(np.int64),
             "exclude": np.zeros((len(items), 0), np.int64),

@@ -35,7 +35,7 @@ from .logs import log_event
 from .longpoll import Changes, preferred_wait
 from .metrics import CONTENT_TYPE
 from .openapi import openapi_schema
-from .state import DeviceRecord
+from .state import DeviceRecord, ModelRecord
 from .validation import (check_content_length, check_json_depth, check_media_type, parse_id,
                          shown)
 
@@ -196,6 +196,7 @@ class Api:
         if not self.config.public_models:
             await self.device(request)
         text = request.path_params.get("version")
+        record: ModelRecord | None
         if text is None:
             record = await run_in_threadpool(self.co.publisher.latest)
         else:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Mapping
 
 from ._exceptions import ServerConfigError
@@ -159,19 +161,19 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _toml():  # type: ignore[no-untyped-def]
-    try:
-        import tomllib  # Python 3.11+
+def _toml() -> ModuleType:
+    # A version check rather than try/except ImportError, so mypy knows tomllib is 3.11+.
+    if sys.version_info >= (3, 11):
+        import tomllib
 
         return tomllib
-    except ImportError:  # pragma: no cover - Python 3.10
-        try:
-            import tomli
+    try:  # pragma: no cover - Python 3.10
+        import tomli
 
-            return tomli
-        except ImportError:
-            raise ServerConfigError("TOML config files need Python 3.11+ or tomli; "
-                                  "use a .json file") from None
+        return tomli
+    except ImportError:
+        raise ServerConfigError("TOML config files need Python 3.11+ or tomli; "
+                              "use a .json file") from None
 
 
 def _kind(default: Any) -> type:

@@ -40,9 +40,9 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
             os.fsync(fh.fileno())
         return key
     try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
+        loaded = load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise StateError(f"cannot read the signing key {path}: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
+    if not isinstance(loaded, Ed25519PrivateKey):
         raise StateError(f"{path} does not hold an Ed25519 key")
-    return key
+    return loaded

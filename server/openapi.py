@@ -14,7 +14,7 @@ from .validation import MAX_ID, MAX_JSON_DEPTH
 
 __all__ = ["openapi_schema"]
 
-_AUTH = [{"bearer": []}]
+_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]  # the bearer scheme, no OAuth scopes
 
 
 def _json(ref: str, description: str) -> dict[str, Any]:

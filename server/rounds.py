@@ -97,13 +97,12 @@ class RoundParams:
         if self.threshold is not None or self.colluders:
             config = self._secagg(0, 1, self.threshold)  # the configuration itself must be valid
             if self.threshold is not None:
-                self._check_threshold_fits_some_cohort(config)
+                self._check_threshold_fits_some_cohort(config, self.threshold)
 
-    def _check_threshold_fits_some_cohort(self, config: SecAggConfig) -> None:
+    def _check_threshold_fits_some_cohort(self, config: SecAggConfig, t: int) -> None:
         """An explicit threshold must work for some turnout of ``min_participants`` or more,
         else no draw could ever fit it (and a schedule would draw again forever). The floor only
         grows with the neighbourhood, so the smallest turnout with ``t <= degree`` is its best."""
-        t = self.threshold
         n = next((n for n in range(self.min_participants, _MAX_COHORT + 1) if config.degree_for(n) >= t),
                  None)
         try:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import edgerec
 
@@ -62,3 +66,30 @@ def test_the_readme_says_how_to_run_the_tests_that_skip_without_chromium():
     assert "tests/examples/test_kiosk_browser.py" in readme and f"`{install}`" in readme
     assert install in browser and "EDGEREC_CHROMIUM" in readme and "EDGEREC_CHROMIUM" in browser
     assert "apt-get install" in (ROOT / ".ci" / "run").read_text()  # what CI does, as both say
+
+
+def test_the_packages_ship_their_types():
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-data"] == {"edgerec": ["py.typed"], "edgerec_server": ["py.typed"]}
+    for folder in ("edgerec", setuptools["package-dir"]["edgerec_server"]):
+        assert (ROOT / folder / "py.typed").is_file()  # PEP 561's marker
+
+
+def test_the_entry_points_are_annotated_and_never_any():
+    entry_points = [edgerec.open, edgerec.load_bundle, edgerec.write_bundle, edgerec.read_ledger]
+    entry_points += [getattr(edgerec.EdgeRec, name) for name in (
+        "install", "log", "log_many", "recommend", "fine_tune", "sync", "forget", "export", "prune")]
+    for function in entry_points:
+        signature = inspect.signature(function)
+        shown = [p.annotation for name, p in signature.parameters.items() if name != "self"]
+        shown.append(signature.return_annotation)
+        assert inspect.Parameter.empty not in shown, function.__qualname__
+        assert not [a for a in shown if re.search(r"\bAny\b", str(a))], function.__qualname__
+
+
+def test_ci_runs_ruff_mypy_and_each_extra_alone():
+    run = (ROOT / ".ci" / "run").read_text()
+    assert ".venv/bin/ruff check ." in run and ".venv/bin/mypy\n" in run and ".ci/extras" in run
+    extras = (ROOT / ".ci" / "extras").read_text()
+    assert "fresh_venv train" in extras and "fresh_venv kiosk" in extras

@@ -53,6 +53,7 @@ def load_csv(
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     title_col = titles if isinstance(titles, str) else None
+    title_map = None if isinstance(titles, str) else titles
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = None
         try:
@@ -70,7 +71,7 @@ def load_csv(
     users, items, ts, values, events, row_titles = rows
     item_ids = ordered_ids(items)
     user_ids = ordered_ids(users)
-    names = row_titles if title_col else dict(titles or {})
+    names = row_titles if title_col else dict(title_map or {})
     catalogue = Catalogue(
         item_ids, tuple(names.get(i, "") for i in item_ids), np.zeros((len(item_ids), 0), np.float32)
     )

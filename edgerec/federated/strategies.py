@@ -29,7 +29,9 @@ class StrategyState:
 class Strategy(Protocol):
     """Turns (weights, mean delta, state) into (new weights, new state)."""
 
-    name: str
+    # Read-only, so frozen dataclasses (FedAvg, FedAdam) satisfy it.
+    @property
+    def name(self) -> str: ...
 
     def apply(self, weights: np.ndarray, mean_delta: np.ndarray,
               state: StrategyState) -> tuple[np.ndarray, StrategyState]: ...

@@ -36,6 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import cast
 
 import numpy as np
 
@@ -216,7 +217,9 @@ def sum_encodings(encodings: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     if stacked.dtype != np.uint32 or stacked.ndim < 1 or stacked.shape[0] == 0:
         raise ConfigError("sum_encodings needs a non-empty stack of uint32 encodings")
     # dtype=uint32 makes numpy accumulate with wrap-around (its default would widen to uint64).
-    return np.sum(stacked, axis=0, dtype=np.uint32)
+    # cast: encodings are vectors, so their sum is one; numpy's stub also allows the scalar that
+    # a stack of scalars would sum to.
+    return cast(np.ndarray, np.sum(stacked, axis=0, dtype=np.uint32))
 
 
 def decode_sum(summed: np.ndarray, fp: FixedPoint, n_summed: int) -> np.ndarray:

@@ -292,6 +292,7 @@ class PrivacyLedger:
         values = tuple(getattr(entry, f) for f in _FIELDS[1:])
         with self._store.transaction() as db:
             seq = db.conn.execute(_INSERT_SQL, values).lastrowid
+        assert seq is not None  # sqlite3 sets lastrowid on every successful INSERT
         return replace(entry, seq=int(seq))
 
     def entries(self, since_seq: int | None = None) -> list[LedgerEntry]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .._exceptions import (
     ConfigError,
@@ -39,6 +40,7 @@ from .messages import (
     VERSION,
     AdvertiseKeys,
     ClientMessage,
+    ClientMessageT,
     ConsistencyCheck,
     ConsistencyRequest,
     ForwardedShares,
@@ -109,6 +111,9 @@ class ClientMachine:
         self._own_seed_share = 0
         self._survivors: frozenset[int] = frozenset()
         self._bits = b""
+        # This round's X25519 key objects: made by advertise(), forgotten (None) after unmask.
+        self._enc_key: X25519PrivateKey | None = None
+        self._mask_key: X25519PrivateKey | None = None
 
     @property
     def stage(self) -> Stage:
@@ -199,6 +204,7 @@ class ClientMachine:
         return neighbours
 
     def _seal_for(self, peer: PeerKeys, plaintext: bytes) -> bytes:
+        assert self._enc_key is not None  # made by advertise(), the stage before this one
         round_id, me, them = self.config.round_id, self.client_id, peer.client_id
         key = crypto.share_key(self._enc_key, peer.enc_public_key, round_id, me, them)
         return crypto.seal(key, plaintext, crypto.share_aad(round_id, me, them))
@@ -215,6 +221,7 @@ class ClientMachine:
         held = {sender: self._open_from(sender, ct) for sender, ct in msg.ciphertexts}
         masked = self._input.copy()
         masking.apply(masked, self._self_seed, +1)
+        assert self._mask_key is not None  # made by advertise(), two stages before this one
         for sender in senders:
             peer = self._peers[sender]
             seed = crypto.mask_seed(
@@ -231,6 +238,7 @@ class ClientMachine:
     def _open_from(self, sender: int, ciphertext: bytes) -> tuple[int, int]:
         if len(ciphertext) != SHARE_CIPHERTEXT_BYTES:
             raise WrongLengthError(f"share from {sender}: {len(ciphertext)} bytes")
+        assert self._enc_key is not None  # made by advertise(), two stages before this one
         round_id, me = self.config.round_id, self.client_id
         key = crypto.share_key(self._enc_key, self._peers[sender].enc_public_key, round_id, sender, me)
         plaintext = crypto.open_sealed(key, ciphertext, crypto.share_aad(round_id, sender, me))
@@ -283,5 +291,5 @@ class ClientMachine:
         self._mask_key = self._enc_key = None
         return self._sign(response)
 
-    def _sign(self, msg: ClientMessage) -> ClientMessage:
+    def _sign(self, msg: ClientMessageT) -> ClientMessageT:
         return wire.sign_message(msg, self._identity_key)

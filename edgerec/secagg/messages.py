@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeVar, Union
 
 import numpy as np
 
@@ -177,6 +177,9 @@ class UnmaskResponse:
 
 
 ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, ConsistencyCheck, UnmaskResponse]
+#: One client message type, kept through a function (signing returns what it was given).
+ClientMessageT = TypeVar("ClientMessageT", AdvertiseKeys, ShareKeys, MaskedInput, ConsistencyCheck,
+                         UnmaskResponse)
 ServerMessage = Union[KeyList, ForwardedShares, ConsistencyRequest, UnmaskRequest]
 Message = Union[ClientMessage, ServerMessage]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Callable, Container, Mapping
+from typing import Callable, Collection, Mapping
 
 import numpy as np
 
@@ -112,13 +112,15 @@ class ServerMachine:
     @property
     def pending(self) -> frozenset[int]:
         """Clients whose message for the current stage has not arrived yet."""
-        expected, arrived = {
+        # Each stage's senders: the clients it waits for, and those whose message arrived.
+        senders: dict[Stage, tuple[Collection[int], Collection[int]]] = {
             Stage.ADVERTISE: (self._identities, self._adverts),
             Stage.SHARE_KEYS: (self._adverts, self._shares),
             Stage.MASKED_INPUT: (self._shares, self._masked),
             Stage.CONSISTENCY: (self._asked, self._checks),
             Stage.UNMASK: (self._requests, self._responses),
-        }.get(self._stage, ({}, {}))
+        }
+        expected, arrived = senders.get(self._stage, ((), ()))
         return frozenset(expected) - frozenset(arrived)
 
     @property
@@ -164,14 +166,15 @@ class ServerMachine:
         self._accept(message)
         seen[message.sender] = fingerprint
 
-    def _eligible(self) -> Container[int]:
-        return {
+    def _eligible(self) -> Collection[int]:
+        eligible: dict[Stage, Collection[int]] = {
             Stage.ADVERTISE: self._identities,
             Stage.SHARE_KEYS: self._adverts,
             Stage.MASKED_INPUT: self._shares,
             Stage.CONSISTENCY: self._asked,
             Stage.UNMASK: self._requests,
-        }[self._stage]
+        }
+        return eligible[self._stage]
 
     def _accept(self, msg: ClientMessage) -> None:
         if isinstance(msg, AdvertiseKeys):

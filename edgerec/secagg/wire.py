@@ -22,6 +22,7 @@ from .messages import (
     VERSION,
     AdvertiseKeys,
     ClientMessage,
+    ClientMessageT,
     ConsistencyCheck,
     ConsistencyRequest,
     ForwardedShares,
@@ -132,22 +133,33 @@ class _Reader:
 
 def _body(msg: Message, w: _Writer) -> None:
     if isinstance(msg, AdvertiseKeys):
-        w.u32(msg.sender), w.blob(msg.enc_public_key), w.blob(msg.mask_public_key)
+        w.u32(msg.sender)
+        w.blob(msg.enc_public_key)
+        w.blob(msg.mask_public_key)
         w.blob(msg.certificate)
     elif isinstance(msg, ShareKeys):
-        w.u32(msg.sender), w.id_blobs(msg.ciphertexts)
+        w.u32(msg.sender)
+        w.id_blobs(msg.ciphertexts)
     elif isinstance(msg, MaskedInput):
         if len(msg.vector) % 4:
             raise WrongLengthError("vector bytes are not a whole number of uint32")
-        w.u32(msg.sender), w.blob(msg.mask_set), w.blob(msg.mask_signature)
+        w.u32(msg.sender)
+        w.blob(msg.mask_set)
+        w.blob(msg.mask_signature)
         w.u32(len(msg.vector) // 4)
         w.parts.append(msg.vector)
     elif isinstance(msg, ConsistencyCheck):
-        w.u32(msg.sender), w.blob(msg.survivors_signature)
+        w.u32(msg.sender)
+        w.blob(msg.survivors_signature)
     elif isinstance(msg, UnmaskResponse):
-        w.u32(msg.sender), w.id_shares(msg.seed_shares), w.id_shares(msg.key_shares)
+        w.u32(msg.sender)
+        w.id_shares(msg.seed_shares)
+        w.id_shares(msg.key_shares)
     elif isinstance(msg, KeyList):
-        w.u32(msg.recipient), w.blob(msg.graph_seed), w.u32(msg.degree), w.u32(msg.threshold)
+        w.u32(msg.recipient)
+        w.blob(msg.graph_seed)
+        w.u32(msg.degree)
+        w.u32(msg.threshold)
         w.ids(msg.participants)
         w.u32(len(msg.neighbours))
         for p in msg.neighbours:
@@ -156,11 +168,15 @@ def _body(msg: Message, w: _Writer) -> None:
                           p.certificate):
                 w.blob(field)
     elif isinstance(msg, ForwardedShares):
-        w.u32(msg.recipient), w.id_blobs(msg.ciphertexts)
+        w.u32(msg.recipient)
+        w.id_blobs(msg.ciphertexts)
     elif isinstance(msg, ConsistencyRequest):
-        w.u32(msg.recipient), w.ids(msg.survivors)
+        w.u32(msg.recipient)
+        w.ids(msg.survivors)
     elif isinstance(msg, UnmaskRequest):
-        w.u32(msg.recipient), w.id_blob_pairs(msg.signatures), w.id_blob_pairs(msg.mask_sets)
+        w.u32(msg.recipient)
+        w.id_blob_pairs(msg.signatures)
+        w.id_blob_pairs(msg.mask_sets)
 
 
 def _unsigned(msg: Message) -> list[bytes]:
@@ -180,7 +196,7 @@ def encode(msg: Message) -> bytes:
     """The wire bytes of ``msg``."""
     parts = _unsigned(msg)
     if hasattr(msg, "signature"):
-        signature = msg.signature  # type: ignore[union-attr]
+        signature = msg.signature
         parts += [struct.pack(">H", len(signature)), bytes(signature)]
     return b"".join(parts)
 
@@ -193,7 +209,7 @@ def signing_bytes(msg: ClientMessage) -> bytes:
     return _SIGN_DOMAIN + digest.digest()
 
 
-def sign_message(msg: ClientMessage, identity_private_key: bytes) -> ClientMessage:
+def sign_message(msg: ClientMessageT, identity_private_key: bytes) -> ClientMessageT:
     """``msg`` with its signature set by the sender's raw Ed25519 private key."""
     return replace(msg, signature=crypto.sign(identity_private_key, signing_bytes(msg)))
 

@@ -71,7 +71,7 @@ class StoreBase:
 
     def _conn(self) -> sqlite3.Connection:
         try:
-            return self._threads.local.conn  # type: ignore[no-any-return]
+            return self._threads.local.conn
         except AttributeError:
             return self.db.conn
 

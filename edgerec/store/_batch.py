@@ -12,7 +12,7 @@ paths agree on arbitrary input.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Optional, Tuple
+from typing import Any, Iterable, Mapping, Optional, Tuple, TypeGuard
 
 from .._exceptions import InvalidEventError
 from ..events import MAX_FUTURE_S, MAX_ID_LENGTH, EventType, Interaction, interaction_from_mapping, validate_interaction
@@ -28,7 +28,7 @@ _MAX_ID = MAX_ID_LENGTH
 _EXACT_INT = 2**53  # larger ints do not convert to float exactly (or at all)
 
 
-def _plain_id(x: Any) -> bool:
+def _plain_id(x: Any) -> TypeGuard[str]:
     # Subset of events.check_id: exactly str, 1..256 chars, no surrounding whitespace, and
     # printable: isprintable() is False for every control (Cc), format (Cf: bidi controls, zero
     # width characters, BOM), surrogate (Cs), unassigned (Cn) and separator (Zl, Zp, Zs but
@@ -86,7 +86,7 @@ def _slow_row(raw: Any, now: float) -> Row:
     return (e.user, e.item, e.event, e.value, e.ts, e.event_id)
 
 
-def rows_for_batch(events: Iterable[Mapping[str, Any] | Interaction], now: float) -> list[Row]:
+def rows_for_batch(events: Iterable[Mapping[str, object] | Interaction], now: float) -> list[Row]:
     """Validate every event and return the rows; raise ``InvalidEventError`` naming the first bad index.
 
     ``events`` itself must be an iterable of events: None, a single mapping or a string raise

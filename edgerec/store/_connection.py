@@ -86,8 +86,8 @@ class ThreadConnections:
                 db.conn.close()
                 raise RuntimeError("closed")
             # Threads come and go (e.g. a web server's workers): close what dead threads left.
-            alive = []
-            dead = []
+            alive: list[tuple[threading.Thread, Database]] = []
+            dead: list[tuple[threading.Thread, Database]] = []
             for thread, old in self._open:
                 (alive if thread.is_alive() else dead).append((thread, old))
             self._open = alive

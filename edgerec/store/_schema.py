@@ -10,7 +10,7 @@ edgerec and is refused (``SchemaVersionError``) rather than guessed at.
 Adding a table (the privacy ledger, say) is one function and one line::
 
     def _v2_privacy_ledger(db: Database) -> None:
-        db["privacy_ledger"].create({...}, pk="id")
+        db.table("privacy_ledger").create({...}, pk="id")
 
     MIGRATIONS = (..., Migration(2, "privacy ledger", _v2_privacy_ledger))
 
@@ -92,7 +92,7 @@ class Migration(NamedTuple):
 
 def _v1_interactions(db: Database) -> None:
     """The interaction table, the covering index of ``profile()`` and the event-id index."""
-    db[TABLE].create(
+    db.table(TABLE).create(
         {"id": int, "user": str, "item": str, "event": str, "value": float, "ts": float, "event_id": str},
         pk="id",
         not_null={"user", "item", "event", "value", "ts"},
@@ -101,7 +101,7 @@ def _v1_interactions(db: Database) -> None:
     # (user, ts, id) leading, the rows come out of the index already in order, and with the
     # remaining columns in it SQLite never touches the table (COVERING INDEX in the plan).
     # history(), count(user) and forget(user) use the same index.
-    db[TABLE].create_index(["user", "ts", "id", "event", "item", "value"], index_name=PROFILE_INDEX)
+    db.table(TABLE).create_index(["user", "ts", "id", "event", "item", "value"], index_name=PROFILE_INDEX)
     # Partial: most events carry no event_id and then cost nothing here. sqlite-utils'
     # create_index cannot express WHERE, hence the plain statement.
     db.execute(f"CREATE UNIQUE INDEX {EVENT_ID_INDEX} ON {TABLE} (event_id) WHERE event_id IS NOT NULL")
@@ -160,8 +160,8 @@ def _v3_device_state(db: Database) -> None:
     ``model_version`` ties a value to the bundle it was computed for (an adapter only makes
     sense in the vector space of the model it was fitted against).
     """
-    db[STATE_TABLE].create({"key": str, "value": bytes, "model_version": int, "updated": float},
-                           pk="key", not_null={"value", "updated"})
+    db.table(STATE_TABLE).create({"key": str, "value": bytes, "model_version": int, "updated": float},
+                                 pk="key", not_null={"value", "updated"})
 
 
 def _v4_ledger_note(db: Database) -> None:

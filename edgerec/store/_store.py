@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from .._exceptions import ConfigError, StoreError
-from ..events import MAX_FUTURE_S, Interaction, check_lookup_id, validate_interaction
+from ..events import MAX_FUTURE_S, EventRecord, Interaction, check_lookup_id, validate_interaction
 from ._base import StoreBase
 from ._batch import rows_for_batch
 from ._erasure import WAIT_MS, Eraser, ErasureResult
@@ -18,7 +18,6 @@ from ._schema import HIGH_WATER_SQL, INSERT_SQL, MIGRATIONS, TABLE, Migration, c
 
 __all__ = ["InteractionStore"]
 
-_FIELDS = ("user", "item", "event", "value", "ts", "event_id")
 _PROFILE_SQL = (
     f"SELECT item, event, value FROM {TABLE} "
     "WHERE user = ? AND event != 'impression' ORDER BY ts DESC, id DESC"
@@ -142,7 +141,7 @@ class InteractionStore(StoreBase):
             self._after_write(budget, now)
         return written == 1
 
-    def log_many(self, events: Iterable[Mapping[str, Any] | Interaction]) -> int:
+    def log_many(self, events: Iterable[Mapping[str, object] | Interaction]) -> int:
         """Record a batch all-or-nothing, in one transaction; return the number of rows written.
 
         Every event is validated before anything is written: one bad event raises
@@ -210,7 +209,7 @@ class InteractionStore(StoreBase):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def profile(self, user: str) -> list[tuple[str, str, float]]:
+    def profile(self, user: str | int) -> list[tuple[str, str, float]]:
         """``(item, event, value)`` of the user's non-impression events, most recent first.
 
         The scoring hot path: one query answered from the covering index alone, no lock taken.
@@ -231,7 +230,7 @@ class InteractionStore(StoreBase):
             _user_key(user)
             raise
 
-    def history(self, user: str) -> list[Interaction]:
+    def history(self, user: str | int) -> list[Interaction]:
         """Every event of ``user``, impressions included, oldest first."""
         key = _user_key(user)
         with self._translating("history"):
@@ -243,7 +242,7 @@ class InteractionStore(StoreBase):
         with self._translating("users"):
             return [u for (u,) in self._conn().execute(f"SELECT DISTINCT user FROM {TABLE} ORDER BY user")]
 
-    def count(self, user: str | None = None) -> int:
+    def count(self, user: str | int | None = None) -> int:
         """Number of stored events, of one user or (``None``) of everyone."""
         key = None if user is None else _user_key(user)
         with self._translating("count"):
@@ -328,12 +327,13 @@ class InteractionStore(StoreBase):
         with self._writing("finishing an erasure") as conn:
             return self._eraser.finish(conn, wait_ms=WAIT_MS)
 
-    def export(self, user: str | int) -> list[dict[str, Any]]:
+    def export(self, user: str | int) -> list[EventRecord]:
         """Every event of ``user`` as JSON-serialisable dicts, oldest first (right of access).
 
         The keys are the ``log()`` arguments, so ``log_many(export(u))`` re-imports them.
         """
-        return [dict(zip(_FIELDS, (e.user, e.item, e.event, e.value, e.ts, e.event_id))) for e in self.history(user)]
+        return [{"user": e.user, "item": e.item, "event": e.event, "value": e.value, "ts": e.ts,
+                 "event_id": e.event_id} for e in self.history(user)]
 
     def prune(self) -> int:
         """Apply the retention policy fully now; return the number of events deleted (0 without one).

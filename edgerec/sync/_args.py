@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from ..finetune import FineTuneConfig
 from .._exceptions import ConfigError
 from ..secagg import crypto
@@ -29,7 +31,7 @@ def raw_key(key: bytes | str | None) -> bytes | None:
 
 def check_args(url: object, token: object, key: object, allow: object, budget: object,
                policy: object, timeouts: object, runtime: object,
-               insecure_http_hosts: object = ()) -> None:
+               insecure_http_hosts: Iterable[str] = ()) -> None:
     """Raise ConfigError for the first of ``SyncSession``'s arguments that is not usable."""
     check_server_url(url, insecure_http_hosts)  # https, or http to loopback / a named host
     if token is not None and (not isinstance(token, str) or not token):

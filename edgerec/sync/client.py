@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar, cast
 
 from .._exceptions import (BundleError, ConfigError, EdgeRecError, MessageRejectedError,
                            ProtocolError, RoundAbortedError, RoundRefusedError,
@@ -121,7 +121,8 @@ class SyncSession:
         self.timeouts, self.runtime = timeouts or SyncTimeouts(), runtime or SyncRuntime()
         self._owned = transport is None
         self.transport: Transport = transport or HttpxTransport(self.url, timeout=self.timeouts.request)
-        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else rec.bundle.root
+        # cast: Bundle.__post_init__ sets root (None: the bundle's path), so it is a Path here.
+        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else cast(Path, rec.bundle.root)
         self._noise_source = noise_source
         self._dp_delta = DP_DELTA if dp_delta is None else dp_delta
         self.records = SyncRecords(rec.device_state, rec.clock)
@@ -170,13 +171,16 @@ class SyncSession:
 
     def enrol(self) -> SyncResult:
         """Only enrol (or confirm the saved identity); nothing else is sent."""
-        return self._guarded(lambda: self._enrolled() or self._result(
-            SyncStatus.NO_ROUND, f"enrolled as device {self.identity.device_id}"))  # type: ignore[union-attr]
+        outcome = self._guarded(self._enrol)
+        assert outcome is not None  # _enrol always answers, and so does _guarded then
+        return outcome
 
     def close(self) -> None:
         """Close the transport if this session made it."""
-        if self._owned and hasattr(self.transport, "close"):
-            self.transport.close()  # type: ignore[union-attr]
+        if self._owned:
+            close = getattr(self.transport, "close", None)  # a Transport need not have close()
+            if close is not None:
+                close()
 
     # -- stages ------------------------------------------------------------------------------
     def _begin(self) -> SyncResult | None:
@@ -242,16 +246,24 @@ class SyncSession:
         return self._result(SyncStatus.PARTICIPATED, note, rid, True)
 
     # -- enrolment and bundles ---------------------------------------------------------------
+    def _enrol(self) -> SyncResult:
+        refused = self._enrolled()
+        if refused is not None:
+            return refused
+        assert self.identity is not None  # _enrolled() answered None: enrolled
+        return self._result(SyncStatus.NO_ROUND, f"enrolled as device {self.identity.device_id}")
+
     def _enrolled(self) -> SyncResult | None:
         self.identity = self.records.identity(self.url)
         if self.identity is not None:
             return None
-        if not self.token:
+        token = self.token
+        if not token:
             return self._result(SyncStatus.NOT_ENROLLED, "not enrolled and no enrolment token given")
         key = self.records.pending_key(self.url, lambda: new_identity_key(self.runtime.key_rng))
         api = ServerApi(self.transport, on_upload=self._record)
         try:
-            identity = self._retry(lambda: api.enrol(self.token, key))  # type: ignore[arg-type]
+            identity = self._retry(lambda: api.enrol(token, key))
         except ServerRejectedError as exc:
             if exc.status in (400, 401, 403):
                 return self._result(SyncStatus.NOT_ENROLLED, f"enrolment refused: {exc}")

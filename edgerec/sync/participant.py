@@ -28,14 +28,14 @@ a request without an answer, or answered 429/5xx, is retried by ``timeouts.backo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, TypeVar, cast
 
 import numpy as np
 
 from .._exceptions import (ConfigError, MessageRejectedError, ProtocolError, RoundRefusedError,
                            SyncError)
 from ..privacy import PrivateDelta, RandomSource, SecureRandom, privatize
-from ..secagg import ClientMachine, Stage
+from ..secagg import ClientMachine, ClientMessage, ServerMessage, Stage
 from .api import DeviceIdentity, NotYet, ServerApi
 from .messages import RoundAnnouncement, RoundStatus
 from .policy import RoundPolicy
@@ -175,8 +175,10 @@ class RoundParticipant:
     def _step(self, stage: Stage) -> None:
         if self._machine is None or self._machine.stage != stage:
             raise ConfigError(f"cannot enter stage {stage.name} now (call the steps in order)")
-        incoming = self._wait(lambda: self.api.poll_message(self.round_id, stage),
-                              f"the server's message for stage {stage.name}")
+        # cast: poll_message answers a ServerMessage or NotYet and _wait returns the former, but
+        # mypy cannot solve T in "T | NotYet" from a union of several messages (it infers object).
+        incoming = cast(ServerMessage, self._wait(lambda: self.api.poll_message(self.round_id, stage),
+                                                  f"the server's message for stage {stage.name}"))
         try:
             reply = self._machine.handle(incoming)
         except MessageRejectedError as exc:  # the server asked for something unsafe: refuse
@@ -184,8 +186,8 @@ class RoundParticipant:
                                     f"{type(exc).__name__}: {exc}") from exc
         self._upload(reply)
 
-    def _upload(self, message: object) -> None:
-        self._call(lambda: self.api.upload(self.round_id, message))  # type: ignore[arg-type]
+    def _upload(self, message: ClientMessage) -> None:
+        self._call(lambda: self.api.upload(self.round_id, message))
 
     def _wait(self, poll: Callable[[], T | NotYet], what: str) -> T:
         return poll_until(lambda: self._call(poll), f"{what} of round {self.round_id}",

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from .._exceptions import ConfigError, TransportError
+
+if TYPE_CHECKING:  # httpx is imported when a transport is made, not with edgerec.sync
+    import httpx
 
 __all__ = ["HttpxTransport", "RecordingTransport", "Response", "Transport", "check_server_url",
            "is_loopback_host"]
@@ -101,8 +104,8 @@ class HttpxTransport:
     reuse one (its ``base_url`` is then used and it is not closed by :meth:`close`).
     """
 
-    def __init__(self, base_url: str = "", *, timeout: float = 30.0, client: object = None,
-                 verify: bool | str = True) -> None:
+    def __init__(self, base_url: str = "", *, timeout: float = 30.0,
+                 client: httpx.Client | None = None, verify: bool | str = True) -> None:
         import httpx
 
         self._httpx = httpx

@@ -149,19 +149,22 @@ class DemoConfig:
             ConfigError: no z up to 1e6 meets the target (or a bad ``population``).
         """
         assert self.rounds is not None and self.per_round is not None
-        cfg = self if self.per_round != EVERY_DEVICE else replace(self, per_round=population)
+        every = self.per_round == EVERY_DEVICE
+        cfg = self if not every else replace(self, per_round=population)
         if self.epsilon is None:
             return cfg
         from edgerec.privacy import noise_for_releases
 
+        per_round = population if every else self.per_round  # cfg.per_round, as an int
         z = noise_for_releases(self.epsilon, population=population,
-                               cohort=min(cfg.per_round, population), rounds=self.rounds,
+                               cohort=min(per_round, population), rounds=self.rounds,
                                delta=DP_DELTA)
         return replace(cfg, epsilon=None, noise=z)
 
     def _check(self) -> None:
         assert self.rounds is not None and self.per_round is not None
         assert self.pilot_share is not None and self.server_lr is not None
+        assert self.stage_deadline is not None and self.dim is not None and self.frozen is not None
         every = self.per_round == EVERY_DEVICE
         if self.rounds < 1 or (self.per_round < 3 and not every) or self.workers < 1:
             raise ConfigError("need rounds >= 1, per_round >= 3 (or every device) and workers >= 1")
@@ -184,11 +187,11 @@ class DemoConfig:
         from edgerec.model.params import param_names
 
         names = param_names(ModelConfig(dim=self.dim))
-        unknown = sorted(set(self.frozen) - set(names))  # type: ignore[arg-type]
+        unknown = sorted(set(self.frozen) - set(names))
         if unknown:
             raise ConfigError(f"frozen names no weight of the model: {unknown} (its weights: "
                               f"{', '.join(names)}; 'tables' stands for {', '.join(ITEM_TABLES)})")
-        if set(names) <= set(self.frozen):  # type: ignore[arg-type]
+        if set(names) <= set(self.frozen):
             raise ConfigError("frozen holds every weight: the rounds would federate nothing")
 
     def to_dict(self) -> dict[str, Any]:

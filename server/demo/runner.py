@@ -52,6 +52,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run the demo; returns the report (also written to ``cfg.out``)."""
     started = time.perf_counter()
     timing: dict[str, float] = {}
+    assert cfg.pilot_share is not None and cfg.dim is not None  # DemoConfig fills its presets
     dataset = load_data(DataSpec(cfg.data, synthetic_users=cfg.synthetic_users,
                                  synthetic_items=cfg.synthetic_items, seed=cfg.seed))
     pop = plan_population(dataset, pilot_share=cfg.pilot_share, devices=cfg.devices, seed=cfg.seed)
@@ -129,6 +130,7 @@ def _train(cfg: DemoConfig, dataset: Dataset, pop: Population, mcfg: ModelConfig
 
 def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: ServerProcess, first: Path,
               work: Path, evaluate: Callable, timing: dict[str, float], progress: bool) -> list[dict]:
+    assert cfg.rounds is not None  # DemoConfig fills its presets
     server.command("init", "--bundle", str(first))
     server.start()
     key = bytes.fromhex(server.command("public-key"))
@@ -196,6 +198,7 @@ def _open(cfg: DemoConfig, r: int, server: ServerProcess) -> dict[str, Any]:
     """Open round ``r``: the server draws its cohort (Poisson, each device with probability
     per_round / devices, from the OS's CSPRNG). A draw too small or too large for a safe
     threshold opens nothing; drawing again is harmless, since the size never depends on data."""
+    assert cfg.per_round is not None  # DemoConfig fills its presets
     for attempt in range(20):
         try:
             return server.open_round(**_round_params(cfg, r, round(cfg.dropout * cfg.per_round)))
@@ -208,6 +211,7 @@ def _open(cfg: DemoConfig, r: int, server: ServerProcess) -> dict[str, Any]:
 def _round(cfg: DemoConfig, r: int, index_of: dict[int, int], pool: Any, server: ServerProcess,
            key: bytes, work: Path, evaluate: Callable, rng: np.random.Generator,
            timing: dict[str, float]) -> dict:
+    assert cfg.server_lr is not None and cfg.rounds is not None  # DemoConfig fills its presets
     started = time.perf_counter()
     opened = _open(cfg, r, server)
     chosen = sorted(index_of[int(d)] for d in opened["members"])

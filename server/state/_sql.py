@@ -305,5 +305,6 @@ def purge(c: Any, round_id: int) -> None:
 
 def _pack(arrays: dict[str, np.ndarray]) -> bytes:
     out = io.BytesIO()
-    np.savez(out, **arrays)
+    named: dict[str, Any] = dict(arrays)  # numpy's stub types **kwds of savez as its bool flag
+    np.savez(out, **named)
     return out.getvalue()

@@ -85,14 +85,16 @@ def _init(s: _Services, args: argparse.Namespace) -> int:
         import tempfile
 
         from edgerec.model.config import ModelConfig, TrainConfig
-        from edgerec.workflows import DataSpec, load_data, train_bundle
+        from edgerec.workflows import DEFAULT_TRAINING, DataSpec, load_data, train_bundle
 
         spec = DataSpec("synthetic" if args.synthetic else args.data,
                         synthetic_users=args.synthetic_users, synthetic_items=args.synthetic_items)
         with tempfile.TemporaryDirectory() as tmp:
             train_bundle(load_data(spec), Path(tmp) / "b",
                          model=ModelConfig(dim=args.dim, history=args.history),
-                         training=TrainConfig(epochs=args.epochs))
+                         # the same training as `edgerec train` (only --epochs may differ)
+                         training=TrainConfig(**{**DEFAULT_TRAINING, **(
+                             {"epochs": args.epochs} if args.epochs is not None else {})}))
             record = s.publisher.import_bundle(Path(tmp) / "b", now)
     print(json.dumps({"model_version": record.version, "sha256": record.sha256}))
     return 0
@@ -273,9 +275,12 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--synthetic", action="store_true")
     src.add_argument("--data", help="MovieLens-100K folder or interactions CSV")
     src.add_argument("--bundle", type=Path, help="an existing bundle folder")
-    for flag, default in (("--dim", 64), ("--history", 50), ("--epochs", 16),
+    for flag, default in (("--dim", 64), ("--history", 50),
                           ("--synthetic-users", 500), ("--synthetic-items", 300)):
-        init.add_argument(flag, type=int, default=default)
+        init.add_argument(flag, type=int, default=default, help=f"(default: {default})")
+    init.add_argument("--epochs", type=int, default=None,
+                      help="training epochs (default: edgerec train's; the rest of the training "
+                           "settings are edgerec train's too)")
     token = sub.add_parser("token", help="enrolment tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", parents=[common])
     create.add_argument("--ttl", type=float, default=7 * 24 * 3600.0, help="seconds (default 7 days)")

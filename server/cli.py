@@ -24,6 +24,7 @@ from typing import Sequence
 
 from edgerec._exceptions import MissingDependencyError
 from edgerec._version import installed_version
+from edgerec.federated.strategies import STRATEGIES
 
 from ._exceptions import ServerError
 from .config import ServerConfig, load_config
@@ -321,7 +322,7 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--degree", type=int, default=None)
     op.add_argument("--deadline", type=float, default=300.0, help="seconds per stage")
     op.add_argument("--deadlines", help="four comma-separated per-stage seconds")
-    op.add_argument("--strategy", choices=("fedavg", "fedadam"), default="fedavg")
+    op.add_argument("--strategy", choices=sorted(STRATEGIES), default="fedavg")
     op.add_argument("--server-lr", type=float, default=None)
     op.add_argument("--quiet-close", type=float, default=None,
                     help="close a stage after this many silent seconds once enough devices answered")

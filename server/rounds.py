@@ -29,7 +29,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgerec._exceptions import ConfigError, RoundAbortedError
-from edgerec.federated import FedAdam, FedAvg
+from edgerec.federated import STRATEGIES as FEDERATED_STRATEGIES
+from edgerec.federated import FedAdam, FedAvg, make_strategy
 from edgerec.model.params import FROZEN_SHORTHANDS, Params, expand_frozen, federated_mask
 from edgerec.secagg import SecAggConfig, Stage
 
@@ -40,7 +41,7 @@ __all__ = ["CLIENT_STAGES", "CohortTooSmallError", "FROZEN_SHORTHANDS", "RoundPa
 
 CLIENT_STAGES = (Stage.ADVERTISE, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY,
                  Stage.UNMASK)
-STRATEGIES = ("fedavg", "fedadam")
+STRATEGIES = tuple(FEDERATED_STRATEGIES)  # the names edgerec.federated defines
 _MAX_COHORT = 100_000
 
 
@@ -195,9 +196,7 @@ class RoundParams:
     def make_strategy(self) -> FedAvg | FedAdam:
         """The server optimizer (pure, from ``edgerec.federated``)."""
         try:
-            if self.strategy == "fedavg":
-                return FedAvg(lr=self.server_lr if self.server_lr is not None else 1.0)
-            return FedAdam(lr=self.server_lr if self.server_lr is not None else 1e-2)
+            return make_strategy(self.strategy, self.server_lr)
         except ConfigError as exc:
             raise BadRequestError(str(exc)) from None
 

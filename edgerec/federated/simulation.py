@@ -36,7 +36,7 @@ from ..privacy import (
     privatize,
     sum_encodings,
 )
-from .strategies import FedAdam, FedAvg, Strategy, StrategyState
+from .strategies import STRATEGIES, Strategy, StrategyState, make_strategy
 
 __all__ = ["SIMULATED_NOISE", "SimulationConfig", "RoundRecord", "SimulationResult", "simulate"]
 
@@ -72,15 +72,15 @@ class SimulationConfig:
             raise ConfigError("rounds, clients_per_round and eval_every must be >= 1")
         if not (self.clip > 0 and self.noise_multiplier >= 0 and self.server_lr > 0):
             raise ConfigError("need clip > 0, noise_multiplier >= 0, server_lr > 0")
-        if self.strategy not in ("fedavg", "fedadam"):
-            raise ConfigError(f"strategy must be 'fedavg' or 'fedadam', got {self.strategy!r}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {sorted(STRATEGIES)}, got {self.strategy!r}")
 
     def make_strategy(self, round_: int = 1) -> Strategy:
         """The server optimizer for round ``round_`` (1-based), with the decayed lr."""
         lr = self.server_lr
         if self.decay:
             lr *= 0.1 + 0.45 * (1 + np.cos(np.pi * (round_ - 1) / max(1, self.rounds - 1)))
-        return FedAvg(lr) if self.strategy == "fedavg" else FedAdam(lr)
+        return make_strategy(self.strategy, lr)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,20 @@ class FedAdam:
         return new, StrategyState({"m": m, "v": v}, state.step + 1)
 
 
+#: The server optimizers by name: the one place their names are spelled (CLI choices, round
+#: parameters, presets and the simulation all read it).
+STRATEGIES: dict[str, type[FedAvg] | type[FedAdam]] = {"fedavg": FedAvg, "fedadam": FedAdam}
+
+
+def make_strategy(name: str, lr: float | None = None) -> FedAvg | FedAdam:
+    """The optimizer ``name`` (a key of :data:`STRATEGIES`) with server learning rate ``lr``
+    (None: its own default); ConfigError for an unknown name or a bad rate."""
+    kind = STRATEGIES.get(name)
+    if kind is None:
+        raise ConfigError(f"strategy must be one of {sorted(STRATEGIES)}, got {name!r}")
+    return kind() if lr is None else kind(lr=lr)
+
+
 def apply_federated(strategy: Strategy, weights: np.ndarray, mean: np.ndarray, federated: np.ndarray,
            prior: StrategyState) -> tuple[np.ndarray, StrategyState]:
     """The server optimizer's step with the decoded ``mean`` of the federated entries.

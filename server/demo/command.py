@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from edgerec import EdgeRecError
+from edgerec.federated.strategies import STRATEGIES
 from edgerec.model.params import ITEM_TABLES
 
 from .config import DEFAULT_OUT, EVERY_DEVICE, PRESETS, DemoConfig
@@ -94,7 +95,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help=f"share of a round's devices that drop ({_default('dropout')})")
     p.add_argument("--pilot-share", type=float, default=None,
                    help=f"users who train the first model centrally, not devices ({_preset('pilot_share')})")
-    p.add_argument("--strategy", choices=["fedavg", "fedadam"], default=None,
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=None,
                    help=f"server optimizer ({_preset('strategy')})")
     p.add_argument("--server-lr", type=float, default=None,
                    help=f"server lr, cosine-decayed ({_preset('server_lr')})")

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from edgerec import ConfigError
+from edgerec.federated.strategies import STRATEGIES
 from edgerec.model.params import ITEM_TABLES, expand_frozen
 
 __all__ = ["DEFAULT_OUT", "DP_DELTA", "EVERY_DEVICE", "PRESETS", "DemoConfig"]
@@ -179,8 +180,8 @@ class DemoConfig:
             raise ConfigError("need noise >= 0")
         if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon > 0):
             raise ConfigError("need epsilon > 0 (a finite target)")
-        if self.strategy not in ("fedavg", "fedadam"):
-            raise ConfigError("strategy must be 'fedavg' or 'fedadam'")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {sorted(STRATEGIES)}")
         if self.graph not in ("complete", "harary"):
             raise ConfigError("graph must be 'complete' or 'harary'")
         from edgerec.model.config import ModelConfig

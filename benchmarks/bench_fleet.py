@@ -217,6 +217,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--threads", type=int, default=48)
     parser.add_argument("--deadline", type=float, default=900.0)
+    parser.add_argument("--skip", default="", metavar="N:SETUP,...",
+                        help="combinations not to run, e.g. 5000:sqlite,5000:pg1")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     from tests.server.pg_helpers import pg_bindir, running_postgres
@@ -225,8 +227,11 @@ def main() -> None:
     setups = args.setups.split(",")
     rows = []
     with running_postgres(pg_bindir(), max_connections=500) as pg:
+        skip = set(filter(None, args.skip.split(",")))
         for n in sizes:
             for setup in setups:
+                if f"{n}:{setup}" in skip:
+                    continue
                 row = one_round(n, setup, args, pg)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -235,7 +240,8 @@ def main() -> None:
     print(body)
     if not args.no_write:
         write_section(name="fleet", title="Coordinating server at fleet scale (SQLite vs PostgreSQL replicas)",
-                      command=f"python -m benchmarks.bench_fleet --devices {args.devices} --setups {args.setups}",
+                      command=f"python -m benchmarks.bench_fleet --devices {args.devices} --setups {args.setups}"
+                              + (f" --skip {args.skip}" if args.skip else ""),
                       body=body)
 
 

@@ -18,7 +18,7 @@ __all__ = ["OPTIONAL", "COMMAND_NEEDS", "check_command", "as_missing_dependency"
 
 #: Import names of the optional dependencies, and the extra that installs each.
 OPTIONAL: dict[str, str] = {
-    "onnx": "train", "tqdm": "train", "scipy": "eval", "implicit": "peers",
+    "onnx": "train", "tqdm": "train", "threadpoolctl": "train", "scipy": "eval", "implicit": "peers",
     "dp_accounting": "privacy", "starlette": "server", "uvicorn": "server",
     "prometheus_client": "server", "matplotlib": "all", "psycopg": "postgres",
     "psycopg_pool": "postgres",

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from ._exceptions import EdgeRecError, MissingDependencyError
 from ._extras import as_missing_dependency, check_command
+from .federated.strategies import STRATEGIES
 from ._version import installed_version
 from .events import EventType
 
@@ -36,6 +37,21 @@ def _progress(enabled: bool):
         return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr)
 
     return bar
+
+
+_THREADS_HELP = ("BLAS threads for the numeric work (default: 1, the fastest on a quiet 2-core "
+                 "machine and by far on a busy one; BENCHMARKS.md)")
+
+
+def _threads(text: str) -> int:
+    """``--threads``: a number of BLAS threads, 1 to 256."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"expected a number of threads from 1 to 256, got {text!r}")
+    return value
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -60,7 +76,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .workflows import DEFAULT_TRAINING, load_data, train_bundle
 
     dataset = load_data(_spec(args))
-    training = TrainConfig(**{**DEFAULT_TRAINING, "seed": args.seed,
+    training = TrainConfig(**{**DEFAULT_TRAINING, "seed": args.seed, "threads": args.threads,
                               **({"epochs": args.epochs} if args.epochs is not None else {})})
     model = ModelConfig(dim=args.dim, history=args.history)
     bar = _progress(not args.quiet)
@@ -78,19 +94,50 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         print(f"{r['method']:<16}{r['hr@10']:>9.4f}{r['ndcg@10']:>10.4f}{r['val_ndcg']:>10.4f}  {r['hparams']}")
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from .workflows import compare, load_data, peer_notes, result_rows
+def _say(line: str) -> None:
+    """A line on stderr (stdout stays the result), above any progress bars."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        print(line, file=sys.stderr, flush=True)
+    else:
+        tqdm.write(line, file=sys.stderr)
 
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import EvalPlan, FitRecord
+    from .evaluation.protocol import DEFAULT_SEEDS
+    from .workflows import QUICK_SEEDS, compare, eval_methods, load_data, peer_notes, result_rows
+
+    start = time.perf_counter()
     dataset = load_data(_spec(args))
     for note in peer_notes():
-        print(f"note: peer not run: {note}", file=sys.stderr)
-    result = compare(dataset, seeds=tuple(range(args.seeds)), progress=_progress(not args.quiet))
+        _say(f"note: peer not run: {note}")
+    seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else len(DEFAULT_SEEDS))
+    bar = _progress(not args.quiet)
+    methods = eval_methods(quick=args.quick, threads=args.threads, progress=bar)
+    plan = EvalPlan.of(methods, seeds)
+    _say(f"LOO-full on {dataset.name}: {len(dataset)} interactions, {dataset.n_items} items"
+         f"{' (--quick)' if args.quick else ''}; BLAS threads: {args.threads}")
+    for line in plan.describe():
+        _say(line)
+    estimated: set[str] = set()
+
+    def on_fit(record: FitRecord) -> None:  # the first fit of each method gives its estimate
+        line = None if record.method in estimated else plan.estimate_line(record)
+        estimated.add(record.method)
+        if line:
+            _say(line)
+
+    result = compare(dataset, seeds=tuple(range(seeds)), progress=bar, threads=args.threads,
+                     methods=methods, on_fit=on_fit)
+    _say(f"done in {(time.perf_counter() - start) / 60:.1f} min")
     rows = result_rows(result)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         print(f"LOO-full on {dataset.name}: {len(result.eval_users)} users, {dataset.n_items} items, "
-              f"mean of {len(result.seeds)} seeds")
+              f"mean of {len(result.seeds)} seed{'s' if len(result.seeds) != 1 else ''}")
         _print_table(rows)
     return 0
 
@@ -250,12 +297,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--history", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_train)
 
-    p = sub.add_parser("eval", help="LOO-full: edgerec (float, int8) against the peers")
+    p = sub.add_parser("eval", help="LOO-full: edgerec (float, int8) against the peers",
+                       description="LOO-full (DESIGN.md): every method is tuned on each user's "
+                       "validation item with the first seed, refit on everything but the test "
+                       "item once per seed, and scored on the test item. Says first what it will "
+                       "run, then an estimate of each method's time after its first fit.")
     _add_data_args(p)
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds to average (default: 5)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="number of seeds to average (default: 5; 1 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="a quick look instead of the full protocol: 1 seed (unless --seeds), "
+                        "edgerec validates 8 and 16 epochs of one training run (not 3 candidates), "
+                        "item-knn, als and bpr 2 candidates each (not 12, 12 and 8); about 4x "
+                        "faster, same choices as the full grids on MovieLens-100K")
+    p.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON list of {method, hr@10, ndcg@10}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_eval)
@@ -307,7 +366,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of users who train the first model centrally, with consent (default: 0, a random first model)")
     p.add_argument("--frozen", default=None,
                    help="weights devices hold fixed and do not federate, comma-separated ('tables': the four item tables)")
-    p.add_argument("--strategy", choices=["fedavg", "fedadam"], default="fedadam")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="fedadam")
     p.add_argument("--server-lr", type=float, default=None)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._exceptions import ConfigError
+from ._threads import blas_threads, check_threads
 from .data._types import Sequences
 from .model.config import ModelConfig
 from .model.examples import next_item_examples
@@ -47,6 +48,10 @@ class FineTuneConfig:
     # them out of the vector it noises (fewer dimensions, less noise per weight that counts).
     frozen: frozenset[str] = frozenset()
     seed: int = 0
+    # BLAS threads while fine-tuning (None: as the process has them). A device or kiosk
+    # fine-tunes while its app runs: one thread leaves the other cores to the app, and BLAS's
+    # spinning threads would slow both down (BENCHMARKS.md, "BLAS threads").
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.adapter_epochs) < 0 or self.max_examples < 1 or self.batch_size < 1:
@@ -57,6 +62,7 @@ class FineTuneConfig:
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if not isinstance(self.frozen, frozenset) or "adapter" in self.frozen:
             raise ConfigError("frozen must be a frozenset of shared parameter names")
+        check_threads(self.threads, "FineTuneConfig.threads")
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,8 +97,15 @@ def fine_tune(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelCon
               adapter: np.ndarray | None = None) -> LocalUpdate:
     """Fine-tune a copy of ``base`` on ``seqs`` (this device's users' sequences, oldest first).
 
-    ``adapter`` continues from a previous personal adapter (zeros when None).
+    ``adapter`` continues from a previous personal adapter (zeros when None). BLAS uses at most
+    ``fcfg.threads`` threads meanwhile.
     """
+    with blas_threads(fcfg.threads):
+        return _fine_tune(base, features, seqs, cfg, fcfg, adapter)
+
+
+def _fine_tune(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelConfig,
+               fcfg: FineTuneConfig, adapter: np.ndarray | None) -> LocalUpdate:
     shared = param_names(cfg)
     params: Params = {n: base[n].copy() for n in shared}
     params["adapter"] = (np.zeros(cfg.dim, np.float32) if adapter is None

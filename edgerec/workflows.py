@@ -15,7 +15,9 @@ from ._exceptions import DatasetError
 from .bundle import Manifest, write_bundle
 from .data import Dataset, load_csv, load_movielens, synthetic
 from .evaluation import (
+    FitRecord,
     LOOSplit,
+    Method,
     ProtocolResult,
     available_peers,
     hr_at,
@@ -25,17 +27,21 @@ from .evaluation import (
     rank_users,
     run_protocol,
 )
-from .evaluation.ours import DEFAULT_GRID, FloatModel, edgerec_methods
+from .evaluation.ours import DEFAULT_GRID, QUICK_GRID, FloatModel, edgerec_methods
+from .evaluation.progress import Progress, resolve_progress
 from .federated.simulation import SimulationConfig, SimulationResult, simulate
 from .model.params import Params, init_params
 from .model.config import ModelConfig, TrainConfig
 from .training import fit_params
 
-__all__ = ["DataSpec", "load_data", "train_bundle", "compare", "result_rows", "DEFAULT_TRAINING",
+__all__ = ["DataSpec", "load_data", "train_bundle", "eval_methods", "compare", "result_rows",
+           "DEFAULT_TRAINING", "QUICK_SEEDS",
            "loo_evaluator", "federated_run", "PrivateStudy", "federated_study"]
 
 # What `edgerec train` uses unless told otherwise: the validation-chosen MovieLens setting.
 DEFAULT_TRAINING: dict[str, Any] = {"epochs": 16, "l2": 1e-4}
+# `edgerec eval --quick`: one seed (with QUICK_GRID and the peers' QUICK_GRIDS).
+QUICK_SEEDS = 1
 
 
 @dataclass(frozen=True)
@@ -82,13 +88,35 @@ def train_bundle(dataset: Dataset, out: str | Path, *, model: ModelConfig | None
                         hyperparameters=hyper, sign=sign)
 
 
-def compare(dataset: Dataset, *, seeds: Sequence[int] = (0, 1, 2, 3, 4), peers: bool = True,
-            grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, progress: Any = None) -> ProtocolResult:
-    """LOO-full: edgerec (float and int8) and every installed peer, same split, same process."""
-    methods = edgerec_methods(grid)
+def eval_methods(*, quick: bool = False, peers: bool = True,
+                 grid: tuple[dict[str, Any], ...] | None = None, threads: int | None = 1,
+                 progress: bool | Progress | None = None) -> list[Method]:
+    """edgerec (float and int8) and, with ``peers``, every installed peer.
+
+    ``quick`` gives every method its small grid: edgerec validates 8 and 16 epochs of one run
+    (``QUICK_GRID``), the peers two candidates each (``peers.QUICK_GRIDS``). ``grid`` overrides
+    edgerec's. ``threads``: BLAS threads of the training runs. ``progress`` shows their epochs.
+    """
+    chosen = grid if grid is not None else (QUICK_GRID if quick else DEFAULT_GRID)
+    methods = edgerec_methods(chosen, threads=threads, progress=resolve_progress(progress))
     if peers:
-        methods += available_peers()
-    return run_protocol(dataset, methods, seeds=seeds, progress=progress)
+        methods += available_peers(quick=quick)
+    return methods
+
+
+def compare(dataset: Dataset, *, seeds: Sequence[int] = (0, 1, 2, 3, 4), peers: bool = True,
+            grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, progress: Any = None,
+            threads: int | None = 1, methods: Sequence[Method] | None = None,
+            on_fit: Callable[[FitRecord], None] | None = None) -> ProtocolResult:
+    """LOO-full: edgerec (float and int8) and every installed peer, same split, same process.
+
+    ``methods`` (e.g. from ``eval_methods(quick=True)``) replaces the default set; BLAS uses at
+    most ``threads`` threads; ``on_fit`` hears of each fit as it ends (``run_protocol``).
+    """
+    if methods is None:
+        methods = eval_methods(peers=peers, grid=grid, threads=threads, progress=progress)
+    return run_protocol(dataset, methods, seeds=seeds, progress=progress, threads=threads,
+                        on_fit=on_fit)
 
 
 def result_rows(result: ProtocolResult) -> list[dict[str, Any]]:

@@ -4,14 +4,18 @@ from ._method import FittedModel, Method
 from .bootstrap import paired_bootstrap
 from .metrics import hr_at, ndcg_at, rank_of_target
 from .peers import als, available_peers, bpr, item_knn, missing_peers, most_popular
+from .plan import EvalPlan, MethodPlan
 from .protocol import rank_users, run_protocol
-from .results import MethodResult, ProtocolResult
+from .results import FitRecord, MethodResult, ProtocolResult
 from .split import LOOSplit, loo_split
 
 __all__ = [
+    "EvalPlan",
+    "FitRecord",
     "FittedModel",
     "LOOSplit",
     "Method",
+    "MethodPlan",
     "MethodResult",
     "ProtocolResult",
     "als",

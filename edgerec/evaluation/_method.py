@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from ..data._types import Sequences
 
-__all__ = ["FittedModel", "Method"]
+__all__ = ["FittedModel", "Method", "one_per_fit"]
+
+
+def one_per_fit(configs: Sequence[dict[str, Any]]) -> float:
+    """The default cost of fitting ``configs``: one unit per fit."""
+    return float(len(configs))
 
 
 class FittedModel(Protocol):
@@ -36,3 +41,7 @@ class Method:
     grid: tuple[dict[str, Any], ...] = field(default=({},))
     # Deterministic methods give the same result for every seed; the protocol fits them once.
     seeded: bool = True
+    # How much work fitting these configs one after another is (one seed, one training set), in
+    # ``cost_unit``s: lets a run estimate its duration from its first fit (``EvalPlan``).
+    cost: Callable[[Sequence[dict[str, Any]]], float] = one_per_fit
+    cost_unit: str = "fits"

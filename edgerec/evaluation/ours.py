@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -18,10 +18,11 @@ from ..model.config import ModelConfig, TrainConfig
 from ..model.examples import latest_histories
 from ..model.network import user_vectors
 from ..model.params import Params, item_tables
-from ..training import fit_params
+from ..training import TrainingRun
 from ._method import Method
+from .progress import Progress, no_progress
 
-__all__ = ["DEFAULT_GRID", "FloatModel", "edgerec_methods"]
+__all__ = ["DEFAULT_GRID", "QUICK_GRID", "FloatModel", "edgerec_methods", "training_epochs"]
 
 _MODEL_KEYS = {"dim", "history", "hidden"}
 
@@ -32,12 +33,35 @@ DEFAULT_GRID: tuple[dict[str, Any], ...] = (
     {"epochs": 16, "l2": 1e-4},
     {"epochs": 16, "l2": 3e-4},
 )
+# `edgerec eval --quick`: the two candidates that share one training run (validated after 8 and
+# after 16 epochs); MovieLens-100K's validation chooses 16 epochs at L2 1e-4 from either grid.
+QUICK_GRID: tuple[dict[str, Any], ...] = DEFAULT_GRID[:2]
 
 
-def _split_hparams(hparams: dict[str, Any], seed: int) -> tuple[ModelConfig, TrainConfig]:
+def _split_hparams(hparams: dict[str, Any], seed: int,
+                   threads: int | None) -> tuple[ModelConfig, TrainConfig]:
     model = {k: v for k, v in hparams.items() if k in _MODEL_KEYS}
     train = {k: v for k, v in hparams.items() if k not in _MODEL_KEYS}
-    return ModelConfig(**model), TrainConfig(seed=seed, **train)
+    return ModelConfig(**model), TrainConfig(**{"seed": seed, "threads": threads, **train})
+
+
+def _setting(hparams: dict[str, Any]) -> str:
+    """What a training run depends on besides its length: the hyper-parameters but epochs."""
+    return repr(sorted((k, v) for k, v in hparams.items() if k != "epochs"))
+
+
+def _epochs(hparams: dict[str, Any]) -> int:
+    return int(hparams.get("epochs", TrainConfig.epochs))
+
+
+def training_epochs(configs: Sequence[dict[str, Any]]) -> float:
+    """Epochs of training that fitting ``configs`` takes (one seed, one training set): configs
+    that differ only in epochs share one run, as long as the longest of them."""
+    longest: dict[str, int] = {}
+    for hparams in configs:
+        setting = _setting(hparams)
+        longest[setting] = max(longest.get(setting, 0), _epochs(hparams))
+    return float(sum(longest.values()))
 
 
 @dataclass
@@ -64,37 +88,80 @@ class _Int8:
         return self.scorer.score_batch(items, signals)
 
 
-def edgerec_methods(grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, *, int8: bool = True,
-                    progress: Callable[..., Any] | None = None) -> list[Method]:
-    """The float method and, with ``int8``, the int8 method sharing its fits."""
-    # Keyed by the training object's identity; the entry keeps the object alive, so an id can
-    # never be reused for other data while its entry exists.
-    cache: dict[tuple[int, int, str], tuple[Sequences, Params, ModelConfig]] = {}
+class _SharedFits:
+    """One training per (training data, seed, setting) for both methods and every epoch count.
 
-    def fitted(train: Sequences, catalogue: Catalogue, seed: int, hparams: dict[str, Any]):
-        key = (id(train), seed, repr(sorted(hparams.items())))
-        if key not in cache:
-            cfg, tcfg = _split_hparams(hparams, seed)
-            params = fit_params(train, catalogue.features, cfg, tcfg, progress=progress)
-            cache[key] = (train, params, cfg)
-        return cache[key][1:]
+    The int8 method scores the very weights the float method trained. Candidates that differ
+    only in epochs continue one ``TrainingRun`` (the weights after e epochs are those of a run of
+    e epochs), keeping a copy of the weights at each epoch count of the grid on the way. One run
+    is kept open at a time, so memory holds one optimizer state, not one per candidate.
+    """
+
+    def __init__(self, grid: tuple[dict[str, Any], ...], threads: int | None, progress: Progress):
+        self._stops: dict[str, set[int]] = {}
+        for hparams in grid:
+            self._stops.setdefault(_setting(hparams), set()).add(_epochs(hparams))
+        self._threads = threads
+        self._progress = progress
+        # Keyed by the training object's identity; each entry keeps that object alive, so an id
+        # can never be reused for other data while its entry exists.
+        self._weights: dict[tuple[int, int, str, int], tuple[Sequences, Params, ModelConfig]] = {}
+        self._open: tuple[tuple[int, int, str], Sequences, TrainingRun] | None = None
+
+    def get(self, train: Sequences, catalogue: Catalogue, seed: int,
+            hparams: dict[str, Any]) -> tuple[Params, ModelConfig]:
+        cfg, tcfg = _split_hparams(hparams, seed, self._threads)
+        setting = _setting(hparams)
+        key = (id(train), seed, setting, tcfg.epochs)
+        if key not in self._weights:
+            run = self._run_for((id(train), seed, setting), train, catalogue, cfg, tcfg)
+            stops = {e for e in self._stops.get(setting, ()) if run.epochs < e < tcfg.epochs}
+            for stop in [*sorted(stops), tcfg.epochs]:
+                if stop > run.epochs:
+                    run.advance(stop - run.epochs, progress=self._bar(run.epochs, stop))
+                params = {name: value.copy() for name, value in run.params.items()}
+                self._weights[key[:3] + (stop,)] = (train, params, cfg)
+        return self._weights[key][1:]
+
+    def _bar(self, done: int, stop: int) -> Callable[[Iterable[int]], Iterable[int]]:
+        """The epoch bar of a run going on from ``done`` epochs to ``stop``."""
+        def bar(epochs: Iterable[int]) -> Iterable[int]:
+            return self._progress(epochs, total=stop - done, desc=f"training: epochs {done + 1}-{stop}")
+        return bar
+
+    def _run_for(self, run_key: tuple[int, int, str], train: Sequences, catalogue: Catalogue,
+                 cfg: ModelConfig, tcfg: TrainConfig) -> TrainingRun:
+        """The open run when it can reach ``tcfg.epochs``, else a fresh one (then open)."""
+        if self._open is None or self._open[0] != run_key or self._open[2].epochs > tcfg.epochs:
+            self._open = (run_key, train, TrainingRun.fresh(train, catalogue.features, cfg, tcfg))
+        return self._open[2]
+
+
+def edgerec_methods(grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, *, int8: bool = True,
+                    progress: Progress | None = None, threads: int | None = 1) -> list[Method]:
+    """The float method and, with ``int8``, the int8 method sharing its fits.
+
+    Training uses at most ``threads`` BLAS threads (and the int8 scorer as many onnxruntime
+    threads; None: their defaults); ``progress`` (tqdm-like) shows the epochs of each run.
+    """
+    fits = _SharedFits(grid, threads, progress or no_progress)
 
     def fit_float(train: Sequences, catalogue: Catalogue, seed: int, **hparams: Any) -> FloatModel:
-        params, cfg = fitted(train, catalogue, seed, hparams)
+        params, cfg = fits.get(train, catalogue, seed, hparams)
         return FloatModel(params, cfg, catalogue.features)
 
     def fit_int8(train: Sequences, catalogue: Catalogue, seed: int, **hparams: Any) -> _Int8:
         from ..model.export import export_onnx, quantize_int8
         from ..scoring import Scorer
 
-        params, cfg = fitted(train, catalogue, seed, hparams)
+        params, cfg = fits.get(train, catalogue, seed, hparams)
         with tempfile.TemporaryDirectory() as tmp:
             float_path = export_onnx(params, catalogue.features, cfg, Path(tmp) / "f.onnx")
             int8_path = quantize_int8(float_path, Path(tmp) / "q.onnx")
-            scorer = Scorer(int8_path, len(catalogue), cfg.history, threads=2)
+            scorer = Scorer(int8_path, len(catalogue), cfg.history, threads=threads or 0)
         return _Int8(scorer, cfg)
 
-    methods = [Method("edgerec", fit_float, grid)]
+    methods = [Method("edgerec", fit_float, grid, cost=training_epochs, cost_unit="epochs")]
     if int8:
-        methods.append(Method("edgerec-int8", fit_int8, grid))
+        methods.append(Method("edgerec-int8", fit_int8, grid))  # its fits: exports of the above
     return methods

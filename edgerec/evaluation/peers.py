@@ -24,6 +24,7 @@ __all__ = [
     "KNN_GRID",
     "ALS_GRID",
     "BPR_GRID",
+    "QUICK_GRIDS",
 ]
 
 
@@ -38,6 +39,17 @@ def _grid(**axes: Sequence[Any]) -> tuple[dict[str, Any], ...]:
 KNN_GRID = _grid(k=(20, 50, 100, 200), shrink=(0.0, 10.0, 50.0))
 ALS_GRID = _grid(factors=(32, 64, 128), regularization=(0.1, 10.0), alpha=(1.0, 10.0))
 BPR_GRID = _grid(factors=(64, 128), learning_rate=(0.005, 0.01), regularization=(0.001, 0.01))
+
+# `edgerec eval --quick`: two candidates each from the full grids, among them what MovieLens-100K's
+# validation chooses from the full grids (k 200, shrink 10; ALS 128 factors, regularization 10,
+# alpha 10, a hair ahead of 32 / 0.1 / 1; BPR 128 factors, lr 0.005, regularization 0.01), so a
+# quick run there picks the same configs as a full one.
+QUICK_GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
+    "item-knn": _grid(k=(50, 200), shrink=(10.0,)),
+    "als": ({"factors": 32, "regularization": 0.1, "alpha": 1.0},
+            {"factors": 128, "regularization": 10.0, "alpha": 10.0}),
+    "bpr": _grid(factors=(64, 128), learning_rate=(0.005,), regularization=(0.01,)),
+}
 
 _INSTALL_HINT = "implicit is not installed (pip install edgerec[peers])"
 
@@ -62,11 +74,13 @@ def bpr(grid: tuple[dict[str, Any], ...] = BPR_GRID, *, iterations: int = 100, n
     return Method("bpr", partial(fit_bpr, iterations=iterations, num_threads=num_threads), grid)
 
 
-def available_peers() -> list[Method]:
-    """The peers whose libraries are installed, with their default grids."""
-    peers = [most_popular(), item_knn()]
+def available_peers(*, quick: bool = False) -> list[Method]:
+    """The peers whose libraries are installed, with their default grids (``quick``: the two
+    candidates each of ``QUICK_GRIDS``)."""
+    peers = [most_popular(), item_knn(QUICK_GRIDS["item-knn"] if quick else KNN_GRID)]
     if implicit_installed():
-        peers += [als(), bpr()]
+        peers += [als(QUICK_GRIDS["als"] if quick else ALS_GRID),
+                  bpr(QUICK_GRIDS["bpr"] if quick else BPR_GRID)]
     return peers
 
 

@@ -1,29 +1,30 @@
 """The LOO-full protocol of DESIGN.md: tune on the validation item, refit, test over seeds (pure).
 
 Time is read through an injected ``clock`` (``time.perf_counter`` by default) so the module does
-no I/O of its own; progress bars are optional and come from the caller or from tqdm if installed.
+no I/O of its own; progress bars are optional and come from the caller or from tqdm if installed
+(``progress.py``). The run holds BLAS to ``threads`` threads (``edgerec._threads``).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .._exceptions import ConfigError
+from .._threads import blas_threads
 from ..data._types import Catalogue, Dataset, Sequences
 from ._method import FittedModel, Method
 from .metrics import hr_at, ndcg_at, rank_of_target
-from .results import MethodResult, ProtocolResult
+from .progress import Progress, no_progress, resolve_progress
+from .results import FitRecord, MethodResult, ProtocolResult
 from .split import LOOSplit, loo_split
 
 __all__ = ["run_protocol", "rank_users", "DEFAULT_SEEDS", "CHUNK"]
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 CHUNK = 1024  # users scored at once: bounds the score matrix at CHUNK * n_items floats
-
-Progress = Callable[..., Iterable[Any]]
 
 
 def run_protocol(
@@ -36,6 +37,8 @@ def run_protocol(
     progress: bool | Progress | None = None,
     chunk: int = CHUNK,
     clock: Callable[[], float] = time.perf_counter,
+    threads: int | None = 1,
+    on_fit: Callable[[FitRecord], None] | None = None,
 ) -> ProtocolResult:
     """Evaluate ``methods`` under LOO-full and return a ``ProtocolResult``.
 
@@ -47,7 +50,10 @@ def run_protocol(
 
     ``data`` is a ``Dataset`` or an ``LOOSplit``; with a split, pass the ``catalogue`` too.
     ``progress`` is a tqdm-like factory ``progress(iterable, total=, desc=)``, or True to use tqdm
-    when it is installed (silently none when it is not).
+    when it is installed (silently none when it is not): one bar per method stage, and one per
+    scoring pass over the user batches. ``on_fit`` is called after each fit and its scoring
+    (``FitRecord``, also kept in ``MethodResult.fits``). BLAS uses at most ``threads`` threads
+    (None: as the process has them).
     """
     split, catalogue = _resolve(data, catalogue)
     seeds = tuple(int(s) for s in seeds)
@@ -60,8 +66,10 @@ def run_protocol(
         raise ConfigError(f"method names must be unique, got {names}")
     if any(not m.grid for m in methods):
         raise ConfigError("every method needs at least one config in its grid (use ({},) for none)")
-    bar = _progress_factory(progress)
-    results = tuple(_run_method(m, split, catalogue, seeds, k, chunk, bar, clock) for m in methods)
+    bar = resolve_progress(progress)
+    run = _Run(split, catalogue, seeds, k, chunk, bar, clock, on_fit or _ignore)
+    with blas_threads(threads):
+        results = tuple(run.method(m) for m in methods)
     return ProtocolResult(results, split.eval_users.copy(), k, seeds)
 
 
@@ -73,10 +81,16 @@ def rank_users(
     n_items: int,
     *,
     chunk: int = CHUNK,
+    progress: Progress = no_progress,
+    desc: str = "scoring",
 ) -> np.ndarray:
-    """0-based rank of each user's target under ``model``, excluding the user's history items."""
+    """0-based rank of each user's target under ``model``, excluding the user's history items.
+
+    Users are scored ``chunk`` at a time; ``progress`` shows the batches.
+    """
     ranks = np.empty(len(users), dtype=np.int64)
-    for start in range(0, len(users), chunk):
+    starts = range(0, len(users), chunk)
+    for start in progress(starts, total=len(starts), desc=desc):
         batch = users[start : start + chunk]
         scores = np.asarray(model.score(batch, histories))
         if scores.shape != (len(batch), n_items):
@@ -94,63 +108,62 @@ def _resolve(data: Dataset | LOOSplit, catalogue: Catalogue | None) -> tuple[LOO
     return data, catalogue
 
 
-def _progress_factory(progress: bool | Progress | None) -> Progress:
-    if progress is None or progress is False:
-        return _no_progress
-    if progress is True:
-        try:
-            from tqdm.auto import tqdm  # optional dependency, only when asked for
-        except ImportError:
-            return _no_progress
-        return tqdm
-    if not callable(progress):
-        raise ConfigError(f"progress must be None, a bool or a tqdm-like callable, got {progress!r}")
-    return progress
+def _ignore(record: FitRecord) -> None:
+    return None
 
 
-def _no_progress(iterable: Iterable[Any], **_: Any) -> Iterable[Any]:
-    return iterable
+class _Run:
+    """One protocol run: the split and settings every method is evaluated with."""
 
+    def __init__(self, split: LOOSplit, catalogue: Catalogue, seeds: tuple[int, ...], k: int,
+                 chunk: int, bar: Progress, clock: Callable[[], float],
+                 on_fit: Callable[[FitRecord], None]) -> None:
+        self.split, self.catalogue, self.seeds, self.k = split, catalogue, seeds, k
+        self.chunk, self.bar, self.clock, self.on_fit = chunk, bar, clock, on_fit
 
-def _run_method(
-    method: Method,
-    split: LOOSplit,
-    catalogue: Catalogue,
-    seeds: tuple[int, ...],
-    k: int,
-    chunk: int,
-    bar: Progress,
-    clock: Callable[[], float],
-) -> MethodResult:
-    started = clock()
-    users = split.eval_users
-    val_grid = []
-    for hparams in bar(method.grid, total=len(method.grid), desc=f"{method.name}: tune"):
-        model = method.fit(split.train, catalogue, seeds[0], **hparams)
-        ranks = rank_users(model, split.train, users, split.val_item[users], len(catalogue), chunk=chunk)
-        val_grid.append((dict(hparams), float(ndcg_at(ranks, k).mean())))
-    best = int(np.argmax([score for _, score in val_grid]))  # first best on ties
-    chosen = val_grid[best][0]
-    final_seeds = seeds if method.seeded else seeds[:1]
-    hrs, ndcgs, fit_times = [], [], []
-    for seed in bar(final_seeds, total=len(final_seeds), desc=f"{method.name}: test"):
-        fit_start = clock()
-        model = method.fit(split.train_val, catalogue, seed, **chosen)
-        fit_times.append(clock() - fit_start)
-        ranks = rank_users(model, split.train_val, users, split.test_item[users], len(catalogue), chunk=chunk)
-        hrs.append(hr_at(ranks, k))
-        ndcgs.append(ndcg_at(ranks, k))
-    return MethodResult(
-        name=method.name,
-        hparams=chosen,
-        val_ndcg=val_grid[best][1],
-        val_grid=tuple(val_grid),
-        hr=float(np.mean(hrs)),
-        ndcg=float(np.mean(ndcgs)),
-        hr_per_seed=tuple(float(h.mean()) for h in hrs),
-        ndcg_per_seed=tuple(float(n.mean()) for n in ndcgs),
-        user_hr=np.mean(hrs, axis=0),
-        user_ndcg=np.mean(ndcgs, axis=0),
-        fit_seconds=float(np.mean(fit_times)),
-        total_seconds=clock() - started,
-    )
+    def _fit_and_rank(self, method: Method, stage: str, hparams: dict[str, Any], seed: int,
+                      fits: list[FitRecord]) -> np.ndarray:
+        """Fit on ``train`` (tune) or ``train_val`` (test) and rank the held-out item."""
+        train = self.split.train if stage == "tune" else self.split.train_val
+        targets = self.split.val_item if stage == "tune" else self.split.test_item
+        users = self.split.eval_users
+        start = self.clock()
+        model = method.fit(train, self.catalogue, seed, **hparams)
+        fitted = self.clock()
+        ranks = rank_users(model, train, users, targets[users], len(self.catalogue),
+                           chunk=self.chunk, progress=self.bar, desc=f"{method.name}: scoring")
+        record = FitRecord(method.name, stage, dict(hparams), seed, fitted - start, self.clock() - fitted)
+        fits.append(record)
+        self.on_fit(record)
+        return ranks
+
+    def method(self, method: Method) -> MethodResult:
+        started, k, bar = self.clock(), self.k, self.bar
+        fits: list[FitRecord] = []
+        val_grid = []
+        for hparams in bar(method.grid, total=len(method.grid), desc=f"{method.name}: tune"):
+            ranks = self._fit_and_rank(method, "tune", hparams, self.seeds[0], fits)
+            val_grid.append((dict(hparams), float(ndcg_at(ranks, k).mean())))
+        best = int(np.argmax([score for _, score in val_grid]))  # first best on ties
+        chosen = val_grid[best][0]
+        final_seeds = self.seeds if method.seeded else self.seeds[:1]
+        hrs, ndcgs = [], []
+        for seed in bar(final_seeds, total=len(final_seeds), desc=f"{method.name}: test"):
+            ranks = self._fit_and_rank(method, "test", chosen, seed, fits)
+            hrs.append(hr_at(ranks, k))
+            ndcgs.append(ndcg_at(ranks, k))
+        return MethodResult(
+            name=method.name,
+            hparams=chosen,
+            val_ndcg=val_grid[best][1],
+            val_grid=tuple(val_grid),
+            hr=float(np.mean(hrs)),
+            ndcg=float(np.mean(ndcgs)),
+            hr_per_seed=tuple(float(h.mean()) for h in hrs),
+            ndcg_per_seed=tuple(float(n.mean()) for n in ndcgs),
+            user_hr=np.mean(hrs, axis=0),
+            user_ndcg=np.mean(ndcgs, axis=0),
+            fit_seconds=float(np.mean([f.fit_seconds for f in fits if f.stage == "test"])),
+            total_seconds=self.clock() - started,
+            fits=tuple(fits),
+        )

@@ -10,7 +10,23 @@ import numpy as np
 from .._exceptions import ConfigError
 from .bootstrap import paired_bootstrap
 
-__all__ = ["MethodResult", "ProtocolResult"]
+__all__ = ["FitRecord", "MethodResult", "ProtocolResult"]
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """One fit of a method and its scoring, as the protocol ran it (in order).
+
+    ``stage`` is "tune" (fitted on ``train``, scored on the validation item) or "test" (fitted
+    on ``train_val``, scored on the test item). Seconds are wall time from the protocol's clock.
+    """
+
+    method: str
+    stage: str
+    hparams: dict[str, Any]
+    seed: int
+    fit_seconds: float
+    score_seconds: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,7 +38,8 @@ class MethodResult:
     users and seeds; ``*_per_seed`` give one value per final fit (a single one for unseeded
     methods). ``user_hr``/``user_ndcg`` are per evaluated user, averaged over seeds, aligned with
     ``ProtocolResult.eval_users`` (for the paired bootstrap). ``fit_seconds`` is the mean wall time
-    of one final fit; ``total_seconds`` covers tuning, refits and scoring.
+    of one final fit; ``total_seconds`` covers tuning, refits and scoring; ``fits`` times each fit
+    and its scoring.
     """
 
     name: str
@@ -37,6 +54,7 @@ class MethodResult:
     user_ndcg: np.ndarray
     fit_seconds: float
     total_seconds: float
+    fits: tuple[FitRecord, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

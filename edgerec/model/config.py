@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from .._exceptions import ConfigError
+from .._threads import check_threads
 
 __all__ = ["ModelConfig", "TrainConfig"]
 
@@ -52,12 +53,19 @@ class TrainConfig:
     l2: float = 1e-5  # on embedding tables, per example
     history_dropout: float = 0.1  # drop history entries at random while training
     seed: int = 0
+    # BLAS threads while training (None: as the process has them). One is within ~15% of BLAS's
+    # default on a quiet 2-core machine and several times faster on a busy one (BENCHMARKS.md,
+    # "BLAS threads"): the products are too small to share out, and waiting threads spin. The
+    # weights depend on the number (float rounding), so one thread everywhere also makes them
+    # independent of the machine's core count.
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1:
             raise ConfigError("epochs must be >= 0 and batch_size >= 1")
         if not (self.lr > 0 and self.l2 >= 0 and 0 <= self.history_dropout < 1):
             raise ConfigError("need lr > 0, l2 >= 0 and 0 <= history_dropout < 1")
+        check_threads(self.threads, "TrainConfig.threads")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

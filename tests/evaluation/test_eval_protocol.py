@@ -118,8 +118,9 @@ def test_progress_factory_is_used_and_tqdm_is_optional(monkeypatch: pytest.Monke
         seen.append((desc, total))
         return iterable
 
-    run_protocol(DATA, [item_knn(({"k": 5, "shrink": 0.0},) * 2)], seeds=(0, 1), progress=bar)
-    assert seen == [("item-knn: tune", 2), ("item-knn: test", 1)]
+    run_protocol(DATA, [item_knn(({"k": 5, "shrink": 0.0},) * 2)], seeds=(0, 1), progress=bar, chunk=25)
+    scoring = [("item-knn: scoring", 3)]  # inside each fit: 60 users in batches of 25
+    assert seen == [("item-knn: tune", 2), *scoring, *scoring, ("item-knn: test", 1), *scoring]
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
     assert run_protocol(DATA, [most_popular()], progress=True)["most-popular"].hr > 0
 

@@ -1,0 +1,94 @@
+"""What an evaluation run says and shares: its plan and estimates, the record of each fit, the
+training runs edgerec's candidates share, and the quick grids."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgerec.data import synthetic
+from edgerec.evaluation import EvalPlan, FitRecord, Method, loo_split, most_popular, run_protocol
+from edgerec.evaluation.ours import DEFAULT_GRID, QUICK_GRID, edgerec_methods, training_epochs
+from edgerec.evaluation.peers import ALS_GRID, BPR_GRID, KNN_GRID, QUICK_GRIDS, available_peers
+from edgerec.model.config import ModelConfig, TrainConfig
+from edgerec.training import TrainingRun, fit_params
+from edgerec.workflows import eval_methods
+
+DATA = synthetic(n_users=50, n_items=40, n_genres=4, mean_length=8, seed=5)
+GRID = ({"epochs": 2, "l2": 1e-4, "dim": 8}, {"epochs": 3, "l2": 1e-4, "dim": 8},
+        {"epochs": 1, "l2": 1e-4, "dim": 8}, {"epochs": 2, "l2": 3e-4, "dim": 8})
+
+
+def test_a_continued_run_is_the_run_of_all_its_epochs():
+    seqs, features = DATA.sequences(), DATA.catalogue.features
+    whole = fit_params(seqs, features, ModelConfig(dim=8), TrainConfig(epochs=3, seed=2))
+    run = TrainingRun.fresh(seqs, features, ModelConfig(dim=8), TrainConfig(epochs=3, seed=2))
+    run.advance(1)
+    run.advance(2)
+    assert run.epochs == 3 and len(run.losses) == 3
+    assert all(np.array_equal(whole[name], run.params[name]) for name in whole)
+
+
+def test_candidates_sharing_a_run_get_the_weights_of_their_own_fresh_fit():
+    split = loo_split(DATA.sequences())
+    float_method, int8_method = edgerec_methods(GRID)
+    fitted = {}
+    for hparams in GRID:  # in grid order: 1 epoch comes after 3 and is a kept copy, not a rerun
+        fitted[repr(hparams)] = model = float_method.fit(split.train, DATA.catalogue, 0, **hparams)
+        cfg = TrainConfig(epochs=hparams["epochs"], l2=hparams["l2"], seed=0)
+        fresh = fit_params(split.train, DATA.catalogue.features, ModelConfig(dim=8), cfg)
+        assert all(np.array_equal(fresh[name], model.params[name]) for name in fresh), hparams
+    # Asked again (the int8 method does), a fit is the kept one: the very same weights.
+    assert float_method.fit(split.train, DATA.catalogue, 0, **GRID[1]).params is fitted[repr(GRID[1])].params
+    scores = int8_method.fit(split.train, DATA.catalogue, 0, **GRID[0]).score(split.eval_users[:3], split.train)
+    assert scores.shape == (3, DATA.n_items)
+
+
+def test_training_epochs_count_shared_runs_once():
+    assert training_epochs(GRID) == 3 + 2
+    assert training_epochs(DEFAULT_GRID) == 16 + 16
+    assert training_epochs(QUICK_GRID) == 16
+    assert training_epochs([{"l2": 1e-4}]) == TrainConfig().epochs
+
+
+def test_every_fit_is_recorded_and_reported_in_order():
+    heard: list[FitRecord] = []
+    ticks = iter(range(1000))
+    result = run_protocol(DATA, [most_popular(), Method("pop2", most_popular().fit, ({}, {}))],
+                          seeds=(0, 1), on_fit=heard.append, clock=lambda: float(next(ticks)))
+    assert [(r.method, r.stage, r.seed) for r in heard] == [
+        ("most-popular", "tune", 0), ("most-popular", "test", 0),
+        ("pop2", "tune", 0), ("pop2", "tune", 0), ("pop2", "test", 0), ("pop2", "test", 1)]
+    assert result["pop2"].fits == tuple(heard[2:])
+    assert all(r.fit_seconds == 1.0 and r.score_seconds == 1.0 for r in heard)  # one tick each
+    assert result["pop2"].fit_seconds == 1.0
+
+
+def test_the_plan_says_what_runs_and_estimates_from_the_first_fit():
+    methods = [*edgerec_methods(DEFAULT_GRID), most_popular()]
+    plan = EvalPlan.of(methods, seeds=5)
+    lines = plan.describe()
+    assert lines[0].startswith("5 seeds, 3 methods, 18 fits in all")  # (3 + 5) * 2 + 1 + 1
+    assert lines[1] == "  edgerec: 3 candidates, then 5 final fits (32 + 40-80 epochs)"
+    assert lines[3] == "  most-popular: 1 candidate, then 1 final fit"
+    # 8 epochs in 16 s: 2 s an epoch; 72 to 112 epochs, plus 8 scorings of 0.5 s
+    first = FitRecord("edgerec", "tune", dict(DEFAULT_GRID[0]), 0, 16.0, 0.5)
+    assert plan.methods[0].estimate(first) == (2 * 72 + 4, 2 * 112 + 4)
+    assert plan.estimate_line(first) == ("edgerec: first fit (8 epochs) took 16.0 s + 0.5 s scoring; "
+                                         "estimate for all of edgerec: 2 min to 4 min")
+    assert plan.estimate_line(FitRecord("other", "tune", {}, 0, 1.0, 0.0)) is None
+
+
+def test_quick_mode_is_a_subset_of_the_full_grids():
+    assert set(map(repr, QUICK_GRID)) <= set(map(repr, DEFAULT_GRID)) and len(QUICK_GRID) == 2
+    for name, full in (("item-knn", KNN_GRID), ("als", ALS_GRID), ("bpr", BPR_GRID)):
+        assert set(map(repr, QUICK_GRIDS[name])) <= set(map(repr, full)) and len(QUICK_GRIDS[name]) == 2
+    quick = {m.name: m.grid for m in eval_methods(quick=True)}
+    assert quick["edgerec"] == QUICK_GRID and quick["item-knn"] == QUICK_GRIDS["item-knn"]
+    assert [m.name for m in available_peers(quick=True)] == [m.name for m in available_peers()]
+
+
+def test_eval_methods_are_edgerec_float_and_int8_then_the_peers():
+    methods = eval_methods(peers=False)
+    assert [m.name for m in methods] == ["edgerec", "edgerec-int8"]
+    assert methods[0].cost_unit == "epochs" and methods[1].cost_unit == "fits"
+    assert [m.name for m in eval_methods()][2:] == [m.name for m in available_peers()]

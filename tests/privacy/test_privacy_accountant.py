@@ -104,11 +104,18 @@ def test_bad_inputs_are_config_errors(args, kwargs):
         epsilon(*args, **kwargs)
 
 
-def test_example_figures():
-    """The figures quoted in the docs (run with -s to see them)."""
+def test_example_figures_move_the_right_way():
+    """The grid of figures the docs quote: more noise costs less, more rounds cost more, and
+    each report says what it was computed for."""
+    grid = {(r, z): privacy_report(POP, PER_ROUND, z, r) for r in (20, 100) for z in (0.5, 1.0, 2.0)}
+    for (rounds, z), report in grid.items():
+        assert (report.rounds, report.z, report.q) == (rounds, z, PER_ROUND / POP)
+        assert 0 < report.epsilon < math.inf
+        assert f"after {rounds} rounds" in str(report)
     for rounds in (20, 100):
-        for z in (0.5, 1.0, 2.0):
-            print(privacy_report(POP, PER_ROUND, z, rounds))
+        assert grid[rounds, 0.5].epsilon > grid[rounds, 1.0].epsilon > grid[rounds, 2.0].epsilon
+    for z in (0.5, 1.0, 2.0):
+        assert grid[100, z].epsilon > grid[20, z].epsilon
 
 
 def test_unreachable_target_is_a_config_error(monkeypatch):

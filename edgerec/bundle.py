@@ -53,7 +53,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._exceptions import BundleError, BundleFormatError, BundleIntegrityError, BundleSignatureError
-from .data._types import Catalogue
+from .types import Catalogue
 from .events import N_SIGNALS
 from .model.config import ModelConfig
 from .model.params import Params, param_names

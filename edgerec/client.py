@@ -19,7 +19,7 @@ import numpy as np
 
 from ._exceptions import ConfigError, UnknownItemWarning
 from .bundle import Bundle, clean_bundle_root, load_bundle
-from .data._types import Sequences
+from .types import Sequences
 from .events import EventRecord, EventType, Interaction, check_id, check_lookup_id, signal_code
 from .finetune import FineTuneConfig, LocalUpdate, fine_tune
 from .privacy.ledger import PrivacyLedger

@@ -16,7 +16,7 @@ import numpy as np
 
 from ._exceptions import ConfigError
 from ._threads import blas_threads, check_threads
-from .data._types import Sequences
+from .types import Sequences
 from .model.config import ModelConfig
 from .model.examples import next_item_examples
 from .model.network import mean_loss

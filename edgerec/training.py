@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ._threads import blas_threads
-from .data._types import Sequences
+from .types import Sequences
 from .events import PAD_SIGNAL
 from .model.config import ModelConfig, TrainConfig
 from .model.examples import next_item_examples

@@ -3,6 +3,6 @@
 from ._csv import load_csv
 from ._movielens import load_movielens
 from ._synthetic import synthetic
-from ._types import Catalogue, Dataset, Sequences
+from ..types import Catalogue, Dataset, Sequences
 
 __all__ = ["Catalogue", "Dataset", "Sequences", "load_csv", "load_movielens", "synthetic"]

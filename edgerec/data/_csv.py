@@ -12,7 +12,7 @@ import numpy as np
 from .._exceptions import DatasetError, InvalidEventError
 from ..events import signal_code, validate_interaction
 from ._build import indices, ordered_ids
-from ._types import Catalogue, Dataset
+from ..types import Catalogue, Dataset
 
 __all__ = ["load_csv"]
 

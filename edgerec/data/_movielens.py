@@ -13,7 +13,7 @@ import numpy as np
 from .._exceptions import DatasetError
 from ..events import signal_code
 from ._build import l2_rows, one_hot, ordered_ids
-from ._types import Catalogue, Dataset
+from ..types import Catalogue, Dataset
 
 __all__ = ["load_movielens", "YEAR_BUCKETS", "AGE_BUCKETS"]
 

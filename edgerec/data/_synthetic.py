@@ -14,7 +14,7 @@ import numpy as np
 from .._exceptions import ConfigError
 from ..events import signal_code
 from ._build import l2_rows, one_hot
-from ._types import Catalogue, Dataset
+from ..types import Catalogue, Dataset
 
 __all__ = ["synthetic", "STAY", "MOVE"]
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..data._types import Catalogue, Sequences
+from ..types import Catalogue, Sequences
 from ._matrix import binary_matrix
 
 __all__ = ["FactorModel", "fit_als", "fit_bpr", "implicit_installed"]

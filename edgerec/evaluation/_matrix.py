@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._extras import require
-from ..data._types import Sequences
+from ..types import Sequences
 
 if TYPE_CHECKING:
     import scipy.sparse as sp

@@ -7,7 +7,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from ..data._types import Sequences
+from ..types import Sequences
 
 __all__ = ["FittedModel", "Method", "one_per_fit"]
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..data._types import Catalogue, Sequences
+from ..types import Catalogue, Sequences
 from ._matrix import binary_matrix, sparse
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..data._types import Catalogue, Sequences
+from ..types import Catalogue, Sequences
 from ..model.config import ModelConfig, TrainConfig
 from ..model.examples import latest_histories
 from ..model.network import user_vectors

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._exceptions import ConfigError
 from .._threads import blas_threads
-from ..data._types import Catalogue, Dataset, Sequences
+from ..types import Catalogue, Dataset, Sequences
 from ._method import FittedModel, Method
 from .metrics import hr_at, ndcg_at, rank_of_target
 from .progress import Progress, no_progress, resolve_progress

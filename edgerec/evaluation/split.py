@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data._types import Sequences
+from ..types import Sequences
 
 __all__ = ["LOOSplit", "loo_split", "MIN_INTERACTIONS"]
 

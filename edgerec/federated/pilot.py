@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._exceptions import ConfigError
-from ..data._types import Sequences
+from ..types import Sequences
 
 __all__ = ["draw_pilot", "only_users"]
 

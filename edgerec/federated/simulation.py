@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .._exceptions import ConfigError
-from ..data._types import Sequences
+from ..types import Sequences
 from ..finetune import FineTuneConfig, fine_tune
 from ..model.config import ModelConfig
 from ..model.params import Params, federated_mask, flatten, param_names, unflatten

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..data._types import Sequences
+from ..types import Sequences
 from ..events import PAD_SIGNAL
 
 __all__ = ["next_item_examples", "latest_histories"]

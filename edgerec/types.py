@@ -1,4 +1,6 @@
-"""In-memory dataset types shared by loaders, training and evaluation (pure, no I/O)."""
+"""The core data types of edgerec: a ``Catalogue`` of items, the users' ``Sequences`` of
+interactions, and a ``Dataset`` of both (pure, no I/O). Loaders (``edgerec.data``), training,
+fine-tuning, evaluation and the simulation all speak them; ``edgerec.data`` re-exports them."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .._exceptions import DatasetError
+from ._exceptions import DatasetError
 
 __all__ = ["Catalogue", "Dataset", "Sequences"]
 

@@ -6,41 +6,19 @@ balancer's health check would). Any replica accepts any message; one replica clo
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping
 
 import numpy as np
 import pytest
 
 from edgerec.model.params import flatten, param_names
 from edgerec.privacy import rounding_bound
-from edgerec.sync import (HttpxTransport, RoundParticipant, ServerApi, SyncTimeouts, TransportError,
-                          install_bundle, new_identity_key)
+from edgerec.sync import (RoundParticipant, ServerApi, SyncTimeouts, install_bundle, new_identity_key)
 
+from benchmarks._fleet_devices import SpreadTransport  # the fleet benchmark's devices spread the same way
 from srv_helpers import ServerProcess, authority_key, cli, free_port
-
-
-class SpreadTransport:
-    """A device's requests spread over several replicas: the next one each time, and on to
-    the one after when a replica does not answer."""
-
-    def __init__(self, urls: list[str]) -> None:
-        self._replicas = [HttpxTransport(url, timeout=30.0) for url in urls]
-        self._turn = itertools.count()
-
-    def request(self, method: str, path: str, *, body: bytes | None = None,
-                headers: Mapping[str, str] | None = None):
-        start, error = next(self._turn), None
-        for k in range(len(self._replicas)):
-            replica = self._replicas[(start + k) % len(self._replicas)]
-            try:
-                return replica.request(method, path, body=body, headers=headers)
-            except TransportError as exc:
-                error = exc
-        raise error  # type: ignore[misc]
 
 
 class Fleet:
@@ -77,7 +55,7 @@ def fleet_dir(tmp_path, bundle_dir, pg_url):
 def _devices(fleet: Fleet, token: str, n: int):
     out = []
     for _ in range(n):
-        transport = SpreadTransport(fleet.urls)
+        transport = SpreadTransport(fleet.urls, connections=4)
         identity = ServerApi(transport).enrol(token, new_identity_key())
         out.append((identity, ServerApi(transport, identity.credential)))
     return out

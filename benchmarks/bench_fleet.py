@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks._report import table, write_section
 from benchmarks._fleet_devices import run_devices
+from edgerec_server.process import ServeSpec, ServerProcess
 
 SETUPS = {"sqlite": (False, 1), "pg1": (True, 1), "pg2": (True, 2)}
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -79,27 +80,10 @@ def _requests(urls: list[str]) -> tuple[float, float]:
     return total, errors
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(data_dir: Path, database: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+def _start(data_dir: Path, database: str) -> ServerProcess:
+    """One replica on a free port, answering /healthz (its log: server-PORT.log beside the data dir)."""
     env = {**os.environ, "EDGEREC_SERVER_LOG_LEVEL": "warning", "EDGEREC_SERVER_DATABASE": database}
-    proc = subprocess.Popen([sys.executable, "-m", "edgerec_server", "serve", "--data-dir",
-                             str(data_dir), "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/healthz").status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
+    return ServerProcess(ServeSpec(data_dir, env=env, ready_timeout=60, stop_grace=30)).start()
 
 
 def _bundle(path: Path) -> Path:
@@ -131,9 +115,11 @@ def one_round(n: int, setup: str, args: argparse.Namespace, pg) -> dict:  # type
     database = pg.create_database() if uses_pg else ""
     data_dir = tmp / "state"
     _cli(data_dir, database, "init", "--bundle", str(_bundle(tmp / "bundle")))
-    servers = [_start(data_dir, database) for _ in range(replicas)]
-    urls = [u for _, u in servers]
+    servers: list[ServerProcess] = []
     try:
+        for _ in range(replicas):  # one by one: a replica that fails to start stops the ones before it
+            servers.append(_start(data_dir, database))
+        urls = [s.url for s in servers]
         token = _cli(data_dir, database, "token", "create", "--uses", str(n))
         authority = bytes.fromhex(_cli(data_dir, database, "authority-key"))
         ctx = multiprocessing.get_context("spawn")
@@ -148,22 +134,21 @@ def one_round(n: int, setup: str, args: argparse.Namespace, pg) -> dict:  # type
         assert sum(p.recv()[1] for p in pipes) == n
         opened = json.loads(_cli(data_dir, database, "round", "open", "--min", "3", "--graph", "harary",
                                  "--noise", "0", "--deadline", str(args.deadline)))
-        cpu0, db0, (req0, _) = [_cpu_s(p.pid) for p, _ in servers], _postgres_cpu_s(), _requests(urls)
+        cpu0, db0, (req0, _) = [_cpu_s(s.pid) for s in servers], _postgres_cpu_s(), _requests(urls)
         t0 = time.time()
         for p in pipes:
             p.send("go")
         reports = [p.recv()[1] for p in pipes]
         wall = max(r["finished"] for r in reports) - t0
-        cpu = sum(_cpu_s(p.pid) for p, _ in servers) - sum(cpu0)
+        cpu = sum(_cpu_s(s.pid) for s in servers) - sum(cpu0)
         db_cpu = _postgres_cpu_s() - db0 if uses_pg else 0.0
         req, errors5xx = _requests(urls)
-        rss = [_rss_mb(p.pid) for p, _ in servers]
+        rss = [_rss_mb(s.pid) for s in servers]
         for proc in procs:
             proc.join(60)
     finally:
-        for proc, _ in servers:
-            proc.terminate()
-            proc.wait(30)
+        for server in servers:
+            server.stop()
     failed = sum(r["failed"] for r in reports)
     return {"devices": n, "setup": setup, "wall_s": wall, "cpu_s": cpu, "db_cpu_s": db_cpu,
             "requests": req - req0, "errors": failed + int(errors5xx), "failed": failed,

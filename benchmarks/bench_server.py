@@ -30,6 +30,7 @@ import httpx
 import numpy as np
 
 from benchmarks._report import table, write_section
+from edgerec_server.process import ServeSpec, ServerProcess
 
 ML100K = Path(os.environ.get("EDGEREC_ML100K", Path(__file__).resolve().parents[2] / "shared/data/ml-100k"))
 STAGES = ("ADVERTISE", "SHARE_KEYS", "MASKED_INPUT", "CONSISTENCY", "UNMASK")
@@ -62,17 +63,10 @@ def _peak_rss_mb(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
-def _start(data_dir: Path, port: int) -> subprocess.Popen:
+def _start(data_dir: Path) -> ServerProcess:
+    """The server on a free port, answering /healthz (its log: server-PORT.log beside the data dir)."""
     env = {**os.environ, "EDGEREC_SERVER_TICK_INTERVAL_S": "0.05", "EDGEREC_SERVER_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "edgerec_server", "serve", "--data-dir", str(data_dir),
-                             "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
+    return ServerProcess(ServeSpec(data_dir, env=env, ready_timeout=60, stop_grace=30)).start()
 
 
 def math_alone(n: int, length: int, fp, seed: int = 0) -> dict:
@@ -113,13 +107,8 @@ def main() -> None:
     write_bundle(tmp / "bundle", params, catalogue, cfg, model_version=1)
     data_dir = tmp / "state"
     _server_cli(data_dir, "init", "--bundle", str(tmp / "bundle"))
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = _start(data_dir, port)
-    url = f"http://127.0.0.1:{port}"
+    server = _start(data_dir)
+    url = server.url
     try:
         token = _server_cli(data_dir, "token", "create", "--uses", str(n))
         transport = HttpxTransport(url, timeout=120.0)
@@ -145,10 +134,9 @@ def main() -> None:
         round_wall = time.perf_counter() - t0
         assert {o.status.state for o in outcomes} == {"done"}, outcomes[0].status
         metrics = httpx.get(url + "/metrics").text
-        rss = _peak_rss_mb(proc.pid)
+        rss = _peak_rss_mb(server.pid)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
     alone = math_alone(n, ann.vector_length, ann.fixed_point())
     rows, server_total, math_total = [], 0.0, 0.0
     for stage in STAGES:

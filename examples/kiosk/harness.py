@@ -46,6 +46,10 @@ def free_port() -> int:
 class KioskServer:
     """``python -m examples.kiosk`` on a free local port, started and stopped as a context."""
 
+    # Not built on edgerec_server.process (the server's start-and-wait helper): .ci/extras runs
+    # this class in a venv with only edgerec[kiosk], where importing edgerec_server fails (its
+    # package imports prometheus-client and the rest of the [server] extra).
+
     def __init__(self, db: Path, bundle: Path, *, extra: Sequence[str] = (), log: Path | None = None,
                  ready_timeout: float = 60.0):
         self.port = free_port()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,14 +21,9 @@ import httpx
 
 from edgerec import ConfigError
 
-__all__ = ["ServerProcess", "free_port", "server_lr"]
+from ..process import HOST, ServeSpec, ServerProcess, ServerStartError
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["DemoServer", "server_lr"]
 
 
 def server_lr(base: float, round_: int, rounds: int) -> float:
@@ -40,19 +34,19 @@ def server_lr(base: float, round_: int, rounds: int) -> float:
 
 
 @dataclass
-class ServerProcess:
-    """``edgerec-server serve`` as a child process, plus its operator commands."""
+class DemoServer:
+    """``edgerec-server serve`` as a child process (``edgerec_server.process``), plus its
+    operator commands and the HTTP reads the demo's report uses."""
 
     data_dir: Path
-    port: int = 0
+    port: int = 0  # 0: a free one, chosen by start()
     tick: float = 0.05
-    proc: subprocess.Popen | None = None
     cli_seconds: float = 0.0
-    _log: Any = field(default=None, repr=False)
+    _server: ServerProcess | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{HOST}:{self.port}"
 
     def command(self, *args: str) -> str:
         """Run one operator command on the data dir; its stdout (ConfigError if it fails)."""
@@ -64,40 +58,22 @@ class ServerProcess:
             raise ConfigError(f"edgerec-server {' '.join(args)}: {done.stderr.strip()[-500:]}")
         return done.stdout.strip()
 
-    def start(self, timeout: float = 60.0) -> ServerProcess:
-        """Start serving on 127.0.0.1 and wait until /healthz answers."""
-        self.port = self.port or free_port()
-        self._log = open(self.data_dir / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgerec_server", "serve", "--data-dir", str(self.data_dir),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self._env(), stdout=self._log, stderr=self._log)
-        give_up = time.monotonic() + timeout
-        while time.monotonic() < give_up:
-            if self.proc.poll() is not None:
-                raise ConfigError(f"edgerec-server exited with {self.proc.returncode}; see "
-                                  f"{self.data_dir / 'server.log'}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise ConfigError("edgerec-server did not become healthy in time")
+    def start(self, timeout: float = 60.0) -> DemoServer:
+        """Start serving on 127.0.0.1 and wait until /healthz answers (its log: server.log in the
+        data dir)."""
+        spec = ServeSpec(self.data_dir, self.port, self._env(), log=self.data_dir / "server.log",
+                         ready_timeout=timeout)
+        try:
+            self._server = ServerProcess(spec).start()
+        except ServerStartError as exc:  # the demo's command prints a ConfigError as one message
+            raise ConfigError(str(exc)) from exc
+        self.port = self._server.port
+        return self
 
     def stop(self) -> None:
         """Terminate the server (kill it if it does not stop within 10 s)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self._server is not None:
+            self._server.stop()
 
     def _env(self) -> dict[str, str]:
         # Bundles are public here so the evaluator can fetch them without being a device

@@ -41,7 +41,7 @@ from edgerec.workflows import DEFAULT_TRAINING, DataSpec, load_data
 
 from . import devices as dev
 from .config import DP_DELTA, EVERY_DEVICE, DemoConfig
-from .operator import ServerProcess, server_lr
+from .operator import DemoServer, server_lr
 from .population import Population, device_events, plan_population
 from .report import evaluator, format_table, write_report
 
@@ -66,7 +66,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgerec-demo-") as tmp:
         work = Path(tmp)
         first, central = _train(cfg, dataset, pop, mcfg, work, timing)
-        server = ServerProcess(work / "server", port=cfg.port)
+        server = DemoServer(work / "server", port=cfg.port)
         server.data_dir.mkdir()
         try:
             rows = _federate(run, dataset, pop, server, first, work, evaluate, timing, progress)
@@ -128,7 +128,7 @@ def _train(cfg: DemoConfig, dataset: Dataset, pop: Population, mcfg: ModelConfig
     return work / "pilot", central
 
 
-def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: ServerProcess, first: Path,
+def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: DemoServer, first: Path,
               work: Path, evaluate: Callable, timing: dict[str, float], progress: bool) -> list[dict]:
     assert cfg.rounds is not None  # DemoConfig fills its presets
     server.command("init", "--bundle", str(first))
@@ -194,7 +194,7 @@ def _setup(pool: Any, dataset: Dataset, pop: Population, work: Path, progress: b
     return index_of
 
 
-def _open(cfg: DemoConfig, r: int, server: ServerProcess) -> dict[str, Any]:
+def _open(cfg: DemoConfig, r: int, server: DemoServer) -> dict[str, Any]:
     """Open round ``r``: the server draws its cohort (Poisson, each device with probability
     per_round / devices, from the OS's CSPRNG). A draw too small or too large for a safe
     threshold opens nothing; drawing again is harmless, since the size never depends on data."""
@@ -208,7 +208,7 @@ def _open(cfg: DemoConfig, r: int, server: ServerProcess) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-def _round(cfg: DemoConfig, r: int, index_of: dict[int, int], pool: Any, server: ServerProcess,
+def _round(cfg: DemoConfig, r: int, index_of: dict[int, int], pool: Any, server: DemoServer,
            key: bytes, work: Path, evaluate: Callable, rng: np.random.Generator,
            timing: dict[str, float]) -> dict:
     assert cfg.server_lr is not None and cfg.rounds is not None  # DemoConfig fills its presets

@@ -34,7 +34,7 @@ from edgerec.sync import (UPLOAD_KINDS, SyncConditions, SyncSession, SyncStatus,
 from examples.kiosk.app import FETCH_HEADER  # noqa: E402
 from examples.kiosk.harness import KioskServer, percentile  # noqa: E402
 
-from srv_helpers import ServerProcess, cli, free_port
+from srv_helpers import ServerProcess, cli, serve
 
 SIMULATED = 3
 FETCH = {FETCH_HEADER: "1"}
@@ -58,7 +58,7 @@ def coordinator(tmp_path: Path, kiosk_bundle: Path) -> Iterator[ServerProcess]:
     cli(data_dir, "init", "--bundle", str(kiosk_bundle))
     env = {**os.environ, "EDGEREC_SERVER_TICK_INTERVAL_S": "0.1",
            "EDGEREC_SERVER_LOG_LEVEL": "warning"}
-    server = ServerProcess(data_dir, free_port(), env).start()
+    server = serve(data_dir, env)
     try:
         yield server
     finally:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from edgerec_server.process import free_port
 
 INSTALL_HINT = ("PostgreSQL's server binaries were not found (Debian: apt-get install postgresql; "
                 ".ci/run installs them)")
@@ -62,12 +63,6 @@ def pg_bindir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _as_owner(root: Path) -> list[str]:
     """The command prefix that runs PostgreSQL as a non-root user (it refuses root)."""
     if os.getuid() != 0:
@@ -82,7 +77,7 @@ def running_postgres(bindir: Path, max_connections: int = 300) -> Iterator[PgSer
     root = Path(tempfile.mkdtemp(prefix="edgerec-pg-"))
     root.chmod(0o755)
     prefix = _as_owner(root)
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "edgerec",
                     "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
     # fsync off: the tests kill server replicas, never the database's machine.

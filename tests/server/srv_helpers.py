@@ -11,20 +11,17 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-import httpx
 import numpy as np
 import pytest
 
 from edgerec.sync import (DeviceIdentity, HttpxTransport, RoundAnnouncement, RoundParticipant, ServerApi,
                           SyncRuntime, SyncTimeouts, new_identity_key)
+from edgerec_server.process import ServeSpec, ServerProcess  # ServerProcess: tests' type hints
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,60 +72,10 @@ def data_dir(tmp_path, bundle_dir) -> Path:
     return d
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class ServerProcess:
-    """A real ``python -m edgerec_server serve`` on 127.0.0.1."""
-
-    data_dir: Path
-    port: int
-    env: dict
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> ServerProcess:
-        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgerec_server", "serve", "--data-dir", str(self.data_dir),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=log, stderr=log, cwd=str(self.data_dir.parent))
-        give_up = time.monotonic() + timeout
-        while time.monotonic() < give_up:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server did not become healthy: " + self.log()[-2000:])
-
-    def log(self) -> str:
-        return (self.data_dir.parent / f"server-{self.port}.log").read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+def serve(data_dir: Path, env: Mapping[str, str], port: int = 0) -> ServerProcess:
+    """A real server on ``data_dir`` (a free port unless ``port``), answering /healthz; its log
+    is ``server-PORT.log`` beside the data dir, which is also its working directory."""
+    return ServerProcess(ServeSpec(data_dir, port, env, cwd=data_dir.parent)).start()
 
 
 @pytest.fixture
@@ -138,7 +85,7 @@ def server_factory(data_dir):
     env = {**os.environ, "EDGEREC_SERVER_TICK_INTERVAL_S": "0.1", "EDGEREC_SERVER_LOG_LEVEL": "warning"}
 
     def start(port: int | None = None, **extra_env: str) -> ServerProcess:
-        server = ServerProcess(data_dir, port or free_port(), {**env, **extra_env}).start()
+        server = serve(data_dir, {**env, **extra_env}, port or 0)
         started.append(server)
         return server
 

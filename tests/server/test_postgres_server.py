@@ -17,7 +17,7 @@ from edgerec.model.params import flatten, param_names
 from edgerec.privacy import rounding_bound
 from edgerec.sync import RoundParticipant, SyncTimeouts, install_bundle
 
-from srv_helpers import ServerProcess, authority_key, cli, enrol_devices, free_port
+from srv_helpers import ServerProcess, authority_key, cli, enrol_devices, serve
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def pg_dir(tmp_path, bundle_dir, pg_url):
 def _serve(data_dir, pg_url, port: int | None = None) -> ServerProcess:
     env = {**os.environ, "EDGEREC_SERVER_TICK_INTERVAL_S": "0.1",
            "EDGEREC_SERVER_LOG_LEVEL": "warning", "EDGEREC_SERVER_DATABASE": pg_url}
-    return ServerProcess(data_dir, port or free_port(), env).start()
+    return serve(data_dir, env, port or 0)
 
 
 def test_a_round_on_postgresql_survives_a_sigkill_and_publishes_the_fedavg(pg_dir, pg_url, tmp_path):
@@ -82,11 +82,11 @@ def test_a_round_on_postgresql_survives_a_sigkill_and_publishes_the_fedavg(pg_di
 
 def test_a_second_server_on_one_sqlite_data_dir_refuses_to_start(server, data_dir):
     with pytest.raises(RuntimeError, match="exited with 2") as refused:
-        ServerProcess(data_dir, free_port(), server.env).start()
+        serve(data_dir, server.spec.env)
     assert f"(pid {server.proc.pid}) is serving" in str(refused.value)
     assert httpx.get(server.url + "/healthz").status_code == 200  # the first serves on
     server.kill()  # a SIGKILLed server leaves no lock behind
-    ServerProcess(data_dir, server.port, server.env).start().stop()
+    serve(data_dir, server.spec.env, server.port).stop()
 
 
 def test_a_postgresql_url_is_required_and_its_driver_named(tmp_path):

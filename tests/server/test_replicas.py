@@ -18,7 +18,7 @@ from edgerec.privacy import rounding_bound
 from edgerec.sync import (RoundParticipant, ServerApi, SyncTimeouts, install_bundle, new_identity_key)
 
 from benchmarks._fleet_devices import SpreadTransport  # the fleet benchmark's devices spread the same way
-from srv_helpers import ServerProcess, authority_key, cli, free_port
+from srv_helpers import authority_key, cli, serve
 
 
 class Fleet:
@@ -29,7 +29,7 @@ class Fleet:
                     "EDGEREC_SERVER_LOG_LEVEL": "warning", "EDGEREC_SERVER_DATABASE": pg_url,
                     "EDGEREC_SERVER_CLOSE_LEASE_S": str(lease_s)}
         self.data_dir = data_dir
-        self.replicas = [ServerProcess(data_dir, free_port(), self.env).start() for _ in range(n)]
+        self.replicas = [serve(data_dir, self.env) for _ in range(n)]
 
     @property
     def urls(self) -> list[str]:
@@ -38,7 +38,7 @@ class Fleet:
     def kill_and_replace(self, i: int) -> None:
         """SIGKILL replica ``i`` (whatever it was doing) and start a new process on its port."""
         self.replicas[i].kill()
-        self.replicas[i] = ServerProcess(self.data_dir, self.replicas[i].port, self.env).start()
+        self.replicas[i] = serve(self.data_dir, self.env, self.replicas[i].port)
 
     def stop(self) -> None:
         for r in self.replicas:

@@ -1,6 +1,7 @@
 """The end of a round: the survivors' sum decoded to a mean, the server optimizer applied to the
 federated weights, and the new model built and signed (not yet stored: the coordinator stores
-it with the round's closing, in one transaction).
+it with the round's closing, in one transaction). It runs outside the coordinator's lock: it
+reads the round's finished machine, the base model and the optimizer state, and writes nothing.
 """
 
 from __future__ import annotations

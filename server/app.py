@@ -3,7 +3,8 @@
 Every error answer is an ``edgerec.sync.ErrorBody`` (JSON) with the status of the server error
 behind it; anything unexpected answers 500 without detail and is logged with its traceback.
 Blocking work (database, crypto, publishing) runs in the thread pool, serialized by the
-coordinator's lock. See ``openapi.py`` for the routes.
+coordinator's lock, except publishing a round's model, which runs beside it (in the thread of
+the tick that closed the round). See ``openapi.py`` for the routes.
 """
 
 from __future__ import annotations

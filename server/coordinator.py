@@ -8,8 +8,13 @@ close, the cache catches up with stages other replicas closed (``_sync``); a mes
 only while its stage is being collected and not frozen (checked in the database); and a stage
 is closed by the one replica that froze and claimed it (``claim_stage``), on every message any
 replica stored for it. A claim lapses after ``close_lease_s``, so a replica killed while
-closing is replaced by another. Within one process, work happens under one lock. A round that
-cannot reach its threshold aborts, and the published model stays as it was.
+closing is replaced by another. Within one process, work happens under one lock, except the end
+of a round: the unmasking, the new model's export, quantization and signature, and storing it
+(with the round's completion and the erasure of its message bodies, in one transaction) run
+outside the lock (``_publish``), so devices are answered meanwhile; the claim keeps other
+replicas off the round, and ``_publishing`` this replica's own ticks. While it is published the
+round stays open, its status says "publishing", and it is "done" only once its model is stored.
+A round that cannot reach its threshold aborts, and the published model stays as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from edgerec._exceptions import ConfigError, MessageRejectedError, RoundAbortedError
@@ -48,7 +53,7 @@ from ._exceptions import (
     ServerError,
 )
 from .active import ActiveRound
-from .aggregation import AggregateError, build_model
+from .aggregation import AggregateError, NewModel, build_model
 from .authority import Authority, load_authority
 from .config import ServerConfig
 from .logs import log_event
@@ -64,6 +69,22 @@ __all__ = ["Coordinator", "open_round"]
 _MAX_CLOSE_FAILURES = 3
 _STATUS_OF = {ReplayError: 409, DuplicateSenderError: 409, OutOfStageError: 409,
               BadSignatureError: 403, UnknownSenderError: 403}
+#: What a round's status says while its last stage is closed and its model is being made.
+PUBLISHING = "publishing"
+
+#: Makes a finished round's model: ``build_model`` (tests pass a slower one).
+BuildModel = Callable[[StateBackend, Publisher, ActiveRound], NewModel]
+
+
+@dataclass(frozen=True)
+class _Publication:
+    """A round whose last stage this replica froze and claimed, to be unmasked and published
+    outside the lock. ``now`` is when its close began (``clock``), ``started`` the same on
+    ``perf_counter`` (for the metrics)."""
+
+    active: ActiveRound
+    now: float
+    started: float
 
 
 class Coordinator:
@@ -71,8 +92,9 @@ class Coordinator:
 
     def __init__(self, state: StateBackend, publisher: Publisher, config: ServerConfig, *,
                  clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
-                 authority: Authority | None = None) -> None:
+                 authority: Authority | None = None, build: BuildModel | None = None) -> None:
         self.state, self.publisher, self.config, self.clock = state, publisher, config, clock
+        self._build = build or build_model
         self.metrics = metrics or Metrics()
         self.authority = authority or load_authority(config)
         self._lock = threading.RLock()
@@ -80,6 +102,9 @@ class Coordinator:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._active: dict[int, ActiveRound] = {}
         self._failures: dict[int, int] = {}
+        #: rounds this replica is publishing (outside the lock): no tick here closes them again,
+        #: and nothing but the publication touches their machine
+        self._publishing: set[int] = set()
         self._pacer = IdlePacer(state, config, clock)
         #: called (from any thread) when an open round moves on here: long polls wake on it
         self.on_change: Callable[[], None] | None = None
@@ -97,7 +122,7 @@ class Coordinator:
         """Load every open round from the database (after a restart, or one opened by the CLI)."""
         with self._lock:
             for record in self.state.rounds("open"):
-                if record.id not in self._active:
+                if record.id not in self._active and record.id not in self._publishing:
                     self._load(record)
 
     def _load(self, record: RoundRecord) -> ActiveRound | None:
@@ -111,22 +136,35 @@ class Coordinator:
         return active
 
     def tick(self) -> None:
-        """Pick up new rounds and close every stage whose turnout or deadline has come."""
-        with self._lock:
-            self.recover()
-            self._maybe_schedule()
-            for active in list(self._active.values()):
-                try:
-                    self._maybe_close(active)
-                except Exception as exc:
-                    # Half-closed in memory, not in the database: rebuild it from the truth,
-                    # and give up on a round that keeps failing.
-                    self._active.pop(active.id, None)
-                    failures = self._failures[active.id] = self._failures.get(active.id, 0) + 1
-                    if failures >= _MAX_CLOSE_FAILURES:
-                        self._abort_record(active.record, f"closing failed {failures} times: {exc}",
-                                           len(active.advertised))
-                    raise
+        """Pick up new rounds and close every stage whose turnout or deadline has come; a
+        round whose last stage closes here is published in this call, after the lock is let go."""
+        publications: list[_Publication] = []
+        try:
+            with self._lock:
+                self.recover()
+                self._maybe_schedule()
+                for active in list(self._active.values()):
+                    if active.id in self._publishing:
+                        continue  # its claim is this replica's, and a thread is on it
+                    try:
+                        publication = self._maybe_close(active)
+                    except Exception as exc:
+                        self._failed(active, exc)
+                        raise
+                    if publication is not None:
+                        publications.append(publication)
+        finally:
+            for publication in publications:
+                self._publish(publication)
+
+    def _failed(self, active: ActiveRound, exc: Exception) -> None:
+        """A close failed: half-closed in memory, not in the database. Rebuild the round from
+        the truth (at the next request or tick), and give up on a round that keeps failing."""
+        self._active.pop(active.id, None)
+        failures = self._failures[active.id] = self._failures.get(active.id, 0) + 1
+        if failures >= _MAX_CLOSE_FAILURES:
+            self._abort_record(active.record, f"closing failed {failures} times: {exc}",
+                               len(active.advertised))
 
     def _maybe_schedule(self) -> None:
         """Open the scheduled round when none is open and the last closed long enough ago."""
@@ -173,8 +211,11 @@ class Coordinator:
             raise NotFoundError(f"no round {round_id}")
         if record.state == "open":
             joined = self.state.stage_activity(round_id, int(Stage.ADVERTISE))[0]
-            return RoundStatus(round_id, "open", UPLOAD_KINDS.get(Stage(record.stage), "closing"),
-                               joined, None, record.base_version)
+            # The last stage frozen: a replica is unmasking and publishing (or, its claim
+            # lapsed, another will): the round is done only once the model is stored.
+            stage = (PUBLISHING if record.stage == Stage.UNMASK and record.frozen
+                     else UPLOAD_KINDS.get(Stage(record.stage), "closing"))
+            return RoundStatus(round_id, "open", stage, joined, None, record.base_version)
         stage = "done" if record.state == "done" else "aborted"
         return RoundStatus(round_id, record.state, stage, record.participants or 0,
                            record.survivors, record.base_version, record.out_version,
@@ -205,6 +246,8 @@ class Coordinator:
                     return UploadAck(round_id, kind, duplicate=True)
                 raise self._reject(DuplicateSenderError(f"a different {kind} from {device.id} "
                                                         "was received"))
+            if active.id in self._publishing:  # its machine is the publication's now
+                raise StageClosedError(f"round {round_id} is closed: its model is being published")
             if active.record.frozen and stage == active.stage:
                 raise StageClosedError(f"stage {stage.name} of round {round_id} is closing")
             started = time.perf_counter()
@@ -280,6 +323,8 @@ class Coordinator:
             self._active.pop(active.id, None)
             self._changed()  # finished or aborted (here or on another replica)
             return None
+        if active.id in self._publishing:
+            return active  # unmasked outside the lock: its machine is the publication's
         if record.stage < int(active.stage):  # cannot be, unless a close half-failed here
             self._active.pop(active.id, None)
             return self._load(record)
@@ -303,40 +348,48 @@ class Coordinator:
         return error
 
     # -- closing stages ----------------------------------------------------------------------
-    def _maybe_close(self, active: ActiveRound) -> None:
+    def _maybe_close(self, active: ActiveRound) -> _Publication | None:
         synced = self._sync(active)
         if synced is None:
-            return
+            return None
         now, record, stage = self.clock(), synced.record, int(synced.stage)
         count, last_at = self.state.stage_activity(synced.id, stage)
         ready = count >= len(synced.machine.expected)  # every message the stage waits for
         # A replica that claimed the stage and died: its claim lapses, another closes it.
         abandoned = record.frozen and (record.lease_until or 0.0) < now
         if ready or abandoned or now >= synced.deadline() or synced.quiet(now, count, last_at):
-            self._close(synced, now)
+            return self._close(synced, now)
+        return None
 
-    def _close(self, active: ActiveRound, now: float) -> None:
+    def _close(self, active: ActiveRound, now: float) -> _Publication | None:
+        """Close the stage being collected (under the lock); the last one is only claimed
+        here, and handed back to be published outside the lock."""
         stage = active.stage
         # Freeze the stage and claim it: one replica closes it, on every message stored for it.
+        lease_until = now + self.config.close_lease_s
         if not self.state.claim_stage(active.id, int(stage), self.owner, now,
                                       self.config.close_lease_s):
-            return  # another replica is closing it
+            return None  # another replica is closing it
         active.pull(self.state, int(stage))
         self.metrics.stage_open.labels(stage.name).observe(now - active.stage_started_at)
         self.metrics.stage_receive.labels(stage.name).inc(active.receive_seconds)
         started = time.perf_counter()
+        if stage == Stage.UNMASK:
+            # Every message of the stage is in the machine and no other may join (frozen in
+            # the database, and refused here while _publishing holds the round).
+            active.record = replace(active.record, frozen=True, lease_owner=self.owner,
+                                    lease_until=lease_until)
+            self._publishing.add(active.id)
+            return _Publication(active, now, started)
         try:
             outbox = active.machine.advance()
         except RoundAbortedError as exc:
             self._abort(active, str(exc))
-            return
-        if stage == Stage.UNMASK:
-            self._finish(active, now, started)
-            return
+            return None
         # Durable before any device sees it, and only while this replica's claim holds.
         if not self.state.set_stage(active.id, int(stage) + 1, now, owner=self.owner):
             self._active.pop(active.id, None)  # the claim lapsed: another replica closed it
-            return
+            return None
         active.store_outbox(Stage(stage + 1), outbox)
         active.record = replace(active.record, stage=int(stage) + 1, stage_started_at=now,
                                 frozen=False, lease_owner=None, lease_until=None)
@@ -345,6 +398,7 @@ class Coordinator:
         log_event("stage_closed", round_id=active.id, stage=stage.name,
                   next_recipients=len(outbox))
         self._changed()
+        return None
 
     def _abort(self, active: ActiveRound, reason: str) -> None:
         self._active.pop(active.id, None)
@@ -358,29 +412,44 @@ class Coordinator:
         self._changed()
         log_event("round_aborted", logging.WARNING, round_id=record.id, reason=reason)
 
-    def _finish(self, active: ActiveRound, now: float, started: float) -> None:
-        """Decode the sum, apply the server optimizer, publish, audit: one transaction."""
+    def _publish(self, publication: _Publication) -> None:
+        """Unmask the sum, apply the server optimizer, build and sign the model, then store it
+        and complete the round (one transaction, which also erases the round's message bodies),
+        all without the lock: devices are answered meanwhile. The database decides who
+        publishes: ``complete_round`` writes only while this replica's claim holds. Killed
+        here, this replica leaves the round open and frozen; once the claim lapses another
+        replica (or this one restarted) closes the stage again from the stored messages."""
+        active, now, started = publication.active, publication.now, publication.started
         try:
-            new = build_model(self.state, self.publisher, active)
-        except AggregateError as exc:
-            self._abort(active, str(exc))
-            return
-        aggregate_s = new.aggregate_s
-        done = [r for r in self.state.rounds("done")] + [active.record]
-        eps = audit.cumulative_epsilon((audit.release_of(r) for r in done), self.config.dp_delta,
-                                       self.config.accountant)
-        self._active.pop(active.id, None)
-        try:
-            self.state.complete_round(active.id, self.clock(), participants=len(active.advertised),
-                                      survivors=new.survivors, epsilon=eps, model_version=new.version,
-                                      archive=new.archive, sha256=new.sha256, strategy=new.strategy,
-                                      strategy_step=new.state.step, strategy_arrays=new.state.arrays,
-                                      owner=self.owner)
-        except ConflictError:
-            return  # this replica's claim lapsed and another one finished the round
+            try:
+                active.machine.advance()  # the unmasking: the survivors' sum, nothing else
+                new = self._build(self.state, self.publisher, active)
+            except (RoundAbortedError, AggregateError) as exc:
+                self._abort_record(active.record, str(exc), len(active.advertised))
+                self._published(active)
+                return
+            done = [r for r in self.state.rounds("done")] + [active.record]
+            eps = audit.cumulative_epsilon((audit.release_of(r) for r in done),
+                                           self.config.dp_delta, self.config.accountant)
+            try:
+                self.state.complete_round(
+                    active.id, self.clock(), participants=len(active.advertised),
+                    survivors=new.survivors, epsilon=eps, model_version=new.version,
+                    archive=new.archive, sha256=new.sha256, strategy=new.strategy,
+                    strategy_step=new.state.step, strategy_arrays=new.state.arrays,
+                    owner=self.owner)
+            except ConflictError:
+                self._published(active)  # this replica's claim lapsed: another one finished it
+                return
+        except Exception as exc:
+            with self._lock:  # rebuilt from the database and closed again by a later tick
+                self._publishing.discard(active.id)
+                self._failed(active, exc)
+            raise
+        self._published(active)
         self.state.log_event("model_published", {"version": new.version, "round_id": active.id,
                                                   "sha256": new.sha256}, now)
-        m = self.metrics
+        aggregate_s, m = new.aggregate_s, self.metrics
         m.aggregate.observe(aggregate_s)
         m.publish.observe(time.perf_counter() - started - aggregate_s)
         m.stage_close.labels(Stage.UNMASK.name).observe(time.perf_counter() - started)
@@ -391,6 +460,12 @@ class Coordinator:
         m.model_version.set(new.version)
         log_event("round_done", round_id=active.id, survivors=new.survivors,
                   model_version=new.version, epsilon=eps)
+
+    def _published(self, active: ActiveRound) -> None:
+        """The publication of ``active`` is over (the database says how): forget the round."""
+        with self._lock:
+            self._publishing.discard(active.id)
+            self._active.pop(active.id, None)
 
 
 def _addressed(outbox: dict[int, bytes], device: DeviceRecord, round_id: int, stage: Stage) -> bytes:

@@ -193,9 +193,11 @@ def federated_study(dataset: Dataset, sim: SimulationConfig, *, model: ModelConf
     train the first model centrally with consent; every other user is a device. With
     ``epsilon``, the noise multiplier is calibrated (``noise_for_releases``) so that
     ``sim.rounds`` rounds of ``sim.clients_per_round`` of the devices spend at most ``epsilon``
-    at ``sim.delta``, accounted as the simulation accounts them.
+    at ``sim.delta``, accounted as the simulation accounts them. The pilot's epochs are chosen
+    on its own users' held-out events (``edgerec.federated.pilot_training.train_pilot``).
     """
     from .federated.pilot import draw_pilot, only_users
+    from .federated.pilot_training import train_pilot
     from .privacy import noise_for_releases
 
     model = model or ModelConfig()
@@ -211,7 +213,7 @@ def federated_study(dataset: Dataset, sim: SimulationConfig, *, model: ModelConf
     features = dataset.catalogue.features
     training = TrainConfig(**DEFAULT_TRAINING, seed=sim.seed)
     if len(pilot):
-        init = fit_params(only_users(fit, pilot), features, model, training)
+        init = train_pilot(only_users(fit, pilot), features, model, training).params
     else:
         init = init_params(model, dataset.n_items, features.shape[1], np.random.default_rng(sim.seed))
     evaluate = loo_evaluator(split, dataset, model, stage=stage, users=others)

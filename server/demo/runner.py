@@ -33,6 +33,7 @@ import numpy as np
 
 from edgerec import ConfigError, ModelConfig, TrainConfig, load_bundle, write_bundle
 from edgerec.data import Dataset
+from edgerec.federated.pilot_training import train_pilot
 from edgerec.model.params import param_names
 from edgerec.sync import install_bundle
 from edgerec.sync.client import STEPS
@@ -113,14 +114,16 @@ def _train(cfg: DemoConfig, dataset: Dataset, pop: Population, mcfg: ModelConfig
                               **({"epochs": cfg.central_epochs} if cfg.central_epochs else {})})
     features = dataset.catalogue.features
     t0 = time.perf_counter()
-    # No pilot users: the first model is the random initialisation (0 epochs of training).
-    pilot = fit_params(pop.pilot_sequences(), features, mcfg,
-                       training if len(pop.pilot) else TrainConfig(epochs=0, seed=cfg.seed))
+    if len(pop.pilot):  # its epochs chosen on the pilot's own held-out events, as simulated
+        fit = train_pilot(pop.pilot_sequences(), features, mcfg, training)
+        pilot, said = fit.params, f"first model trained on {len(pop.pilot)} pilot users ({fit.epochs} epochs)"
+    else:  # no pilot users: the first model is the random initialisation
+        pilot = fit_params(pop.pilot_sequences(), features, mcfg, TrainConfig(epochs=0, seed=cfg.seed))
+        said = "first model: random initialisation (every user is a device)"
     write_bundle(work / "pilot", pilot, dataset.catalogue, mcfg, model_version=1,
                  hyperparameters={"pilot_users": int(len(pop.pilot))})
     timing["pilot_training_s"] = time.perf_counter() - t0
-    _say(f"first model trained on {len(pop.pilot)} pilot users in {timing['pilot_training_s']:.0f} s"
-         if len(pop.pilot) else "first model: random initialisation (every user is a device)")
+    _say(f"{said} in {timing['pilot_training_s']:.0f} s")
     t0 = time.perf_counter()
     central = fit_params(pop.split.train_val, features, mcfg, training)
     timing["central_training_s"] = time.perf_counter() - t0

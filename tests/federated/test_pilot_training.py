@@ -9,10 +9,10 @@ import pytest
 
 from edgerec import ConfigError, ModelConfig
 from edgerec.data import synthetic
-from edgerec.evaluation import loo_split, ndcg_at, rank_users
+from edgerec.evaluation import ndcg_at, rank_users
 from edgerec.evaluation.ours import FloatModel
 from edgerec.federated.pilot import draw_pilot, only_users
-from edgerec.federated.pilot_training import train_pilot
+from edgerec.federated.pilot_training import HELD_OUT, train_pilot
 from edgerec.model.config import TrainConfig
 from edgerec.training import fit_params
 from edgerec.types import Sequences
@@ -33,13 +33,21 @@ def test_the_epochs_that_score_best_on_the_pilots_last_events_are_chosen(pilot_d
     fit = train_pilot(seqs, data.catalogue.features, CFG, TRAIN, candidates=(1, 3, 6))
     assert set(fit.scores) == {1, 3, 6}
     assert fit.scores[fit.epochs] == max(fit.scores.values())
-    # Each score is what a run of that many epochs on all but the last events gives there.
-    inner = loo_split(seqs)
-    users = inner.eval_users
-    three = fit_params(inner.train_val, data.catalogue.features, CFG, replace(TRAIN, epochs=3))
-    ranks = rank_users(FloatModel(three, CFG, data.catalogue.features), inner.train_val, users,
-                       inner.test_item[users], data.n_items)
-    assert fit.scores[3] == pytest.approx(float(ndcg_at(ranks).mean()))
+    # Each score is what a run of that many epochs on all but the last HELD_OUT events of each
+    # user gives on those events (each ranked after the events before it).
+    users = np.array([u for u, x in enumerate(seqs.items) if len(x) >= HELD_OUT + 2])
+    assert len(users) > 10
+
+    def cut(j: int) -> Sequences:
+        keep = set(users.tolist())
+        return Sequences([x[:-j] if u in keep else x for u, x in enumerate(seqs.items)],
+                         [g[:-j] if u in keep else g for u, g in enumerate(seqs.signals)])
+
+    three = fit_params(cut(HELD_OUT), data.catalogue.features, CFG, replace(TRAIN, epochs=3))
+    model = FloatModel(three, CFG, data.catalogue.features)
+    per_j = [ndcg_at(rank_users(model, cut(j), users, np.array([seqs.items[u][-j] for u in users]),
+                                data.n_items)).mean() for j in range(1, HELD_OUT + 1)]
+    assert fit.scores[3] == pytest.approx(float(np.mean(per_j)))
 
 
 def test_the_first_model_is_then_trained_on_every_pilot_event(pilot_data):
@@ -52,7 +60,8 @@ def test_the_first_model_is_then_trained_on_every_pilot_event(pilot_data):
 
 def test_a_pilot_too_short_to_hold_out_trains_for_the_configured_epochs():
     data = synthetic(n_users=10, n_items=20, seed=1)
-    short = Sequences([s[:1] for s in data.sequences().items], [g[:1] for g in data.sequences().signals])
+    short = Sequences([s[:HELD_OUT + 1] for s in data.sequences().items],
+                      [g[:HELD_OUT + 1] for g in data.sequences().signals])
     fit = train_pilot(short, data.catalogue.features, CFG, replace(TRAIN, epochs=2))
     assert fit.scores == {} and fit.epochs == 2
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, cast
 import numpy as np
 
 from ._exceptions import ConfigError, UnknownItemWarning
+from ._training_data import device_sequences, mark_trained, trained_until
 from .bundle import Bundle, clean_bundle_root, load_bundle
-from .types import Sequences
 from .events import EventRecord, EventType, Interaction, check_id, check_lookup_id, signal_code
 from .finetune import FineTuneConfig, LocalUpdate, fine_tune
 from .privacy.ledger import PrivacyLedger
@@ -122,6 +122,18 @@ class EdgeRec:
     @property
     def _scorer(self) -> TopKScorer:
         return self._m.scorer
+
+    def in_use(self) -> tuple[Bundle, TopKScorer, np.ndarray | None]:
+        """The model ``recommend()`` scores with now, read at once: its bundle, its scorer and
+        the personal adapter (None without one). Federated evaluation measures exactly this."""
+        m = self._m
+        return m.bundle, m.scorer, m.adapter
+
+    @property
+    def trained_until(self) -> float | None:
+        """The newest event timestamp any ``fine_tune()`` on this device has read (None: none
+        ran yet). Events after it were never trained on here."""
+        return trained_until(self._state)
 
     # -- logging --------------------------------------------------------------------------------
     def log(self, user: str | int, item: str | int, event: EventType | str = "click",
@@ -250,16 +262,6 @@ class EdgeRec:
         adapter = np.frombuffer(saved.value, np.float32)
         return adapter if adapter.shape == (bundle.config.dim,) else None
 
-    def _device_sequences(self, index: dict[str, int]) -> Sequences:
-        """Every user's consumption and dismissals on this device, oldest first, as model rows."""
-        items, signals = [], []
-        for user in self.store.users():
-            pairs = [(index[e.item], signal_code(e.event, e.value)) for e in self.store.history(user)
-                     if e.event != "impression" and e.item in index]
-            items.append(np.array([p[0] for p in pairs], np.int64))
-            signals.append(np.array([p[1] for p in pairs], np.int64))
-        return Sequences(items, signals)
-
     def fine_tune(self, budget: FineTuneConfig | None = None) -> LocalUpdate:
         """Fine-tune on this device's own events, from the installed bundle's float weights.
 
@@ -270,9 +272,12 @@ class EdgeRec:
         """
         with self._lock:
             m, erasures = self._m, self._erasures
-        update = fine_tune(m.bundle.params, m.bundle.catalogue.features,
-                           self._device_sequences(m.index), m.bundle.config,
-                           budget or FineTuneConfig(), adapter=m.adapter)
+        sequences, newest = device_sequences(self.store, m.index)
+        # Marked before training: whatever happens next, these events may be in a delta or an
+        # adapter, so evaluation must never hold them out (over-marking only shrinks its window).
+        mark_trained(self._state, newest, self._clock())
+        update = fine_tune(m.bundle.params, m.bundle.catalogue.features, sequences,
+                           m.bundle.config, budget or FineTuneConfig(), adapter=m.adapter)
         adapter = update.adapter.astype(np.float32)
         with self._lock:
             if erasures == self._erasures and self._m.bundle is m.bundle:

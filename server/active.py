@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from edgerec.secagg import ServerMachine, Stage, decode, encode
 from edgerec.sync import RoundAnnouncement, UPLOAD_KINDS
 
+from .evaluation import EVALUATION, eval_announcement
 from .rounds import RoundParams
 from .state import RoundRecord, StateBackend
 
@@ -88,7 +89,9 @@ class ActiveRound:
             noise_multiplier=p.noise_multiplier, min_survivors=p.min_survivors, colluders=p.colluders,
             base_model_version=self.record.base_version, stage=UPLOAD_KINDS[stage],
             stage_deadline=self.deadline(), sampling_rate=float(p.sampling_rate),
-            population=self.record.population, frozen=tuple(p.frozen))
+            population=self.record.population, frozen=tuple(p.frozen), kind=p.kind,
+            evaluation=(eval_announcement(p, self.record.base_version) if p.kind == EVALUATION
+                        else None))
 
     def store_outbox(self, stage: Stage, messages: dict) -> None:
         self.outbox[stage] = {u: encode(m) for u, m in messages.items()}

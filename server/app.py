@@ -29,7 +29,8 @@ from edgerec.sync import (DOWNLOAD_NAMES, CertificateAnswer, EnrolRequest, Enrol
                           ProtocolError, RoundStatus, ServerKey)
 from edgerec.sync import codec
 
-from . import audit, auth
+from . import audit, auth, operators
+from .analytics import analytics as analytics_doc
 from ._exceptions import NotFoundError, PayloadTooLargeError, ServerError
 from .coordinator import Coordinator
 from .logs import log_event
@@ -225,6 +226,14 @@ class Api:
                              "certificates": certificates, "rounds": rows})
 
 
+    async def analytics(self, request: Request) -> Response:
+        """Federated evaluation, per model version: for the operator (an operator token)."""
+        await run_in_threadpool(operators.authenticate_operator, self.state,
+                                request.headers.get("authorization"))
+        evaluations = await run_in_threadpool(self.state.evaluations)
+        return JSONResponse(analytics_doc(evaluations, self.config.dp_delta))
+
+
 def _routes(api: Api) -> list[Route]:
     return [
         Route("/healthz", api.healthz),
@@ -243,6 +252,7 @@ def _routes(api: Api) -> list[Route]:
         Route("/v1/models/latest", api.model),
         Route("/v1/models/{version}", api.model),
         Route("/v1/audit", api.audit),
+        Route("/v1/analytics", api.analytics),
     ]
 
 

@@ -10,6 +10,10 @@ update replaced by zero), or, when k = N (q = 1), a plain Gaussian release with 
 amplification. The epsilon comes from ``edgerec.privacy.releases_epsilon`` (dp-accounting; see
 ``edgerec/privacy/releases.py`` for the events), never from this module.
 
+Evaluation rounds are accounted exactly so: their devices send ``edgerec.fedeval`` vectors
+clipped to the layout's L2 bound with noise of multiplier z for it, which is the same Gaussian
+release of one device's contribution, in the same budget.
+
 Aborted rounds release nothing and cost nothing. ``z == 0`` means no differential privacy: the
 cumulative epsilon is infinite from then on (``null`` in JSON with ``differentially_private:
 false``, ``inf`` in the CLI's table). Not protected, and shown as such: the exact cohort size,
@@ -127,6 +131,9 @@ def _row(state: StateBackend, r: RoundRecord, release: Release, eps: float | Non
     received = state.messages(r.id)  # digests and sizes stay after the bodies are erased
     return {
         "round_id": r.id, "state": r.state, "reason": r.reason or None,
+        # What the devices sent: model deltas ("training") or evaluation vectors ("evaluation",
+        # measuring model_version_in and candidate_version; out: no model). One budget for both.
+        "kind": p.get("kind", "training"), "candidate_version": p.get("candidate"),
         "opened_at": r.opened_at, "closed_at": r.closed_at,
         # The sampling actually used: q as announced, and who was drawn from how many.
         "sampling_rate": float(p.get("sampling_rate", 1.0)), "population": release.population,

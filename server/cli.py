@@ -8,6 +8,9 @@ also while the server runs; it picks up new rounds within one tick).
     edgerec-server round open --min 10 --expected 40 --clip 1 --noise 1 --deadline 300
     edgerec-server round open --min 10 --expected 40 --epsilon 8 --planned-rounds 20
     edgerec-server round open --min 10 --expected 40 --noise 3 --frozen tables
+    edgerec-server round open --kind evaluation --candidate 7 --min 10 --noise 1
+    edgerec-server operator-token create                   # for GET /v1/analytics
+    edgerec-server analytics [--json]
     edgerec-server --data-dir ./state --port 8000          # serve (the default command)
     edgerec-server audit --json
 """
@@ -27,6 +30,9 @@ from edgerec._version import installed_version
 from edgerec.federated.strategies import STRATEGIES
 
 from ._exceptions import ServerError
+from .cli_evaluation import (DEFAULT_CLIP, add_evaluation_options, analytics_command,
+                             operator_token_command, round_kind_params)
+from .cli_evaluation import add_parsers as add_evaluation_parsers
 from .config import ServerConfig, load_config
 from .epsilon_target import epsilon_target
 from .demo.command import add_parser as add_demo_parser
@@ -129,7 +135,8 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
 
     if args.action == "list":
         for r in s.state.rounds():
-            print(json.dumps({"round_id": r.id, "state": r.state, "stage": r.stage,
+            print(json.dumps({"round_id": r.id, "kind": r.params.get("kind", "training"),
+                              "state": r.state, "stage": r.stage,
                               "participants": r.participants, "survivors": r.survivors,
                               "federated_weights": r.vector_length,
                               "frozen": list(r.params.get("frozen", [])),
@@ -149,7 +156,7 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
     deadlines = [float(v) for v in args.deadlines.split(",")] if args.deadlines else args.deadline
     noise = 0.0 if args.noise is None else args.noise  # with --epsilon: chosen for the draw
     params = RoundParams.from_dict({
-        "min_participants": args.min, "clip": args.clip, "sampling_rate": rate,
+        **round_kind_params(args), "min_participants": args.min, "sampling_rate": rate,
         "noise_multiplier": noise, "threshold": args.threshold, "colluders": args.colluders,
         "graph": args.graph, "degree": args.degree, "deadlines": deadlines,
         "strategy": args.strategy, "server_lr": args.server_lr, "quiet_close": args.quiet_close,
@@ -160,7 +167,10 @@ def _round(s: _Services, args: argparse.Namespace) -> int:
     z = float(record.params["noise_multiplier"])
     if calibrated:
         print(calibrated.describe(record.population, len(members), z), file=sys.stderr)
-    print(json.dumps({"round_id": record.id, "members": members, "cohort": len(members),
+    kind = {"kind": record.params["kind"], "candidate": record.params["candidate"],
+            "clip": record.params["clip"], "evaluation": record.params["evaluation"]} \
+        if "kind" in record.params else {}  # training rounds read as they did
+    print(json.dumps({"round_id": record.id, **kind, "members": members, "cohort": len(members),
                       "population": record.population, "sampling_rate": rate,
                       "threshold": record.params["threshold"], "noise_multiplier": z,
                       "federated_weights": record.vector_length,
@@ -301,7 +311,9 @@ def _parser() -> argparse.ArgumentParser:
     draw.add_argument("--expected", type=int, default=None, metavar="K",
                       help="Q = K / active devices (at most 1): K drawn on average")
     op.add_argument("--max", type=int, default=None, help=argparse.SUPPRESS)  # ignored, warns
-    op.add_argument("--clip", type=float, default=1.0)
+    op.add_argument("--clip", type=float, default=None,
+                    help=f"L2 clip of each delta (default {DEFAULT_CLIP}; evaluation rounds: the "
+                         "layout's bound)")
     privacy = op.add_mutually_exclusive_group()
     privacy.add_argument("--noise", type=float, default=None,
                          help="noise multiplier z of the sum (default 0: no differential privacy)")
@@ -330,6 +342,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="comma-separated weights the round leaves out (devices hold them fixed "
                          "and send only the rest; they come out unchanged), e.g. "
                          "emb_in,emb_out,feat_in,feat_out, or 'tables' for those four")
+    add_evaluation_options(op)
+    add_evaluation_parsers(sub, common)
     sub.add_parser("audit", parents=[common], help="privacy audit").add_argument("--json", action="store_true")
     sub.add_parser("public-key", parents=[common], help="print the bundle-signing key (hex)")
     sub.add_parser("authority-key", parents=[common],
@@ -347,7 +361,8 @@ def _parser() -> argparse.ArgumentParser:
 
 _HANDLERS = {"serve": _serve, "init": _init, "token": _token, "device": _device, "round": _round,
              "audit": _audit, "public-key": _public_key, "authority-key": _authority_key,
-             "certify": _certify, "export-bundle": _export}
+             "certify": _certify, "export-bundle": _export, "analytics": analytics_command,
+             "operator-token": operator_token_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

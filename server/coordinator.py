@@ -15,6 +15,8 @@ outside the lock (``_publish``), so devices are answered meanwhile; the claim ke
 replicas off the round, and ``_publishing`` this replica's own ticks. While it is published the
 round stays open, its status says "publishing", and it is "done" only once its model is stored.
 A round that cannot reach its threshold aborts, and the published model stays as it was.
+An evaluation round ends the same way, except that no model is made: its decoded sum and
+estimate are stored with its completion (``_publish_evaluation``, ``evaluation_store.py``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ from .active import ActiveRound
 from .aggregation import AggregateError, NewModel, build_model
 from .authority import Authority, load_authority
 from .config import ServerConfig
+from .evaluation import EVALUATION
+from .evaluation_store import store_evaluation
 from .logs import log_event
 from .metrics import Metrics
 from .publisher import Publisher
@@ -112,7 +116,8 @@ class Coordinator:
                           if config.schedule_every_s > 0 else None)
         if self._schedule is not None:
             self._schedule.check()  # its cohort size is only known at each draw
-            if state.latest_model() is not None:  # its frozen names, against today's model
+            if state.latest_model() is not None and self._schedule.kind != EVALUATION:
+                # its frozen names, against today's model
                 base = publisher.load(publisher.latest().version)
                 self._schedule.federated(base.params, param_names(base.config))
         self.recover()
@@ -420,6 +425,9 @@ class Coordinator:
         here, this replica leaves the round open and frozen; once the claim lapses another
         replica (or this one restarted) closes the stage again from the stored messages."""
         active, now, started = publication.active, publication.now, publication.started
+        if active.params.kind == EVALUATION:
+            self._publish_evaluation(publication)
+            return
         try:
             try:
                 active.machine.advance()  # the unmasking: the survivors' sum, nothing else
@@ -442,9 +450,7 @@ class Coordinator:
                 self._published(active)  # this replica's claim lapsed: another one finished it
                 return
         except Exception as exc:
-            with self._lock:  # rebuilt from the database and closed again by a later tick
-                self._publishing.discard(active.id)
-                self._failed(active, exc)
+            self._publication_failed(active, exc)
             raise
         self._published(active)
         self.state.log_event("model_published", {"version": new.version, "round_id": active.id,
@@ -460,6 +466,42 @@ class Coordinator:
         m.model_version.set(new.version)
         log_event("round_done", round_id=active.id, survivors=new.survivors,
                   model_version=new.version, epsilon=eps)
+
+    def _publish_evaluation(self, publication: _Publication) -> None:
+        """The end of an evaluation round: no model; the survivors' sum decoded, its metrics
+        estimated and stored with the round's completion (``evaluation_store``), under the
+        same claim, outside the lock, with the same failures as a model's publication."""
+        active, now, started = publication.active, publication.now, publication.started
+        try:
+            try:
+                active.machine.advance()  # the unmasking: the survivors' sum, nothing else
+                stored = store_evaluation(self.state, active, self.config, self.clock(), self.owner)
+            except (RoundAbortedError, AggregateError) as exc:
+                self._abort_record(active.record, str(exc), len(active.advertised))
+                self._published(active)
+                return
+            except ConflictError:
+                self._published(active)  # this replica's claim lapsed: another one finished it
+                return
+        except Exception as exc:
+            self._publication_failed(active, exc)
+            raise
+        self._published(active)
+        self.state.log_event("evaluation_stored", {"round_id": active.id, "devices": stored.devices,
+                                                   "models": [stored.base_version, stored.candidate_version]},
+                             now)
+        self.metrics.stage_close.labels(Stage.UNMASK.name).observe(time.perf_counter() - started)
+        self.metrics.rounds.labels("done").inc()
+        self.metrics.participants.set(len(active.advertised))
+        self.metrics.survivors.set(stored.devices)
+        self._changed()
+        log_event("round_done", round_id=active.id, kind=EVALUATION, survivors=stored.devices,
+                  epsilon=stored.cumulative_epsilon)
+
+    def _publication_failed(self, active: ActiveRound, exc: Exception) -> None:
+        with self._lock:  # rebuilt from the database and closed again by a later tick
+            self._publishing.discard(active.id)
+            self._failed(active, exc)
 
     def _published(self, active: ActiveRound) -> None:
         """The publication of ``active`` is over (the database says how): forget the round."""

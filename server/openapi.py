@@ -67,7 +67,8 @@ def _schema(props: dict[str, str], required: list[str] | None = None) -> dict[st
     types = {"int": {"type": "integer"}, "float": {"type": "number"}, "str": {"type": "string"},
              "hex": {"type": "string", "pattern": "^([0-9a-f]{2})*$"}, "bool": {"type": "boolean"},
              "int?": {"type": ["integer", "null"]}, "float?": {"type": ["number", "null"]},
-             "str[]": {"type": "array", "items": {"type": "string"}}}
+             "str[]": {"type": "array", "items": {"type": "string"}},
+             "object?": {"type": ["object", "null"]}}
     return {"type": "object", "properties": {"type": {"type": "string"}, "version": {"type": "integer"},
                                              **{k: types[v] for k, v in props.items()}},
             "required": required if required is not None else list(props)}
@@ -102,7 +103,9 @@ def openapi_schema(public_models: bool = False) -> dict[str, Any]:
             "Another method on a listed path answers 405 with an Allow header; an unlisted path "
             "404. A body sent without a Content-Type is read as the type the route takes.")},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "operator": {"type": "http", "scheme": "bearer",
+                                             "description": "an operator token, op_..."}},
             "schemas": {
                 "ErrorBody": _schema({"code": "str", "message": "str"}),
                 "EnrolRequest": _enrol_request(),
@@ -116,7 +119,8 @@ def openapi_schema(public_models: bool = False) -> dict[str, Any]:
                     "clip": "float", "noise_multiplier": "float", "min_survivors": "int",
                     "base_model_version": "int", "stage": "str", "stage_deadline": "float",
                     "sampling_rate": "float", "population": "int", "colluders": "int",
-                    "fp_bits": "int", "fp_tail_sigmas": "float", "frozen": "str[]"},
+                    "fp_bits": "int", "fp_tail_sigmas": "float", "frozen": "str[]",
+                    "kind": "str", "evaluation": "object?"},
                     required=["round_id", "vector_length", "min_participants", "max_participants",
                               "threshold", "graph", "degree", "clip", "noise_multiplier",
                               "min_survivors", "base_model_version", "stage", "stage_deadline",
@@ -179,5 +183,10 @@ def openapi_schema(public_models: bool = False) -> dict[str, Any]:
             "/v1/audit": {"get": _op("the privacy audit: one row per closed round, and every "
                                      "enrolment certificate issued",
                                      {"200": {"description": "JSON"}}, auth=None)},
+            "/v1/analytics": {"get": _op(
+                "federated evaluation, per model version and per evaluation round: metrics with "
+                "confidence intervals, devices counted, epsilon (an operator token: "
+                "'Bearer op_...', from edgerec-server operator-token create)",
+                {"200": {"description": "JSON"}}, (401, 403), auth=[{"operator": []}])},
         },
     }

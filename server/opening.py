@@ -14,6 +14,7 @@ from edgerec.model.params import param_names
 
 from ._exceptions import BadRequestError, ConflictError
 from .authority import eligible_devices
+from .evaluation import EVALUATION, evaluation_round
 from .publisher import Publisher
 from .rounds import CohortTooSmallError, RoundParams, draw_cohort
 from .state import RoundRecord, StateBackend
@@ -37,13 +38,19 @@ def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, n
 
     ``params.frozen`` is checked against the latest model's weights (BadRequestError: a name it
     does not have, or every weight frozen) and stored spelled out; the round's vector length
-    is the number of entries it federates.
+    is the number of entries it federates. An evaluation round (``params.kind``) measures the
+    latest model (and ``params.candidate``, a published version) instead: its vector length is
+    its layout's and its clip the layout's L2 bound (``evaluation.evaluation_round``); the draw
+    and the noise (``noise_for`` included) are a training round's.
     """
     params.check()  # a mistake in the parameters is reported before anything is drawn
     latest = publisher.latest()
-    base = publisher.load(latest.version)
-    params, mask = params.federated(base.params, param_names(base.config))
-    vector_length = int(mask.sum())
+    if params.kind == EVALUATION:  # devices send evaluation vectors: the layout's length
+        params, vector_length = evaluation_round(params, state, latest)
+    else:
+        base = publisher.load(latest.version)
+        params, mask = params.federated(base.params, param_names(base.config))
+        vector_length = int(mask.sum())
     active = [d.id for d in eligible_devices(state, now)]
     members = draw_cohort(active, params.sampling_rate)
     if len(members) < params.min_participants:

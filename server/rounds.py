@@ -33,6 +33,7 @@ from edgerec.federated import STRATEGIES as FEDERATED_STRATEGIES
 from edgerec.federated import FedAdam, FedAvg, make_strategy
 from edgerec.model.params import FROZEN_SHORTHANDS, Params, expand_frozen, federated_mask
 from edgerec.secagg import SecAggConfig, Stage
+from edgerec.sync import ROUND_KINDS, TRAINING
 
 from ._exceptions import BadRequestError, ConflictError
 
@@ -86,6 +87,14 @@ class RoundParams:
     # Shared weights this round leaves out (held fixed on devices, not sent, unchanged by the
     # round); "tables" stands for the four item tables. Checked against the model at opening.
     frozen: tuple[str, ...] = ()
+    # "training" (devices send model deltas; a new model comes out) or "evaluation" (devices
+    # send edgerec.fedeval vectors; federated metrics come out, no model: server/evaluation.py).
+    kind: str = TRAINING
+    # An evaluation round's candidate model version, measured beside the base (None: the base
+    # model alone), and its EvalConfig settings other than the model slots (None: defaults;
+    # spelled out in full at opening). Left out of to_dict() for training rounds.
+    candidate: int | None = None
+    evaluation: dict[str, Any] | None = None
 
     def check(self) -> None:
         """Raise a BadRequestError for anything wrong that does not depend on the cohort drawn.
@@ -204,6 +213,9 @@ class RoundParams:
         out = asdict(self)
         out["deadlines"] = list(self.deadlines)
         out["frozen"] = list(self.frozen)
+        if self.kind == TRAINING:  # a training round's record reads as it did before kinds
+            for name in ("kind", "candidate", "evaluation"):
+                out.pop(name)
         return out
 
     @classmethod
@@ -246,6 +258,10 @@ class RoundParams:
                 and self.tolerate_dropouts >= 1):
             raise BadRequestError("tolerate_dropouts must be a positive integer (or null)")
         self._check_frozen()
+        if self.kind not in ROUND_KINDS:
+            raise BadRequestError(f"kind must be one of {ROUND_KINDS}")
+        if self.kind == TRAINING and (self.candidate is not None or self.evaluation is not None):
+            raise BadRequestError("a candidate and evaluation settings go with kind 'evaluation'")
 
     def _check_frozen(self) -> None:
         if not (isinstance(self.frozen, tuple) and all(isinstance(n, str) and n for n in self.frozen)):

@@ -62,11 +62,13 @@ __all__ = ["KINDS", "LedgerEntry", "LedgerSnapshot", "PrivacyLedger", "iso_utc",
 
 #: The payload kinds of the protocol: enrolment, the secure-aggregation stages (DESIGN.md,
 #: "Round": advertise keys, share keys, masked input, consistency check, unmask), status
-#: reports, and a device's refusal to take part in a round (its reason in ``note``). Other
-#: kinds must start with ``x_`` (``x_debug``), so that a misspelt protocol kind is refused
-#: instead of filed under a new name.
+#: reports, and a device's refusal to take part in a round (its reason in ``note``). In an
+#: evaluation round the masked input carries the device's ``edgerec.fedeval`` vector instead of
+#: a model delta, and is recorded as ``"evaluation"`` (clip, z and epsilon as for a delta: the
+#: same budget; ``note`` names the models and the layout). Other kinds must start with ``x_``
+#: (``x_debug``), so that a misspelt protocol kind is refused instead of filed under a new name.
 KINDS = frozenset({"enrol", "advertise_keys", "share_keys", "masked_input", "consistency",
-                   "unmask", "status", "refusal"})
+                   "unmask", "status", "refusal", "evaluation"})
 _MAX_ROUND_ID = 128
 _MAX_DESTINATION = 2048
 _MAX_NOTE = 1024

@@ -25,6 +25,7 @@ HTTP routes (all under the server's base URL; ``Authorization: Bearer <credentia
 (``key_list``, ``forwarded_shares``, ``consistency_request``, ``unmask_request``; 204 with
 ``Retry-After`` while not ready, 410 if aborted), ``GET /v1/certificate`` (the device's
 enrolment certificate), ``GET /v1/models/latest`` (zip; ETag / If-None-Match),
+``GET /v1/models/{version}`` (one version: an evaluation round's candidate),
 ``GET /v1/public-key``. "Not yet" answers and 429/503 may carry ``Retry-After`` (seconds),
 which devices follow with jitter.
 """
@@ -45,12 +46,16 @@ from .client import SyncConditions, SyncResult, SyncSession, SyncStatus
 from .codec import decode, decode_secagg, encode, encode_secagg
 from .messages import (
     DOWNLOAD_NAMES,
+    EVALUATION,
     PROTOCOL_VERSION,
+    ROUND_KINDS,
+    TRAINING,
     UPLOAD_KINDS,
     CertificateAnswer,
     EnrolRequest,
     EnrolResponse,
     ErrorBody,
+    EvalAnnouncement,
     RoundAnnouncement,
     RoundStatus,
     ServerKey,
@@ -66,7 +71,10 @@ from .transport import HttpxTransport, RecordingTransport, Response, Transport
 
 __all__ = [
     "DOWNLOAD_NAMES",
+    "EVALUATION",
     "PROTOCOL_VERSION",
+    "ROUND_KINDS",
+    "TRAINING",
     "UPLOAD_KINDS",
     "Backoff",
     "BundleDownload",
@@ -76,6 +84,7 @@ __all__ = [
     "EnrolRequest",
     "EnrolResponse",
     "ErrorBody",
+    "EvalAnnouncement",
     "HttpxTransport",
     "NotYet",
     "ParticipationResult",

@@ -190,6 +190,15 @@ class ServerApi:
             raise ProtocolError("the bundle answer has no model version header") from None
         return BundleDownload(answer.body, answer.headers.get("etag", ""), version)
 
+    def bundle(self, version: int) -> BundleDownload:
+        """The signed bundle archive of model ``version`` (an evaluation round's candidate).
+
+        ``model_version`` is the version asked for: the unsigned header is not read, and the
+        caller verifies the archive's signed version itself."""
+        answer = self._get(f"/v1/models/{int(version)}")
+        self._check(answer)
+        return BundleDownload(answer.body, answer.headers.get("etag", ""), int(version))
+
     # -- plumbing ----------------------------------------------------------------------------
     def _get(self, path: str) -> Response:
         return self._request("GET", path, None, {})

@@ -35,6 +35,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar, cast
 
+import numpy as np
+
 from .._exceptions import (BundleError, ConfigError, EdgeRecError, MessageRejectedError,
                            ProtocolError, RoundAbortedError, RoundRefusedError,
                            ServerRejectedError, SyncError, TransportError)
@@ -45,7 +47,8 @@ from ..privacy import RandomSource
 from .api import DeviceIdentity, NotYet, ServerApi, new_identity_key
 from .certificates import certificate_problem, current_certificate
 from .device import SyncRecords, device_epsilon
-from .messages import RoundAnnouncement
+from .evaluation import check_kind, evaluation_config, evaluation_contribution, ledger_note
+from .messages import EVALUATION, RoundAnnouncement
 from .participant import RoundParticipant
 from .policy import RoundPolicy, federated_entries
 from .runtime import SyncRuntime
@@ -213,7 +216,17 @@ class SyncSession:
         if self.authority is None:
             raise RoundRefusedError(f"round {ann.round_id} refused: no enrolment authority key is "
                                     "pinned, so peers' keys cannot be checked")
+        check_kind(ann)
         self.policy.check(ann)  # before any training: a refused round costs the device nothing
+        if ann.kind == EVALUATION:
+            # The vector instead of a delta; no mark is saved: evaluating trains on nothing, so
+            # the events logged since the last training round still count towards the next.
+            config = evaluation_config(ann)
+            vector = evaluation_contribution(
+                self.rec, self.records, ann, config,
+                lambda v: self._retry(lambda: self._api().bundle(v)), self.server_key)
+            self.participant = self._participant(ann, vector)
+            return
         bundle = self.rec.bundle  # the round's base model (its version was checked above)
         mask = federated_entries(ann, bundle.params, param_names(bundle.config))
         # The round's frozen weights stay fixed while fine-tuning (their delta is exactly 0) and
@@ -223,11 +236,14 @@ class SyncSession:
         # round (the update may not have seen them).
         mark = self.rec.store.high_water_mark()
         update = self.rec.fine_tune(budget)
-        self.participant = RoundParticipant(
-            self._api(), self.identity, ann, update.delta[mask], authority_key=self.authority,
-            policy=self.policy, noise_source=self._noise_source, timeouts=self.timeouts,
-            runtime=self.runtime)
+        self.participant = self._participant(ann, update.delta[mask])
         self.records.save_mark(mark)
+
+    def _participant(self, ann: RoundAnnouncement, vector: np.ndarray) -> RoundParticipant:
+        assert self.identity is not None
+        return RoundParticipant(self._api(), self.identity, ann, vector, authority_key=self.authority,
+                                policy=self.policy, noise_source=self._noise_source,
+                                timeouts=self.timeouts, runtime=self.runtime)
 
     def _finish(self) -> SyncResult:
         assert self.participant is not None
@@ -236,7 +252,8 @@ class SyncSession:
         if outcome.status.state != "done":
             return self._result(SyncStatus.ROUND_ABORTED,
                                 f"round {rid} aborted: {outcome.status.reason}", rid)
-        note = f"round {rid} done with {outcome.status.survivors} devices"
+        what = "evaluation round" if self.participant.announcement.kind == EVALUATION else "round"
+        note = f"{what} {rid} done with {outcome.status.survivors} devices"
         if self.allow.unmetered:
             try:
                 self._update_bundle()
@@ -319,12 +336,17 @@ class SyncSession:
                 eps = device_epsilon(self.records.add_round(ann.round_id, z), self._dp_delta)
                 self._epsilon = -1.0 if eps is None else eps
             known = self._epsilon >= 0
+            notes = [] if part.private_noise else ["reproducible noise: not private"]
+            if ann.kind == EVALUATION:
+                # The masked input carries the evaluation vector: the row an auditor looks for.
+                kind = "evaluation" if kind == "masked_input" else kind
+                notes.append(ledger_note(ann))
             self.rec.ledger.record(body, kind=kind, round_id=ann.round_id, clip=ann.clip,
                                    noise_multiplier=ann.noise_multiplier,
                                    epsilon=self._epsilon if known else None,
                                    delta=self._dp_delta if known else None,
                                    destination=self.url, model_version=ann.base_model_version,
-                                   note=None if part.private_noise else "reproducible noise: not private")
+                                   note="; ".join(notes)[:1000] or None)
         self.bytes_sent += len(body)
 
     def _refused(self, exc: RoundRefusedError) -> SyncResult:

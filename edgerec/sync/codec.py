@@ -3,7 +3,8 @@
 Control messages are small JSON objects ``{"type": ..., "version": ..., fields}`` with byte
 fields in hex; decoding checks the type tag, the version, every field's type, and refuses
 unknown or missing fields, raising :class:`~edgerec.sync.ProtocolError` (never a bare
-``KeyError``/``ValueError``). Secure-aggregation messages keep their own compact binary
+``KeyError``/``ValueError``). A field may itself be a frozen dataclass (the announcement's
+``evaluation``): a nested JSON object held to the same rules. Secure-aggregation messages keep their own compact binary
 encoding (:mod:`edgerec.secagg.wire`), re-exported here as :func:`encode_secagg` and
 :func:`decode_secagg`.
 """
@@ -63,10 +64,19 @@ def encode(msg: Any) -> bytes:
         value = getattr(msg, f.name)
         if f.metadata.get("omit_if_default") and value == f.default:
             continue  # a field added later: peers that predate it still read the message
-        if isinstance(value, tuple):
-            value = list(value)
-        out[f.name] = value.hex() if isinstance(value, (bytes, bytearray)) else value
+        out[f.name] = _plain(value)
     return json.dumps(out, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON-ready data: tuples as lists, bytes as hex, dataclasses as objects."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
 
 
 def decode(data: bytes, cls: type[T]) -> T:
@@ -86,22 +96,27 @@ def decode(data: bytes, cls: type[T]) -> T:
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"{tag}: protocol version {version!r} is not supported "
                             f"(this side speaks {PROTOCOL_VERSION})")
+    return _dataclass(raw, cls, tag)
+
+
+def _dataclass(raw: dict[str, Any], cls: type[T], where: str) -> T:
+    """``cls`` from the JSON object ``raw``: no unknown field, none missing, each typed."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ProtocolError(f"{tag}: unknown fields {unknown}")
+        raise ProtocolError(f"{where}: unknown fields {unknown}")
     kwargs = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name not in raw:
             if f.default is dataclasses.MISSING:
-                raise ProtocolError(f"{tag}: missing field {f.name!r}")
+                raise ProtocolError(f"{where}: missing field {f.name!r}")
             continue
-        kwargs[f.name] = _field(raw[f.name], hints[f.name], f"{tag}.{f.name}")
+        kwargs[f.name] = _field(raw[f.name], hints[f.name], f"{where}.{f.name}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"{tag}: {exc}") from None
+        raise ProtocolError(f"{where}: {exc}") from None
 
 
 def _field(value: Any, hint: Any, where: str) -> Any:
@@ -117,6 +132,10 @@ def _field(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, list):
             return tuple(_field(v, item, f"{where}[{i}]") for i, v in enumerate(value))
         raise ProtocolError(f"{where}: expected a list, got {type(value).__name__}")
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if isinstance(value, dict):
+            return _dataclass(value, hint, where)
+        raise ProtocolError(f"{where}: expected an object, got {type(value).__name__}")
     if hint is bytes:
         if isinstance(value, str):
             try:

@@ -105,6 +105,12 @@ class SyncRecords:
         self._put(_INSTALLED, int(version), int(version))
         return int(version)
 
+    def installed_at(self, version: int) -> float | None:
+        """When ``version`` was recorded as installed (its sync install, or the first sync that
+        found it running); None if the record is of another version, or there is none."""
+        row = self.state.get(_INSTALLED)
+        return row.updated if row is not None and row.model_version == version else None
+
     # -- participation -----------------------------------------------------------------------
     def rounds(self) -> list[dict[str, Any]]:
         return list(self._get(_ROUNDS) or [])

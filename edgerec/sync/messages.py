@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..fedeval import EvalConfig
 from ..privacy import DistributedNoise, FixedPoint
 from ..secagg import SecAggConfig, Stage
 
 __all__ = [
     "DOWNLOAD_NAMES",
+    "EVALUATION",
     "PROTOCOL_VERSION",
+    "ROUND_KINDS",
+    "TRAINING",
     "UPLOAD_KINDS",
     "CertificateAnswer",
     "EnrolRequest",
     "EnrolResponse",
     "ErrorBody",
+    "EvalAnnouncement",
     "RoundAnnouncement",
     "RoundStatus",
     "ServerKey",
@@ -45,6 +50,11 @@ DOWNLOAD_NAMES: dict[Stage, str] = {
     Stage.CONSISTENCY: "consistency_request",
     Stage.UNMASK: "unmask_request",
 }
+
+#: Round kinds: a training round sums model deltas (a new model comes out of it); an
+#: evaluation round sums ``edgerec.fedeval`` vectors (federated metrics come out, no model).
+TRAINING, EVALUATION = "training", "evaluation"
+ROUND_KINDS = (TRAINING, EVALUATION)
 
 _ENROL_DOMAIN = b"edgerec/sync/v1/enrol\x00"
 
@@ -95,6 +105,42 @@ class CertificateAnswer:
 
 
 @dataclass(frozen=True)
+class EvalAnnouncement:
+    """What an evaluation round measures: an ``edgerec.fedeval.EvalConfig`` spelled out, the
+    key of its vector layout, and the model version of each model slot.
+
+    ``models`` are the config's slot names (installed first) and ``model_versions`` the
+    published version each slot stands for: the first is the round's base model (what the
+    device runs), the others candidates it downloads and verifies but does not install. A
+    device rebuilds the config from these fields and refuses the round unless its own layout
+    key for them is exactly ``layout_key`` (a layout it does not know: another version, or a
+    key that does not match the parameters).
+    """
+
+    layout_key: str
+    models: tuple[str, ...]
+    model_versions: tuple[int, ...]
+    top_k: int
+    max_held_out: int
+    max_impressions: int
+    attribution_s: float
+    max_history: int
+
+    @classmethod
+    def of(cls, config: EvalConfig, versions: tuple[int, ...]) -> EvalAnnouncement:
+        """The announcement of ``config`` evaluating ``versions`` (one per model slot)."""
+        return cls(config.layout.key, config.models, tuple(versions), config.top_k,
+                   config.max_held_out, config.max_impressions, float(config.attribution_s),
+                   config.max_history)
+
+    def config(self) -> EvalConfig:
+        """The config these fields describe (``ConfigError`` if they describe none)."""
+        return EvalConfig(models=self.models, top_k=self.top_k, max_held_out=self.max_held_out,
+                          max_impressions=self.max_impressions, attribution_s=self.attribution_s,
+                          max_history=self.max_history)
+
+
+@dataclass(frozen=True)
 class RoundAnnouncement:
     """Server -> device: a round it may join, with everything needed to privatize a delta.
 
@@ -111,6 +157,12 @@ class RoundAnnouncement:
     delta, so ``vector_length`` is the number of federated entries (a device refuses the round
     unless its own model, with these frozen, has exactly that many). Empty: every weight. It is
     left out of the JSON when empty, so devices from before it existed still read such rounds.
+
+    ``kind`` is ``"training"`` (the device sends a model delta) or ``"evaluation"`` (it sends
+    the ``edgerec.fedeval`` vector ``evaluation`` describes: ``vector_length`` = the layout's
+    length, ``clip`` = its L2 bound, through the same secure aggregation and noise). Both are
+    left out of the JSON for a training round, so older devices still read those; an older
+    device meeting an evaluation round refuses its unknown fields and sends nothing.
     """
 
     round_id: int
@@ -134,6 +186,8 @@ class RoundAnnouncement:
     fp_bits: int = 32
     fp_tail_sigmas: float = 12.0
     frozen: tuple[str, ...] = field(default=(), metadata={"omit_if_default": True})
+    kind: str = field(default=TRAINING, metadata={"omit_if_default": True})
+    evaluation: EvalAnnouncement | None = field(default=None, metadata={"omit_if_default": True})
     version: int = PROTOCOL_VERSION
 
     def secagg_config(self) -> SecAggConfig:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from .base import (
     DeviceRecord,
+    EvaluationRecord,
     EventRecord,
     ModelRecord,
+    OperatorTokenRecord,
     RoundRecord,
     StageMessage,
     StateBackend,
@@ -16,9 +18,9 @@ from .base import (
 from .postgres import PostgresBackend, is_postgres_url
 from .sqlite import SCHEMA_VERSION, SqliteBackend
 
-__all__ = ["SCHEMA_VERSION", "DeviceRecord", "EventRecord", "ModelRecord", "PostgresBackend",
-           "RoundRecord", "SqliteBackend", "StageMessage", "StateBackend", "TokenRecord",
-           "open_state"]
+__all__ = ["SCHEMA_VERSION", "DeviceRecord", "EvaluationRecord", "EventRecord", "ModelRecord",
+           "OperatorTokenRecord", "PostgresBackend", "RoundRecord", "SqliteBackend", "StageMessage",
+           "StateBackend", "TokenRecord", "open_state"]
 
 
 def open_state(database: str, sqlite_path: Path) -> StateBackend:

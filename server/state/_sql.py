@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._exceptions import ConflictError, ForbiddenError, StageClosedError
-from .base import DeviceRecord, EventRecord, ModelRecord, RoundRecord, StageMessage, TokenRecord
+from .base import (DeviceRecord, EvaluationRecord, EventRecord, ModelRecord, OperatorTokenRecord,
+                   RoundRecord, StageMessage, TokenRecord)
 
 __all__ = ["SqlBackend", "purge"]
 
@@ -31,6 +32,9 @@ _MODEL_COLS = "version, parent, created_at, sha256, round_id, size"
 _TOKEN_COLS = "id, token_hash, created_at, expires_at, max_uses, uses, revoked_at, note"
 _DEVICE_COLS = ("id, identity_key, credential_hash, enrolled_at, expires_at, revoked_at, token_id,"
                 " certificate")
+_EVAL_COLS = ("round_id, created_at, base_version, candidate_version, layout_key, config, devices,"
+              " noise_multiplier, clip, epsilon, cumulative_epsilon, noise_std, sum_vector, estimate")
+_OPERATOR_COLS = "id, token_hash, created_at, revoked_at, note"
 
 
 class SqlBackend(ABC):
@@ -250,6 +254,48 @@ class SqlBackend(ABC):
             purge(c, round_id)
         self._reclaim()
 
+    def complete_evaluation(self, record: EvaluationRecord, *, participants: int,
+                            owner: str | None = None) -> None:
+        with self._tx() as c:
+            row = c.execute(f"SELECT lease_owner FROM rounds WHERE id = ? AND state = 'open'"
+                            f"{self._FOR_UPDATE}", (record.round_id,)).fetchone()
+            if row is None:
+                raise ConflictError(f"round {record.round_id} is not open")
+            if owner is not None and row[0] != owner:
+                raise ConflictError(f"round {record.round_id} is being closed by another server")
+            c.execute(f"INSERT INTO evaluations ({_EVAL_COLS}) VALUES"
+                      f" ({', '.join('?' * 14)})", _eval_row(record))
+            c.execute("UPDATE rounds SET state = 'done', stage = 4, closed_at = ?, out_version = NULL,"
+                      " participants = ?, survivors = ?, epsilon = ? WHERE id = ?",
+                      (record.created_at, participants, record.devices, record.cumulative_epsilon,
+                       record.round_id))
+            purge(c, record.round_id)
+        self._reclaim()
+
+    def evaluations(self) -> list[EvaluationRecord]:
+        return [_evaluation(r) for r in self._all(f"SELECT {_EVAL_COLS} FROM evaluations ORDER BY round_id")]
+
+    def evaluation(self, round_id: int) -> EvaluationRecord | None:
+        row = self._one(f"SELECT {_EVAL_COLS} FROM evaluations WHERE round_id = ?", (round_id,))
+        return _evaluation(row) if row else None
+
+    # -- operator tokens ---------------------------------------------------------------------
+    def add_operator_token(self, token_hash: bytes, now: float, note: str) -> OperatorTokenRecord:
+        with self._tx() as c:
+            token_id = self._insert(c, "INSERT INTO operator_tokens (token_hash, created_at, note)"
+                                    " VALUES (?, ?, ?)", (token_hash, now, note), "id")
+            return OperatorTokenRecord(token_id, token_hash, now, None, note)
+
+    def find_operator_token(self, token_hash: bytes) -> OperatorTokenRecord | None:
+        row = self._one(f"SELECT {_OPERATOR_COLS} FROM operator_tokens WHERE token_hash = ?",
+                        (token_hash,))
+        return OperatorTokenRecord(row[0], bytes(row[1]), row[2], row[3], row[4]) if row else None
+
+    def revoke_operator_token(self, token_id: int, now: float) -> bool:
+        with self._tx() as c:
+            return c.execute("UPDATE operator_tokens SET revoked_at = ? WHERE id = ? AND revoked_at"
+                             " IS NULL", (now, token_id)).rowcount == 1
+
     # -- models ------------------------------------------------------------------------------
     def add_model(self, version: int, parent: int | None, now: float, archive: bytes,
                   sha256: str, round_id: int | None) -> ModelRecord:
@@ -294,6 +340,20 @@ def _round(row: tuple) -> RoundRecord:
     values[7] = bytes(values[7])
     values[16] = bool(values[16])
     return RoundRecord(*values)
+
+
+def _eval_row(r: EvaluationRecord) -> tuple:
+    return (r.round_id, r.created_at, r.base_version, r.candidate_version, r.layout_key,
+            json.dumps(r.config, sort_keys=True), r.devices, r.noise_multiplier, r.clip, r.epsilon,
+            r.cumulative_epsilon, r.noise_std, json.dumps(list(r.sum_vector)),
+            json.dumps(r.estimate, sort_keys=True))
+
+
+def _evaluation(row: tuple) -> EvaluationRecord:
+    v = list(row)
+    return EvaluationRecord(int(v[0]), float(v[1]), int(v[2]), None if v[3] is None else int(v[3]),
+                            v[4], json.loads(v[5]), int(v[6]), float(v[7]), float(v[8]), float(v[9]),
+                            float(v[10]), float(v[11]), tuple(json.loads(v[12])), json.loads(v[13]))
 
 
 def purge(c: Any, round_id: int) -> None:

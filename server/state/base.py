@@ -12,8 +12,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["DeviceRecord", "EventRecord", "ModelRecord", "RoundRecord", "StageMessage",
-           "StateBackend", "TokenRecord"]
+__all__ = ["DeviceRecord", "EvaluationRecord", "EventRecord", "ModelRecord", "OperatorTokenRecord",
+           "RoundRecord", "StageMessage", "StateBackend", "TokenRecord"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,47 @@ class ModelRecord:
 
 
 @dataclass(frozen=True)
+class EvaluationRecord:
+    """What an evaluation round measured (``server/evaluation_store.py``), stored with its
+    completion.
+
+    ``sum_vector`` is the decoded, noised sum of the survivors' vectors in the layout's slot
+    order (what was released), ``noise_std`` the std of its noise per slot, ``estimate`` the
+    metrics read from it (``edgerec.fedeval.FederatedEval.to_dict()``). ``epsilon`` is what this
+    round alone costs, ``cumulative_epsilon`` what every completed round costs up to it (both
+    at the server's delta; ``inf`` without noise). ``config`` is the ``EvalConfig`` spelled
+    out; ``base_version`` the model in the installed slot, ``candidate_version`` the other.
+    """
+
+    round_id: int
+    created_at: float
+    base_version: int
+    candidate_version: int | None
+    layout_key: str
+    config: dict[str, Any]
+    devices: int
+    noise_multiplier: float
+    clip: float
+    epsilon: float
+    cumulative_epsilon: float
+    noise_std: float
+    sum_vector: tuple[float, ...]
+    estimate: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OperatorTokenRecord:
+    """An operator's bearer token for the operator routes (``/v1/analytics``); only its
+    SHA-256 is stored."""
+
+    id: int
+    token_hash: bytes
+    created_at: float
+    revoked_at: float | None
+    note: str
+
+
+@dataclass(frozen=True)
 class EventRecord:
     """One line of the operations log (tokens, enrolments, revocations, rounds)."""
 
@@ -181,6 +222,23 @@ class StateBackend(Protocol):
         """Publish the round's model and close it; with ``owner``, only while that replica's
         claim on the round holds (ConflictError otherwise, and nothing is written)."""
         ...
+
+    def complete_evaluation(self, record: EvaluationRecord, *, participants: int,
+                            owner: str | None = None) -> None:
+        """Store an evaluation round's result and close the round (done, no model; its
+        ``epsilon`` the record's cumulative figure; message bodies erased) in one transaction;
+        with ``owner``, only while that replica's claim holds (ConflictError otherwise, and
+        nothing is written). ConflictError too if the round is not open."""
+        ...
+    def evaluations(self) -> list[EvaluationRecord]:
+        """Every stored evaluation, oldest round first."""
+        ...
+    def evaluation(self, round_id: int) -> EvaluationRecord | None: ...
+
+    # operator tokens
+    def add_operator_token(self, token_hash: bytes, now: float, note: str) -> OperatorTokenRecord: ...
+    def find_operator_token(self, token_hash: bytes) -> OperatorTokenRecord | None: ...
+    def revoke_operator_token(self, token_id: int, now: float) -> bool: ...
 
     # models and optimizer state
     def add_model(self, version: int, parent: int | None, now: float, archive: bytes,

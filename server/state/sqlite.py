@@ -26,7 +26,9 @@ __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
 _log = logging.getLogger("edgerec_server")
 
-SCHEMA_VERSION = 3  # 2: devices.certificate, secagg stages renumbered; 3: stage claims (replicas)
+# 2: devices.certificate, secagg stages renumbered; 3: stage claims (replicas); 4: evaluations
+# (federated evaluation rounds' results) and operator_tokens (the operator routes' credentials)
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -60,6 +62,15 @@ CREATE TABLE IF NOT EXISTS strategy_state (
     name TEXT PRIMARY KEY, step INTEGER NOT NULL, arrays BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS evaluations (
+    round_id INTEGER PRIMARY KEY REFERENCES rounds(id), created_at REAL NOT NULL,
+    base_version INTEGER NOT NULL, candidate_version INTEGER, layout_key TEXT NOT NULL,
+    config TEXT NOT NULL, devices INTEGER NOT NULL, noise_multiplier REAL NOT NULL, clip REAL NOT NULL,
+    epsilon REAL NOT NULL, cumulative_epsilon REAL NOT NULL, noise_std REAL NOT NULL,
+    sum_vector TEXT NOT NULL, estimate TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS operator_tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, token_hash BLOB NOT NULL UNIQUE, created_at REAL NOT NULL,
+    revoked_at REAL, note TEXT NOT NULL DEFAULT '');
 """
 
 
@@ -99,6 +110,8 @@ class SqliteBackend(SqlBackend):
                     _to_v2(c)
                 if int(row[0]) < 3:
                     _to_v3(c)
+                if int(row[0]) < 4:
+                    _to_v4(c)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -193,4 +206,11 @@ def _to_v3(c: sqlite3.Connection) -> None:
                        ("lease_until", "REAL")):
         if name not in columns:
             c.execute(f"ALTER TABLE rounds ADD COLUMN {name} {kind}")
-    c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    c.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+
+
+def _to_v4(c: sqlite3.Connection) -> None:
+    """Schema 3 -> 4: the evaluations and operator_tokens tables (made by the schema script,
+    which runs first: ``CREATE TABLE IF NOT EXISTS``), empty; nothing else changes, and every
+    round of a schema-3 server was a training round."""
+    c.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")

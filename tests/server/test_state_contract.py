@@ -5,8 +5,10 @@ constraints that stop double use, what a closed round keeps — holds on each th
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgerec_server._exceptions import ConflictError, ForbiddenError, StageClosedError
-from edgerec_server.state import SqliteBackend, StateBackend
+from edgerec_server.state import EvaluationRecord, SqliteBackend, StateBackend
 
 NOW = 1_000_000.0
 
@@ -201,6 +203,49 @@ def test_completing_a_round_publishes_the_model_and_optimizer_state_in_one_step(
                              model_version=3, archive=b"x", sha256="s", strategy="fedadam",
                              strategy_step=5, strategy_arrays={})
     assert state.latest_model().version == 2 and state.strategy_state("fedadam")[0] == 4
+
+
+def _evaluation(round_id: int, **change) -> EvaluationRecord:
+    return replace(EvaluationRecord(
+        round_id, NOW + 9, 1, 2, "edgerec.fedeval/1;models=installed,candidate", {"top_k": 10},
+        devices=3, noise_multiplier=0.0, clip=4.795831523312719, epsilon=math.inf,
+        cumulative_epsilon=math.inf, noise_std=1e-9, sum_vector=(0.1, 1 / 3, 2.0, 0.0),
+        estimate={"metrics": {"installed.hr@10": {"value": None, "low": 0.25}}}), **change)
+
+
+def test_an_evaluation_is_stored_with_its_round_in_one_step_by_its_claimer_only(state):
+    a = _device(state)
+    record = _round(state, [a])
+    state.add_message(record.id, a, 0, b"keys", b"d" * 32, NOW)
+    assert state.claim_stage(record.id, 0, "replica-1", NOW, 10.0)
+    stored = _evaluation(record.id)
+    with pytest.raises(ConflictError):  # another replica's claim: nothing is written
+        state.complete_evaluation(stored, participants=4, owner="replica-2")
+    assert state.evaluations() == [] and state.round(record.id).state == "open"
+    state.complete_evaluation(stored, participants=4, owner="replica-1")
+    done = state.round(record.id)
+    assert (done.state, done.out_version, done.participants, done.survivors) == ("done", None, 4, 3)
+    assert math.isinf(done.epsilon) and done.closed_at == NOW + 9
+    assert state.evaluation(record.id) == stored and state.evaluations() == [stored]  # exactly
+    assert all(m.body is None for m in state.messages(record.id))
+    with pytest.raises(ConflictError):  # a round completes once
+        state.complete_evaluation(_evaluation(record.id, epsilon=1.0), participants=4)
+    later = _round(state, [a])
+    state.complete_evaluation(_evaluation(later.id, candidate_version=None, epsilon=0.5,
+                                          cumulative_epsilon=2.5), participants=3)
+    assert [e.round_id for e in state.evaluations()] == [record.id, later.id]
+    assert state.evaluation(later.id).candidate_version is None and state.evaluation(999) is None
+
+
+def test_an_operator_token_is_found_by_its_hash_and_revoked_once(state):
+    token = state.add_operator_token(b"op-hash", NOW, "dashboard")
+    assert state.find_operator_token(b"op-hash") == token and token.revoked_at is None
+    with pytest.raises(ConflictError):
+        state.add_operator_token(b"op-hash", NOW, "again")
+    assert state.find_operator_token(b"other") is None
+    assert state.revoke_operator_token(token.id, NOW + 1)
+    assert not state.revoke_operator_token(token.id, NOW + 2)
+    assert state.find_operator_token(b"op-hash").revoked_at == NOW + 1
 
 
 def test_a_model_version_is_published_once(state):

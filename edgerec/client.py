@@ -10,17 +10,17 @@ import os
 import threading
 import time
 import warnings
-from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, cast
 
 import numpy as np
 
 from ._exceptions import ConfigError, UnknownItemWarning
+from ._installed import Installed, candidate_offset, item_ids, known_history
 from ._training_data import device_sequences, mark_trained, trained_until
 from .bundle import Bundle, clean_bundle_root, load_bundle
-from .events import EventRecord, EventType, Interaction, check_id, check_lookup_id, signal_code
+from .events import EventRecord, EventType, Interaction, check_id, check_lookup_id
 from .finetune import FineTuneConfig, LocalUpdate, fine_tune
 from .privacy.ledger import PrivacyLedger
 from .reasons import attribute, reason_text
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EdgeRec", "Recommendation", "open"]
 
-_OFFSET_CACHE = 8  # candidate filters an app typically cycles through (in stock, category, ...)
 _ADAPTER_KEY = "personal_adapter"
 _WARN_LIMIT = 1024  # distinct unknown items warned about per installed bundle; then quiet
 
@@ -48,22 +47,6 @@ class Recommendation:
     title: str
     reason: str
     because: str | None = None  # the history item behind the reason, if any
-
-
-@dataclass(frozen=True, eq=False)
-class _Installed:
-    """Everything a recommendation reads about the model, swapped as one reference so a request
-    running during an install sees the old model or the new one, never a mix."""
-
-    bundle: Bundle
-    scorer: TopKScorer  # a Scorer, or a baseline a benchmark installs (float32, numpy)
-    adapter: np.ndarray | None
-    offsets: OrderedDict = field(default_factory=OrderedDict)  # candidate filter -> score offset
-    warned: set[str] = field(default_factory=set)  # unknown items logged (UnknownItemWarning)
-
-    @property
-    def index(self) -> dict[str, int]:
-        return self.bundle.catalogue.index
 
 
 class EdgeRec:
@@ -102,7 +85,7 @@ class EdgeRec:
                               f"{type(bundle).__name__}")
         scorer = scorer or Scorer(bundle.model_path, len(bundle.catalogue), bundle.config.history,
                                   threads=self._threads)
-        self._m = _Installed(bundle, scorer, self._load_adapter(bundle))
+        self._m = Installed(bundle, scorer, self._load_adapter(bundle))
 
     @property
     def device_state(self) -> DeviceState:
@@ -175,38 +158,6 @@ class EdgeRec:
                           UnknownItemWarning, stacklevel=3)
 
     # -- recommending ---------------------------------------------------------------------------
-    def _offset(self, m: _Installed, candidates: frozenset[str] | None) -> np.ndarray | None:
-        """-inf for every item outside ``candidates`` (cached: apps reuse a few filters)."""
-        if candidates is None:
-            return None
-        key = candidates
-        with self._lock:
-            cached = m.offsets.get(key)
-            if cached is not None:
-                m.offsets.move_to_end(key)
-                return cached
-        cached = np.full((1, len(m.index)), -np.inf, np.float32)
-        cached[0, [m.index[c] for c in key if c in m.index]] = 0.0
-        with self._lock:
-            m.offsets[key] = cached
-            if len(m.offsets) > _OFFSET_CACHE:
-                m.offsets.popitem(last=False)
-        return cached
-
-    def _history(self, m: _Installed, user: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Known items of the user's non-impression events, most recent first."""
-        rows: list[int] = []
-        signals: list[int] = []
-        events: list[str] = []
-        index = m.index
-        for item, event, value in self.store.profile(user):
-            row = index.get(item)
-            if row is not None:
-                rows.append(row)
-                signals.append(signal_code(event, value))
-                events.append(event)
-        return np.array(rows, np.int64), np.array(signals, np.int64), events
-
     def recommend(self, user: str | int, k: int = 10, *, exclude_seen: bool = True,
                   candidates: Iterable[str | int] | None = None,
                   exclude: Iterable[str | int] = ()) -> list[Recommendation]:
@@ -223,10 +174,10 @@ class EdgeRec:
             raise ConfigError(f"k must be a positive int, got {k!r}")
         if not isinstance(exclude_seen, bool):
             raise ConfigError(f"exclude_seen must be True or False, got {exclude_seen!r}")
-        allowed = None if candidates is None else _ids("candidates", candidates)
-        excluded = _ids("exclude", exclude)
+        allowed = None if candidates is None else item_ids("candidates", candidates)
+        excluded = item_ids("exclude", exclude)
         m = self._m  # read once: an install during this call does not mix two models
-        rows, signals, events = self._history(m, user_id)
+        rows, signals, events = known_history(self.store, m, user_id)
         if exclude_seen:
             drop = rows
         else:
@@ -236,7 +187,7 @@ class EdgeRec:
             drop = np.concatenate([drop, np.array(extra, np.int64)])
         length = m.bundle.config.history
         top, scores = m.scorer.top_k(rows[:length], signals[:length], np.unique(drop), k,
-                                     self._offset(m, allowed), m.adapter)
+                                     candidate_offset(m, allowed, self._lock), m.adapter)
         return self._explain(m.bundle, top, scores, rows[:length], signals[:length], events)
 
     @staticmethod
@@ -389,17 +340,3 @@ def _threads(threads: object) -> int:
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
         raise ConfigError(f"threads must be an int from 1 to 256, got {threads!r}")
     return threads
-
-
-def _ids(name: str, values: object) -> frozenset[str]:
-    """A collection of item ids as text; one str is not a collection (it would be read per
-    character), nor is a number."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ConfigError(f"{name} must be a collection of item ids (list, set, tuple), got "
-                          f"{type(values).__name__}")
-    out = set()
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise ConfigError(f"{name} must hold item ids (str or int), got {type(value).__name__}")
-        out.add(str(value))
-    return frozenset(out)

@@ -11,12 +11,15 @@ replica stored for it. A claim lapses after ``close_lease_s``, so a replica kill
 closing is replaced by another. Within one process, work happens under one lock, except the end
 of a round: the unmasking, the new model's export, quantization and signature, and storing it
 (with the round's completion and the erasure of its message bodies, in one transaction) run
-outside the lock (``_publish``), so devices are answered meanwhile; the claim keeps other
-replicas off the round, and ``_publishing`` this replica's own ticks. While it is published the
-round stays open, its status says "publishing", and it is "done" only once its model is stored.
-A round that cannot reach its threshold aborts, and the published model stays as it was.
-An evaluation round ends the same way, except that no model is made: its decoded sum and
-estimate are stored with its completion (``_publish_evaluation``, ``evaluation_store.py``).
+outside the lock (``publishing.py``: ``tick`` hands each round whose last stage it claimed to
+``Publishing.publish``, which reports back through ``PublicationHooks``), so devices are
+answered meanwhile; the claim keeps other replicas off the round, and ``_publishing`` this
+replica's own ticks. While it is published the round stays open, its status says "publishing",
+and it is "done" only once its model is stored. A round that cannot reach its threshold aborts,
+and the published model stays as it was. An evaluation round ends the same way, except that no
+model is made: its decoded sum and estimate are stored with its completion (``publishing.py``,
+``evaluation_store.py``). An upload is decoded and checked on its own (``messages.py``) before
+it reaches the round.
 """
 
 from __future__ import annotations
@@ -28,25 +31,15 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable
 
 from edgerec._exceptions import ConfigError, MessageRejectedError, RoundAbortedError
 from edgerec.model.params import param_names
-from edgerec.secagg import (
-    BadSignatureError,
-    DuplicateSenderError,
-    OutOfStageError,
-    ReplayError,
-    Stage,
-    UnknownSenderError,
-)
-from edgerec.secagg.messages import CLIENT_MESSAGE_STAGE
-from edgerec.sync import UPLOAD_KINDS, RoundAnnouncement, RoundStatus, UploadAck, decode_secagg
+from edgerec.secagg import DuplicateSenderError, Stage
+from edgerec.sync import UPLOAD_KINDS, RoundAnnouncement, RoundStatus, UploadAck
 
-from . import audit
 from ._exceptions import (
-    BadRequestError,
     ConflictError,
     StageClosedError,
     ForbiddenError,
@@ -55,40 +48,23 @@ from ._exceptions import (
     ServerError,
 )
 from .active import ActiveRound
-from .aggregation import AggregateError, NewModel, build_model
+from .aggregation import build_model  # looked up here at start (a test patches it)
 from .authority import Authority, load_authority
 from .config import ServerConfig
 from .evaluation import EVALUATION
-from .evaluation_store import store_evaluation
 from .logs import log_event
+from .messages import addressed, checked_upload, rejected
 from .metrics import Metrics
 from .publisher import Publisher
 from .opening import open_round
 from .polling import IdlePacer, stage_hint
+from .publishing import PUBLISHING, BuildModel, Publication, PublicationHooks, Publishing
 from .rounds import RoundParams
 from .state import DeviceRecord, RoundRecord, StateBackend
 
 __all__ = ["Coordinator", "open_round"]
 
 _MAX_CLOSE_FAILURES = 3
-_STATUS_OF = {ReplayError: 409, DuplicateSenderError: 409, OutOfStageError: 409,
-              BadSignatureError: 403, UnknownSenderError: 403}
-#: What a round's status says while its last stage is closed and its model is being made.
-PUBLISHING = "publishing"
-
-#: Makes a finished round's model: ``build_model`` (tests pass a slower one).
-BuildModel = Callable[[StateBackend, Publisher, ActiveRound], NewModel]
-
-
-@dataclass(frozen=True)
-class _Publication:
-    """A round whose last stage this replica froze and claimed, to be unmasked and published
-    outside the lock. ``now`` is when its close began (``clock``), ``started`` the same on
-    ``perf_counter`` (for the metrics)."""
-
-    active: ActiveRound
-    now: float
-    started: float
 
 
 class Coordinator:
@@ -112,6 +88,12 @@ class Coordinator:
         self._pacer = IdlePacer(state, config, clock)
         #: called (from any thread) when an open round moves on here: long polls wake on it
         self.on_change: Callable[[], None] | None = None
+        #: unmasks and publishes the rounds whose last stage this replica claimed (outside the lock)
+        self._end_of_round = Publishing(
+            state, publisher, config, clock=clock, metrics=self.metrics, owner=self.owner,
+            build=self._build, hooks=PublicationHooks(
+                abort=self._abort_record, published=self._published,
+                failed=self._publication_failed, changed=self._changed))
         self._schedule = (RoundParams.from_dict(config.schedule_round)
                           if config.schedule_every_s > 0 else None)
         if self._schedule is not None:
@@ -143,7 +125,7 @@ class Coordinator:
     def tick(self) -> None:
         """Pick up new rounds and close every stage whose turnout or deadline has come; a
         round whose last stage closes here is published in this call, after the lock is let go."""
-        publications: list[_Publication] = []
+        publications: list[Publication] = []
         try:
             with self._lock:
                 self.recover()
@@ -160,7 +142,7 @@ class Coordinator:
                         publications.append(publication)
         finally:
             for publication in publications:
-                self._publish(publication)
+                self._end_of_round.publish(publication)
 
     def _failed(self, active: ActiveRound, exc: Exception) -> None:
         """A close failed: half-closed in memory, not in the database. Rebuild the round from
@@ -230,17 +212,7 @@ class Coordinator:
         """Store one signed stage message from ``device`` (idempotent for identical resends)."""
         with self._lock:
             active = self._open(round_id, device)
-            try:
-                message = decode_secagg(body)
-            except MessageRejectedError as exc:
-                raise self._reject(exc) from None
-            stage = CLIENT_MESSAGE_STAGE.get(type(message))
-            if stage is None:
-                raise BadRequestError("not a device message (server messages are not uploaded)")
-            if message.sender != device.id:  # type: ignore[union-attr]
-                raise ForbiddenError(f"message sender {message.sender} is not device {device.id}")  # type: ignore[union-attr]
-            if message.round_id != round_id:
-                raise BadRequestError(f"message for round {message.round_id} sent to round {round_id}")
+            message, stage = checked_upload(device, round_id, body, self.metrics)
             kind, digest = UPLOAD_KINDS[stage], hashlib.sha256(body).digest()
             if active.digests.get((device.id, stage)) == digest:
                 return UploadAck(round_id, kind, duplicate=True)
@@ -249,8 +221,8 @@ class Coordinator:
             if stored is not None:
                 if stored == digest:
                     return UploadAck(round_id, kind, duplicate=True)
-                raise self._reject(DuplicateSenderError(f"a different {kind} from {device.id} "
-                                                        "was received"))
+                raise rejected(DuplicateSenderError(f"a different {kind} from {device.id} "
+                                                    "was received"), self.metrics)
             if active.id in self._publishing:  # its machine is the publication's now
                 raise StageClosedError(f"round {round_id} is closed: its model is being published")
             if active.record.frozen and stage == active.stage:
@@ -259,7 +231,7 @@ class Coordinator:
             try:
                 active.machine.receive(message)  # type: ignore[arg-type]
             except MessageRejectedError as exc:
-                raise self._reject(exc) from None
+                raise rejected(exc, self.metrics) from None
             try:
                 self.state.add_message(round_id, device.id, int(stage), body, digest, self.clock())
             except BaseException:
@@ -283,13 +255,13 @@ class Coordinator:
         if cached is not None and device.id in cached.members:
             outbox = cached.outbox.get(stage)
             if outbox is not None:
-                return _addressed(outbox, device, round_id, stage)
+                return addressed(outbox, device, round_id, stage)
             if int(stage) > int(cached.stage):
                 return None
         with self._lock:
             active = self._open(round_id, device)
             outbox = active.outbox.get(stage)
-            return None if outbox is None else _addressed(outbox, device, round_id, stage)
+            return None if outbox is None else addressed(outbox, device, round_id, stage)
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -343,17 +315,8 @@ class Coordinator:
             self._changed()  # another replica closed a stage: wake the polls held here
         return active
 
-    def _reject(self, exc: MessageRejectedError) -> ServerError:
-        reason = type(exc).__name__
-        self.metrics.rejections.labels(reason).inc()
-        status = _STATUS_OF.get(type(exc), 400)
-        cls = {403: ForbiddenError, 409: ConflictError}.get(status, BadRequestError)
-        error = cls(f"{reason}: {exc}")
-        error.code = reason
-        return error
-
     # -- closing stages ----------------------------------------------------------------------
-    def _maybe_close(self, active: ActiveRound) -> _Publication | None:
+    def _maybe_close(self, active: ActiveRound) -> Publication | None:
         synced = self._sync(active)
         if synced is None:
             return None
@@ -366,7 +329,7 @@ class Coordinator:
             return self._close(synced, now)
         return None
 
-    def _close(self, active: ActiveRound, now: float) -> _Publication | None:
+    def _close(self, active: ActiveRound, now: float) -> Publication | None:
         """Close the stage being collected (under the lock); the last one is only claimed
         here, and handed back to be published outside the lock."""
         stage = active.stage
@@ -385,7 +348,7 @@ class Coordinator:
             active.record = replace(active.record, frozen=True, lease_owner=self.owner,
                                     lease_until=lease_until)
             self._publishing.add(active.id)
-            return _Publication(active, now, started)
+            return Publication(active, now, started)
         try:
             outbox = active.machine.advance()
         except RoundAbortedError as exc:
@@ -417,87 +380,7 @@ class Coordinator:
         self._changed()
         log_event("round_aborted", logging.WARNING, round_id=record.id, reason=reason)
 
-    def _publish(self, publication: _Publication) -> None:
-        """Unmask the sum, apply the server optimizer, build and sign the model, then store it
-        and complete the round (one transaction, which also erases the round's message bodies),
-        all without the lock: devices are answered meanwhile. The database decides who
-        publishes: ``complete_round`` writes only while this replica's claim holds. Killed
-        here, this replica leaves the round open and frozen; once the claim lapses another
-        replica (or this one restarted) closes the stage again from the stored messages."""
-        active, now, started = publication.active, publication.now, publication.started
-        if active.params.kind == EVALUATION:
-            self._publish_evaluation(publication)
-            return
-        try:
-            try:
-                active.machine.advance()  # the unmasking: the survivors' sum, nothing else
-                new = self._build(self.state, self.publisher, active)
-            except (RoundAbortedError, AggregateError) as exc:
-                self._abort_record(active.record, str(exc), len(active.advertised))
-                self._published(active)
-                return
-            done = [r for r in self.state.rounds("done")] + [active.record]
-            eps = audit.cumulative_epsilon((audit.release_of(r) for r in done),
-                                           self.config.dp_delta, self.config.accountant)
-            try:
-                self.state.complete_round(
-                    active.id, self.clock(), participants=len(active.advertised),
-                    survivors=new.survivors, epsilon=eps, model_version=new.version,
-                    archive=new.archive, sha256=new.sha256, strategy=new.strategy,
-                    strategy_step=new.state.step, strategy_arrays=new.state.arrays,
-                    owner=self.owner)
-            except ConflictError:
-                self._published(active)  # this replica's claim lapsed: another one finished it
-                return
-        except Exception as exc:
-            self._publication_failed(active, exc)
-            raise
-        self._published(active)
-        self.state.log_event("model_published", {"version": new.version, "round_id": active.id,
-                                                  "sha256": new.sha256}, now)
-        aggregate_s, m = new.aggregate_s, self.metrics
-        m.aggregate.observe(aggregate_s)
-        m.publish.observe(time.perf_counter() - started - aggregate_s)
-        m.stage_close.labels(Stage.UNMASK.name).observe(time.perf_counter() - started)
-        m.rounds.labels("done").inc()
-        self._changed()
-        m.participants.set(len(active.advertised))
-        m.survivors.set(new.survivors)
-        m.model_version.set(new.version)
-        log_event("round_done", round_id=active.id, survivors=new.survivors,
-                  model_version=new.version, epsilon=eps)
-
-    def _publish_evaluation(self, publication: _Publication) -> None:
-        """The end of an evaluation round: no model; the survivors' sum decoded, its metrics
-        estimated and stored with the round's completion (``evaluation_store``), under the
-        same claim, outside the lock, with the same failures as a model's publication."""
-        active, now, started = publication.active, publication.now, publication.started
-        try:
-            try:
-                active.machine.advance()  # the unmasking: the survivors' sum, nothing else
-                stored = store_evaluation(self.state, active, self.config, self.clock(), self.owner)
-            except (RoundAbortedError, AggregateError) as exc:
-                self._abort_record(active.record, str(exc), len(active.advertised))
-                self._published(active)
-                return
-            except ConflictError:
-                self._published(active)  # this replica's claim lapsed: another one finished it
-                return
-        except Exception as exc:
-            self._publication_failed(active, exc)
-            raise
-        self._published(active)
-        self.state.log_event("evaluation_stored", {"round_id": active.id, "devices": stored.devices,
-                                                   "models": [stored.base_version, stored.candidate_version]},
-                             now)
-        self.metrics.stage_close.labels(Stage.UNMASK.name).observe(time.perf_counter() - started)
-        self.metrics.rounds.labels("done").inc()
-        self.metrics.participants.set(len(active.advertised))
-        self.metrics.survivors.set(stored.devices)
-        self._changed()
-        log_event("round_done", round_id=active.id, kind=EVALUATION, survivors=stored.devices,
-                  epsilon=stored.cumulative_epsilon)
-
+    # -- the end of a round: publishing.py reports back here (PublicationHooks) -------------
     def _publication_failed(self, active: ActiveRound, exc: Exception) -> None:
         with self._lock:  # rebuilt from the database and closed again by a later tick
             self._publishing.discard(active.id)
@@ -508,11 +391,3 @@ class Coordinator:
         with self._lock:
             self._publishing.discard(active.id)
             self._active.pop(active.id, None)
-
-
-def _addressed(outbox: dict[int, bytes], device: DeviceRecord, round_id: int, stage: Stage) -> bytes:
-    body = outbox.get(device.id)
-    if body is None:
-        raise ConflictError(f"device {device.id} is not part of stage {stage.name} of round "
-                            f"{round_id} (it missed an earlier stage)")
-    return body

@@ -11,7 +11,9 @@
     │   ├── BundleFormatError    unknown format version, missing file, malformed manifest
     │   ├── BundleIntegrityError a file's SHA-256 does not match the manifest
     │   ├── BundleSignatureError the manifest signature does not verify
-    │   └── BundleRollbackError  a validly signed bundle not newer than one installed (sync)
+    │   ├── BundleRollbackError  a validly signed bundle not newer than one installed (sync)
+    │   └── RolloutRefusedError  a rollout statement that does not verify or is stale, or a
+    │                            bundle version the newest statement rejects or does not allow
     ├── ScoringError             onnxruntime failed to score (wraps its exception)
     ├── ConfigError              (also ValueError) an option is out of range or inconsistent
     ├── MissingDependencyError   (also ImportError) an optional dependency is not installed
@@ -102,6 +104,12 @@ class BundleRollbackError(BundleError):
             f"rollback refused: the server offered signed model {manifest.model_version}{created}, "
             f"which is not newer than model {installed} this device has installed")
         self.manifest, self.installed = manifest, installed
+
+
+class RolloutRefusedError(BundleError):
+    """The device refuses a rollout statement (unsigned, forged, malformed, older than one it
+    has seen) or a bundle the newest valid statement does not allow for it (a rejected version,
+    or not the version the statement assigns to this device). Nothing is installed."""
 
 
 class ScoringError(EdgeRecError):
@@ -238,7 +246,7 @@ _PUBLIC_MODULES: dict[str, tuple[type[BaseException], ...]] = {
                 BundleError, BundleFormatError, BundleIntegrityError, BundleSignatureError,
                 ScoringError, ConfigError, MissingDependencyError, UnknownItemWarning),
     "edgerec.sync": (SyncError, ProtocolError, TransportError, ServerRejectedError,
-                     RoundRefusedError, BundleRollbackError),
+                     RoundRefusedError, BundleRollbackError, RolloutRefusedError),
     "edgerec.secagg": (SecAggError, RoundAbortedError, MessageRejectedError, BadSignatureError,
                        WrongRoundError, ReplayError, WrongLengthError, DuplicateSenderError,
                        OutOfStageError, UnknownSenderError, MalformedMessageError,

@@ -29,7 +29,7 @@ from edgerec.sync import (DOWNLOAD_NAMES, CertificateAnswer, EnrolRequest, Enrol
                           ProtocolError, RoundStatus, ServerKey)
 from edgerec.sync import codec
 
-from . import audit, auth, operators
+from . import audit, auth, operators, rollout
 from .analytics import analytics as analytics_doc
 from ._exceptions import NotFoundError, PayloadTooLargeError, ServerError
 from .coordinator import Coordinator
@@ -195,12 +195,13 @@ class Api:
         return Response(body, media_type=codec.OCTETS)
 
     async def model(self, request: Request) -> Response:
-        if not self.config.public_models:
-            await self.device(request)
+        device = await self._caller(request)
         text = request.path_params.get("version")
         record: ModelRecord | None
-        if text is None:
-            record = await run_in_threadpool(self.co.publisher.latest)
+        if text is None:  # the version the rollout statement assigns to this device
+            version = await run_in_threadpool(rollout.served_version, self.state,
+                                              device.id if device else None)
+            record = None if version is None else await run_in_threadpool(self.state.model, version)
         else:
             version = parse_id(text, "version")
             record = None if version is None else await run_in_threadpool(self.state.model, version)
@@ -215,6 +216,23 @@ class Api:
         archive = await run_in_threadpool(self.state.model_archive, record.version)
         return Response(archive, media_type=codec.ZIP, headers=headers)
 
+    async def _caller(self, request: Request) -> DeviceRecord | None:
+        """The authenticated device; None for an anonymous caller where models are public."""
+        if not self.config.public_models:
+            return await self.device(request)
+        if not request.headers.get("authorization"):
+            return None
+        try:
+            return await self.device(request)
+        except ServerError:
+            return None
+
+    async def rollout(self, request: Request) -> Response:
+        """The newest signed rollout statement (204: none yet); devices verify it."""
+        await self._caller(request)
+        found = await run_in_threadpool(rollout.answer, self.state)
+        return Response(status_code=204) if found is None else _message(found)
+
     async def audit(self, request: Request) -> Response:
         rows = await run_in_threadpool(audit.audit_rows, self.state, self.config.dp_delta,
                                        self.config.accountant)
@@ -223,7 +241,8 @@ class Api:
                              "public_key": self.co.publisher.public_key.hex(),
                              "authority": {"public_key": self.co.authority.public_key.hex(),
                                            "mode": self.co.authority.mode},
-                             "certificates": certificates, "rounds": rows})
+                             "certificates": certificates, "rounds": rows,
+                             "rollouts": await run_in_threadpool(rollout.rollout_rows, self.state)})
 
 
     async def analytics(self, request: Request) -> Response:
@@ -250,6 +269,7 @@ def _routes(api: Api) -> list[Route]:
         Route("/v1/rounds/{round_id}/messages", api.upload, methods=["POST"]),
         Route("/v1/rounds/{round_id}/messages/{name}", api.download),
         Route("/v1/models/latest", api.model),
+        Route("/v1/rollout", api.rollout),
         Route("/v1/models/{version}", api.model),
         Route("/v1/audit", api.audit),
         Route("/v1/analytics", api.analytics),

@@ -11,6 +11,7 @@ also while the server runs; it picks up new rounds within one tick).
     edgerec-server round open --kind evaluation --candidate 7 --min 10 --noise 1
     edgerec-server operator-token create                   # for GET /v1/analytics
     edgerec-server analytics [--json]
+    edgerec-server rollout canary --candidate 4 --share 0.1   # then: rollout decide
     edgerec-server --data-dir ./state --port 8000          # serve (the default command)
     edgerec-server audit --json
 """
@@ -33,6 +34,8 @@ from ._exceptions import ServerError
 from .cli_evaluation import (DEFAULT_CLIP, add_evaluation_options, analytics_command,
                              operator_token_command, round_kind_params)
 from .cli_evaluation import add_parsers as add_evaluation_parsers
+from .cli_rollout import add_parser as add_rollout_parser
+from .cli_rollout import rollout_command
 from .config import ServerConfig, load_config
 from .epsilon_target import epsilon_target
 from .demo.command import add_parser as add_demo_parser
@@ -186,11 +189,13 @@ def _audit(s: _Services, args: argparse.Namespace) -> int:
     if args.json:
         from .audit import certificate_rows
         from .authority import load_authority
+        from .rollout import rollout_rows
 
         authority = load_authority(s.config)
         print(json.dumps({"delta": s.config.dp_delta, "accountant": s.config.accountant,
                           "authority": {"public_key": authority.public_key.hex(), "mode": authority.mode},
-                          "certificates": certificate_rows(s.state), "rounds": rows}, indent=1))
+                          "certificates": certificate_rows(s.state), "rounds": rows,
+                          "rollouts": rollout_rows(s.state)}, indent=1))
         return 0
     print(f"{'round':>5} {'state':8} {'q':>6} {'cohort/N':>11} {'part':>4} {'surv':>4} {'clip':>6} "
           f"{'z':>5} {'epsilon':>9} {'weights':>8}  versions")
@@ -344,6 +349,7 @@ def _parser() -> argparse.ArgumentParser:
                          "emb_in,emb_out,feat_in,feat_out, or 'tables' for those four")
     add_evaluation_options(op)
     add_evaluation_parsers(sub, common)
+    add_rollout_parser(sub, common)
     sub.add_parser("audit", parents=[common], help="privacy audit").add_argument("--json", action="store_true")
     sub.add_parser("public-key", parents=[common], help="print the bundle-signing key (hex)")
     sub.add_parser("authority-key", parents=[common],
@@ -362,7 +368,7 @@ def _parser() -> argparse.ArgumentParser:
 _HANDLERS = {"serve": _serve, "init": _init, "token": _token, "device": _device, "round": _round,
              "audit": _audit, "public-key": _public_key, "authority-key": _authority_key,
              "certify": _certify, "export-bundle": _export, "analytics": analytics_command,
-             "operator-token": operator_token_command}
+             "operator-token": operator_token_command, "rollout": rollout_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -132,6 +132,7 @@ def openapi_schema(public_models: bool = False) -> dict[str, Any]:
                                         "reason": "str"}),
                 "UploadAck": _schema({"round_id": "int", "kind": "str", "duplicate": "bool"}),
                 "ServerKey": _schema({"public_key": "hex", "algorithm": "str"}),
+                "RolloutAnswer": _schema({"statement": "hex", "signature": "hex"}),
             },
         },
         "paths": {
@@ -174,8 +175,15 @@ def openapi_schema(public_models: bool = False) -> dict[str, Any]:
                                    "schema": {"type": "string",
                                               "enum": sorted(DOWNLOAD_NAMES.values())}}])},
             "/v1/models/latest": {"get": _op(
-                "the newest signed bundle archive (zip); ETag / If-None-Match", zip_ok,
+                "the signed bundle archive (zip) the rollout statement assigns to the calling "
+                "device (the newest before any statement); ETag / If-None-Match", zip_ok,
                 models_errors, auth=models_auth)},
+            "/v1/rollout": {"get": _op(
+                "the newest signed rollout statement: promoted version, candidate, canary "
+                "share, rejected versions (verify the signature with the pinned bundle key)",
+                {"200": _json("RolloutAnswer", "the statement's bytes and signature (hex)"),
+                 "204": {"description": "no rollout statement yet: devices install the newest "
+                                        "model"}}, (401, 403), auth=models_auth)},
             "/v1/models/{version}": {"get": _op(
                 "one version's signed bundle archive; ETag / If-None-Match", zip_ok,
                 (400, *models_errors), auth=models_auth,

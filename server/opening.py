@@ -16,6 +16,7 @@ from ._exceptions import BadRequestError, ConflictError
 from .authority import eligible_devices
 from .evaluation import EVALUATION, evaluation_round
 from .publisher import Publisher
+from .rollout import current, serving_base
 from .rounds import CohortTooSmallError, RoundParams, draw_cohort
 from .state import RoundRecord, StateBackend
 
@@ -26,6 +27,9 @@ def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, n
                seed: bytes | None = None, *,
                noise_for: Callable[[int, int], float] | None = None) -> RoundRecord:
     """Open a round on the latest model for a Poisson sample of the active devices.
+
+    Once there is a rollout statement (``rollout.py``) the round builds on (or measures) the
+    promoted version instead, and only devices the statement assigns it to are drawn.
 
     Each active device is drawn independently with probability ``params.sampling_rate``; the
     drawn cohort is the round's members and its size its ``max_participants``. A draw smaller
@@ -44,14 +48,16 @@ def open_round(state: StateBackend, publisher: Publisher, params: RoundParams, n
     and the noise (``noise_for`` included) are a training round's.
     """
     params.check()  # a mistake in the parameters is reported before anything is drawn
-    latest = publisher.latest()
+    latest = serving_base(state, publisher)  # the promoted version once a rollout statement is
     if params.kind == EVALUATION:  # devices send evaluation vectors: the layout's length
         params, vector_length = evaluation_round(params, state, latest)
     else:
         base = publisher.load(latest.version)
         params, mask = params.federated(base.params, param_names(base.config))
         vector_length = int(mask.sum())
-    active = [d.id for d in eligible_devices(state, now)]
+    statement = current(state)  # a canary device runs the candidate: it cannot take part
+    active = [d.id for d in eligible_devices(state, now)
+              if statement is None or statement.version_for(d.id) == latest.version]
     members = draw_cohort(active, params.sampling_rate)
     if len(members) < params.min_participants:
         raise ConflictError(

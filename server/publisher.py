@@ -47,6 +47,11 @@ class Publisher:
         """The raw 32-byte Ed25519 public key that verifies every published bundle."""
         return public_key_bytes(self._key)
 
+    def sign(self, data: bytes) -> bytes:
+        """This key's Ed25519 signature of ``data`` (rollout statements: domain-separated bytes
+        that no manifest can be)."""
+        return sign_bytes(self._key, data)
+
     def build(self, params: Params, catalogue: Catalogue, cfg: ModelConfig, version: int,
               parent: int | None, hyperparameters: dict[str, Any]) -> tuple[bytes, str]:
         """The signed archive of a new version and its SHA-256 (stored by the caller)."""

@@ -37,6 +37,7 @@ from .messages import (
     EnrolRequest,
     EnrolResponse,
     ErrorBody,
+    RolloutAnswer,
     RoundAnnouncement,
     RoundStatus,
     ServerKey,
@@ -198,6 +199,14 @@ class ServerApi:
         answer = self._get(f"/v1/models/{int(version)}")
         self._check(answer)
         return BundleDownload(answer.body, answer.headers.get("etag", ""), int(version))
+
+    def rollout(self) -> RolloutAnswer | None:
+        """The server's newest signed rollout statement (verify it before use), or None when
+        it has none (204; 404 from a server that predates rollouts)."""
+        answer = self._get("/v1/rollout")
+        if answer.status in (204, 404):
+            return None
+        return self._decode(answer, RolloutAnswer)
 
     # -- plumbing ----------------------------------------------------------------------------
     def _get(self, path: str) -> Response:

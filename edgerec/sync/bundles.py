@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 from .._exceptions import BundleFormatError, BundleRollbackError
 from .._bundle_root import _step
@@ -55,7 +56,8 @@ def pack_bundle(folder: str | Path) -> bytes:
 
 
 def install_bundle(archive: bytes, target_dir: str | Path, public_key: bytes | str, *,
-                   newer_than: int | None = None) -> Bundle:
+                   newer_than: int | None = None,
+                   check: Callable[[Manifest], None] | None = None) -> Bundle:
     """Verify ``archive`` against ``public_key`` and make it ``target_dir``'s live bundle.
 
     A missing ``target_dir`` becomes a plain bundle folder; onto an existing bundle it becomes
@@ -63,7 +65,9 @@ def install_bundle(archive: bytes, target_dir: str | Path, public_key: bytes | s
     switched to in one atomic step. The ``Bundle.path`` of an installed bundle may be given as
     ``target_dir``: installs go to its root. With ``newer_than``, a bundle whose signed
     ``model_version`` is not greater raises :class:`BundleRollbackError` (the decision rests on
-    the signed manifest only). Raises a ``BundleError`` (format, integrity, signature, rollback)
+    the signed manifest only). ``check(manifest)`` is called on the verified manifest before the
+    switch (a ``BundleError`` it raises refuses the bundle: how a rollout statement's rules
+    apply to what is installed). Raises a ``BundleError`` (format, integrity, signature, rollback)
     and changes nothing on failure; a malformed ``public_key`` is a ``ConfigError``.
     """
     load_public_key(public_key)  # a malformed key is refused before anything is touched
@@ -73,6 +77,8 @@ def install_bundle(archive: bytes, target_dir: str | Path, public_key: bytes | s
         bundle = _unpack_verified(archive, staging, public_key)
         if newer_than is not None and bundle.manifest.model_version <= newer_than:
             raise BundleRollbackError(bundle.manifest, newer_than)
+        if check is not None:
+            check(bundle.manifest)
         verified.append(bundle)
         return bundle.manifest
 

@@ -55,7 +55,7 @@ from .runtime import SyncRuntime
 from .status import SyncConditions, SyncResult, SyncStatus
 from .timeouts import SyncTimeouts
 from .transport import HttpxTransport, Transport
-from .updates import update_bundle
+from .updates import Rollout, update_bundle
 
 if TYPE_CHECKING:
     from ..client import EdgeRec
@@ -310,10 +310,13 @@ class SyncSession:
         return None
 
     def _update_bundle(self) -> None:
-        """Install the server's bundle if newer (``updates.update_bundle``; needs server_key)."""
+        """Install what the signed rollout statement assigns, or a newer bundle (updates.py)."""
+        assert self.identity is not None
+        api = self._api()
         if self.server_key is not None and update_bundle(
                 self.rec, self.records, self.bundle_dir, self.server_key,
-                lambda etag: self._retry(lambda: self._api().latest_bundle(etag))):
+                lambda etag: self._retry(lambda: api.latest_bundle(etag)),
+                Rollout.of(api, self.identity.device_id, self._retry)):
             self._installed = True
 
     # -- plumbing ----------------------------------------------------------------------------

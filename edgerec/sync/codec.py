@@ -26,6 +26,7 @@ from .messages import (
     EnrolRequest,
     EnrolResponse,
     ErrorBody,
+    RolloutAnswer,
     RoundAnnouncement,
     RoundStatus,
     ServerKey,
@@ -46,6 +47,7 @@ TYPE_TAGS: dict[type, str] = {
     ServerKey: "server_key",
     ErrorBody: "error",
     CertificateAnswer: "certificate",
+    RolloutAnswer: "rollout",
 }
 
 encode_secagg = wire.encode

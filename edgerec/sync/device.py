@@ -9,6 +9,10 @@
 - ``sync_installed_version``: the highest signed model version this device ever ran or
   installed (never lowered). A bundle is installed only if its signed version exceeds it, so a
   server cannot roll the device back, even after a restart or with a stale bundle folder.
+- ``sync_rollout``: the newest signed rollout statement this device accepted (its bytes and
+  signature, ``edgerec.sync.rollout``) and every model version a statement it accepted ever
+  rejected. Once there is one, it decides what the device installs (a server that stops
+  sending statements cannot lift it), and an older statement is refused as a replay.
 - ``sync_rounds``: the rounds this device sent a delta to (id and noise multiplier), which is
   what its own privacy charge is computed from.
 - ``sync_last_mark``: the store's ``high_water_mark()`` when the device last took part, so that
@@ -31,7 +35,7 @@ from .api import DeviceIdentity
 __all__ = ["SyncRecords", "device_epsilon"]
 
 _IDENTITY, _ETAG, _ROUNDS, _MARK = "sync_identity", "sync_bundle_etag", "sync_rounds", "sync_last_mark"
-_INSTALLED = "sync_installed_version"
+_INSTALLED, _ROLLOUT = "sync_installed_version", "sync_rollout"
 
 
 @dataclass
@@ -110,6 +114,25 @@ class SyncRecords:
         found it running); None if the record is of another version, or there is none."""
         row = self.state.get(_INSTALLED)
         return row.updated if row is not None and row.model_version == version else None
+
+    # -- rollout statements ------------------------------------------------------------------
+    def rollout(self) -> tuple[bytes, bytes, frozenset[int]] | None:
+        """The newest accepted rollout statement's bytes and signature, and every version the
+        statements this device accepted rejected; None before the first."""
+        saved = self._get(_ROLLOUT)
+        if saved is None:
+            return None
+        try:
+            return (bytes.fromhex(saved["statement"]), bytes.fromhex(saved["signature"]),
+                    frozenset(int(v) for v in saved["rejected"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"device state {_ROLLOUT!r} is malformed") from exc
+
+    def save_rollout(self, statement: bytes, signature: bytes, rejected: frozenset[int]) -> None:
+        """Keep ``statement`` (verified by the caller) as the newest, with the rejected versions
+        seen so far (the caller passes the union: the record only grows)."""
+        self._put(_ROLLOUT, {"statement": statement.hex(), "signature": signature.hex(),
+                             "rejected": sorted(rejected)})
 
     # -- participation -----------------------------------------------------------------------
     def rounds(self) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ __all__ = [
     "ErrorBody",
     "EvalAnnouncement",
     "RoundAnnouncement",
+    "RolloutAnswer",
     "RoundStatus",
     "ServerKey",
     "UploadAck",
@@ -237,6 +238,17 @@ class ServerKey:
 
     public_key: bytes
     algorithm: str = "ed25519"
+    version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class RolloutAnswer:
+    """The server's newest signed rollout statement (``GET /v1/rollout``): the statement's
+    bytes and the bundle key's signature over ``edgerec.sync.rollout.DOMAIN`` + those bytes.
+    Devices verify it before reading a field of it (``edgerec.sync.rollout.open_statement``)."""
+
+    statement: bytes
+    signature: bytes
     version: int = PROTOCOL_VERSION
 
 

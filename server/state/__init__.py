@@ -10,6 +10,7 @@ from .base import (
     EventRecord,
     ModelRecord,
     OperatorTokenRecord,
+    RolloutRecord,
     RoundRecord,
     StageMessage,
     StateBackend,
@@ -19,7 +20,7 @@ from .postgres import PostgresBackend, is_postgres_url
 from .sqlite import SCHEMA_VERSION, SqliteBackend
 
 __all__ = ["SCHEMA_VERSION", "DeviceRecord", "EvaluationRecord", "EventRecord", "ModelRecord",
-           "OperatorTokenRecord", "PostgresBackend", "RoundRecord", "SqliteBackend", "StageMessage",
+           "OperatorTokenRecord", "PostgresBackend", "RolloutRecord", "RoundRecord", "SqliteBackend", "StageMessage",
            "StateBackend", "TokenRecord", "open_state"]
 
 

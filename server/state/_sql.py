@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._exceptions import ConflictError, ForbiddenError, StageClosedError
+from ._rollout_sql import RolloutSql
 from .base import (DeviceRecord, EvaluationRecord, EventRecord, ModelRecord, OperatorTokenRecord,
                    RoundRecord, StageMessage, TokenRecord)
 
@@ -37,7 +38,7 @@ _EVAL_COLS = ("round_id, created_at, base_version, candidate_version, layout_key
 _OPERATOR_COLS = "id, token_hash, created_at, revoked_at, note"
 
 
-class SqlBackend(ABC):
+class SqlBackend(RolloutSql, ABC):
     """:class:`~.base.StateBackend` in SQL; subclasses bind it to one database engine."""
 
     #: Row-lock clauses where the engine has them (SQLite's write transactions are exclusive).

@@ -13,7 +13,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 __all__ = ["DeviceRecord", "EvaluationRecord", "EventRecord", "ModelRecord", "OperatorTokenRecord",
-           "RoundRecord", "StageMessage", "StateBackend", "TokenRecord"]
+           "RolloutRecord", "RoundRecord", "StageMessage", "StateBackend", "TokenRecord"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,29 @@ class OperatorTokenRecord:
 
 
 @dataclass(frozen=True)
+class RolloutRecord:
+    """A signed rollout statement (``edgerec.sync.rollout``) and the decision that made it.
+
+    ``statement`` and ``signature`` are what devices receive (``GET /v1/rollout``); the other
+    fields repeat the statement's for queries and the audit. ``decision`` is ``canary`` (a
+    candidate goes to a share of devices), ``promote``, ``reject`` or ``set`` (the operator
+    named the promoted version); ``round_id`` the evaluation round a decision rests on.
+    """
+
+    seq: int
+    created_at: float
+    promoted: int
+    candidate: int | None
+    share: float
+    rejected: tuple[int, ...]
+    decision: str
+    reason: str
+    round_id: int | None
+    statement: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
 class EventRecord:
     """One line of the operations log (tokens, enrolments, revocations, rounds)."""
 
@@ -239,6 +262,19 @@ class StateBackend(Protocol):
     def add_operator_token(self, token_hash: bytes, now: float, note: str) -> OperatorTokenRecord: ...
     def find_operator_token(self, token_hash: bytes) -> OperatorTokenRecord | None: ...
     def revoke_operator_token(self, token_id: int, now: float) -> bool: ...
+
+    # rollout statements
+    def add_rollout(self, record: RolloutRecord) -> None:
+        """Store the next rollout statement: only if ``record.seq`` is one more than the newest
+        stored (1 for the first), else ConflictError and nothing is written (two replicas or
+        operators deciding at once: one wins)."""
+        ...
+    def rollout(self) -> RolloutRecord | None:
+        """The newest rollout statement, or None before the first."""
+        ...
+    def rollouts(self) -> list[RolloutRecord]:
+        """Every rollout statement, oldest first."""
+        ...
 
     # models and optimizer state
     def add_model(self, version: int, parent: int | None, now: float, archive: bytes,

@@ -27,8 +27,9 @@ __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 _log = logging.getLogger("edgerec_server")
 
 # 2: devices.certificate, secagg stages renumbered; 3: stage claims (replicas); 4: evaluations
-# (federated evaluation rounds' results) and operator_tokens (the operator routes' credentials)
-SCHEMA_VERSION = 4
+# (federated evaluation rounds' results) and operator_tokens (the operator routes' credentials);
+# 5: rollouts (signed rollout statements: canary, promotion, rejection)
+SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -71,6 +72,10 @@ CREATE TABLE IF NOT EXISTS evaluations (
 CREATE TABLE IF NOT EXISTS operator_tokens (
     id INTEGER PRIMARY KEY AUTOINCREMENT, token_hash BLOB NOT NULL UNIQUE, created_at REAL NOT NULL,
     revoked_at REAL, note TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS rollouts (
+    seq INTEGER PRIMARY KEY, created_at REAL NOT NULL, promoted INTEGER NOT NULL,
+    candidate INTEGER, share REAL NOT NULL, rejected TEXT NOT NULL, decision TEXT NOT NULL,
+    reason TEXT NOT NULL, round_id INTEGER, statement BLOB NOT NULL, signature BLOB NOT NULL);
 """
 
 
@@ -112,6 +117,8 @@ class SqliteBackend(SqlBackend):
                     _to_v3(c)
                 if int(row[0]) < 4:
                     _to_v4(c)
+                if int(row[0]) < 5:
+                    _to_v5(c)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -214,3 +221,9 @@ def _to_v4(c: sqlite3.Connection) -> None:
     which runs first: ``CREATE TABLE IF NOT EXISTS``), empty; nothing else changes, and every
     round of a schema-3 server was a training round."""
     c.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+
+def _to_v5(c: sqlite3.Connection) -> None:
+    """Schema 4 -> 5: the rollouts table (made by the schema script), empty: until an operator
+    starts a canary, every published model is what devices install, as before."""
+    c.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")

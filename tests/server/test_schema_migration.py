@@ -110,7 +110,7 @@ def test_a_version_1_database_migrates_and_its_open_round_comes_back_aborted(tmp
         conn = sqlite3.connect(db)
         assert "certificate" in _columns(conn, "devices")
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == \
-            str(SCHEMA_VERSION) == "4"
+            str(SCHEMA_VERSION) == "5"
         count, bodies = conn.execute("SELECT COUNT(*), COUNT(body) FROM stage_messages").fetchone()
         moved = conn.execute("SELECT COUNT(*) FROM stage_bodies").fetchone()[0]
         conn.close()

@@ -1,5 +1,6 @@
 """Schema 3 -> 4 on both backends: a database written by a schema-3 server (no evaluations, no
-operator tokens) opens under this server, gains the two empty tables and version 4, keeps every
+operator tokens) opens under this server, gains the two empty tables and today's version (4,
+then 5 with the rollouts table: ``test_schema_v5.py``), keeps every
 row it had, and stores evaluations and operator tokens from then on. A database of a newer
 schema than this server knows is refused, not guessed at."""
 
@@ -20,6 +21,7 @@ def _as_schema_3(execute) -> None:
     """Turn a schema-4 database into what a schema-3 server left: no new tables, version 3."""
     execute("DROP TABLE evaluations")
     execute("DROP TABLE operator_tokens")
+    execute("DROP TABLE rollouts")
     execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
 
 
@@ -58,16 +60,16 @@ def test_a_schema_3_sqlite_file_migrates_to_4(tmp_path):
     state = SqliteBackend(path)
     try:
         conn = sqlite3.connect(path)
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
         conn.close()
         _check_migrated(state, round_id, device_id)
     finally:
         state.close()
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    with pytest.raises(StateError, match="schema 5"):
+    with pytest.raises(StateError, match="schema 6"):
         SqliteBackend(path)
 
 
@@ -83,7 +85,7 @@ def test_a_schema_3_postgresql_database_migrates_to_4(pg_url):
     state = PostgresBackend(pg_url)
     try:
         with psycopg.connect(pg_url) as conn:
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
         _check_migrated(state, round_id, device_id)
     finally:
         state.close()

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgerec_server._exceptions import ConflictError, ForbiddenError, StageClosedError
-from edgerec_server.state import EvaluationRecord, SqliteBackend, StateBackend
+from edgerec_server.state import EvaluationRecord, RolloutRecord, SqliteBackend, StateBackend
 
 NOW = 1_000_000.0
 
@@ -391,3 +391,49 @@ def test_a_closed_round_gives_its_message_space_back_to_the_sqlite_file(tmp_path
     # A few pages of digests, members and the round; not 4.4 MB of bodies, nor sparse pages.
     assert pages() < before + 40
     state.close()
+
+
+# -- rollout statements ---------------------------------------------------------------------------
+def _rollout(seq: int, **change) -> RolloutRecord:
+    record = RolloutRecord(seq, NOW + seq, 1, 2, 0.25, (), "canary", "model 2 on a canary", None,
+                           b'{"seq":%d}' % seq, bytes([seq]) * 64)
+    return replace(record, **change)
+
+
+def test_rollout_statements_are_numbered_one_by_one_and_kept_exactly(state):
+    assert state.rollout() is None and state.rollouts() == []
+    with pytest.raises(ConflictError):
+        state.add_rollout(_rollout(2))  # the first is 1
+    first = _rollout(1)
+    state.add_rollout(first)
+    second = _rollout(2, promoted=1, candidate=None, share=0.0, rejected=(2, 5), decision="reject",
+                      reason="worse beyond the interval", round_id=7)
+    state.add_rollout(second)
+    for stale in (_rollout(2), _rollout(1), _rollout(4)):  # replayed or skipping: refused
+        with pytest.raises(ConflictError):
+            state.add_rollout(stale)
+    assert state.rollout() == second and state.rollouts() == [first, second]
+
+
+def test_only_one_of_two_concurrent_decisions_is_stored(place):
+    backends = [_open(*place) for _ in range(2)]
+    backends[0].add_rollout(_rollout(1))
+    wins: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def decide(i: int) -> None:
+        barrier.wait()
+        try:
+            backends[i].add_rollout(_rollout(2, decision=f"replica-{i}"))
+            wins.append(f"replica-{i}")
+        except ConflictError:
+            pass
+
+    threads = [threading.Thread(target=decide, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and backends[1].rollout().decision == wins[0]
+    for b in backends:
+        b.close()

@@ -43,6 +43,8 @@ def _show(name: str, value: Any) -> str:
     """A setting as its command-line spelling."""
     if name == "per_round" and value == EVERY_DEVICE:
         return "all"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, tuple):
         return "tables" if value == ITEM_TABLES else ",".join(value) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -114,6 +116,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the data, the pilot draw and who drops out; never of the DP "
                         f"noise ({_default('seed')})")
+    p.add_argument("--evaluate-every", type=int, default=None, metavar="K",
+                   help="an evaluation round of the published model after every K-th round and "
+                        f"the last (devices' federated NDCG@10 beside central; 0: none; "
+                        f"{_preset('evaluate_every')})")
+    p.add_argument("--evaluation-noise", type=float, default=None,
+                   help="noise multiplier z of evaluation rounds (default: the training rounds')")
+    p.add_argument("--canary", action=argparse.BooleanOptionalAction, default=None,
+                   help="at the end, a bad candidate (item embeddings shuffled) on a canary share, "
+                        f"measured and rolled back ({_preset('canary')})")
+    p.add_argument("--canary-share", type=float, default=None,
+                   help=f"share of the devices on the canary ({_default('canary_share')})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
     return p

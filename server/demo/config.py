@@ -35,7 +35,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # under DP noise on validation runs of the in-process simulation from a pilot model.
     "synthetic": {"rounds": 8, "per_round": 60, "noise": 1.0, "epsilon": None, "pilot_share": 0.05,
                   "dim": 32, "strategy": "fedavg", "server_lr": 1.0, "frozen": (), "graph": "complete",
-                  "stage_deadline": 10.0},
+                  "stage_deadline": 10.0, "evaluate_every": 4, "canary": False},
     # Private (issue 13): epsilon 8 (delta 1e-5) over the whole run. Noise per weight on the
     # mean is z*C/m over every federated weight, so the run federates few weights to many
     # devices: a pilot of 20% of the users trains the first model centrally (alone it scores
@@ -53,7 +53,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # trial round still aborted on server errors, and an aborted round releases nothing.
     "movielens": {"rounds": 10, "per_round": EVERY_DEVICE, "noise": None, "epsilon": 8.0,
                   "pilot_share": 0.2, "dim": 64, "strategy": "fedadam", "server_lr": 0.01,
-                  "frozen": ITEM_TABLES, "graph": "harary", "stage_deadline": 30.0},
+                  "frozen": ITEM_TABLES, "graph": "harary", "stage_deadline": 30.0,
+                  "evaluate_every": 5, "canary": True},
     # --no-dp: the earlier setting, without DP noise. Every user a device, the first model
     # random: all learning is federated. FedAdam, 100 rounds of 100, lr 0.16 cosine-decayed,
     # local SGD as in edgerec.federated.SimulationConfig: the best of the in-process simulations
@@ -62,10 +63,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the figures.
     "movielens_no_dp": {"rounds": 100, "per_round": 100, "noise": 0.0, "epsilon": None,
                         "pilot_share": 0.0, "dim": 64, "strategy": "fedadam", "server_lr": 0.16,
-                        "frozen": (), "graph": "complete", "stage_deadline": 10.0},
+                        "frozen": (), "graph": "complete", "stage_deadline": 10.0,
+                        "evaluate_every": 25, "canary": True},
 }
 _PRESET_FIELDS = ("rounds", "per_round", "noise", "epsilon", "pilot_share", "dim", "strategy",
-                  "server_lr", "frozen", "graph", "stage_deadline")
+                  "server_lr", "frozen", "graph", "stage_deadline", "evaluate_every", "canary")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,16 @@ class DemoConfig:
 
     ``frozen``: shared weights every round leaves out (``"tables"`` stands for the four item
     tables): devices hold them at the pilot's values and send only the rest.
+
+    Evaluation (``evaluation.py``): ``evaluate_every`` k > 0 runs an evaluation round of the
+    published model after every k-th round and after the last one, a cohort of about
+    ``per_round`` devices, with noise multiplier ``evaluation_noise`` (None: ``noise``);
+    ``canary`` imports a bad candidate (the final model with its item embedding rows shuffled)
+    once at the end, on a canary of ``canary_share`` of the devices, measures it on every other
+    device, and lets ``rollout decide`` judge it. Synthetic preset: two evaluation rounds
+    (after rounds 4 and 8, about 10 s each here) and no canary (its round of every other
+    device took about 45 s for the synthetic set's 430 here: ``--canary`` turns it on);
+    MovieLens: every 5 rounds (25 without DP) and the canary.
     """
 
     data: str = "synthetic"
@@ -115,6 +127,14 @@ class DemoConfig:
     seed: int = 0
     frozen: tuple[str, ...] | None = None  # weights left out of every round ("tables": the four)
     no_dp: bool = False  # no noise, with the data set's no-noise preset
+    # Federated evaluation (evaluation.py): an evaluation round of the published model after
+    # every evaluate_every-th round and after the last (0: none), its noise multiplier
+    # evaluation_noise (None: the training rounds' z); canary: once, at the end, a deliberately
+    # bad candidate on a canary share canary_share of the devices, measured and rolled back.
+    evaluate_every: int | None = None
+    evaluation_noise: float | None = None
+    canary: bool | None = None
+    canary_share: float = 0.1
 
     def __post_init__(self) -> None:
         if self.epsilon is not None and self.noise is not None:
@@ -180,6 +200,13 @@ class DemoConfig:
             raise ConfigError("need noise >= 0")
         if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon > 0):
             raise ConfigError("need epsilon > 0 (a finite target)")
+        if self.evaluate_every is None or self.evaluate_every < 0:
+            raise ConfigError("need evaluate_every >= 0 (0: no evaluation rounds)")
+        if self.evaluation_noise is not None and not (math.isfinite(self.evaluation_noise)
+                                                      and self.evaluation_noise >= 0):
+            raise ConfigError("need evaluation_noise >= 0")
+        if not 0.0 < self.canary_share < 1.0:
+            raise ConfigError("need 0 < canary_share < 1")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {sorted(STRATEGIES)}")
         if self.graph not in ("complete", "harary"):

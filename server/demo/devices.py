@@ -118,12 +118,13 @@ class Worker:
         if rec.bundle.version != self.bundle.version:
             self.bundle, self._scorer = rec.bundle, None
 
-    def session(self, rec: EdgeRec, transport: TimingTransport) -> SyncSession:
+    def session(self, rec: EdgeRec, transport: TimingTransport,
+                bundle_dir: Path | None = None) -> SyncSession:
         # The noise is the SDK's default: drawn from a CSPRNG the OS seeds, in every device and
         # every round. Nothing about it follows from the demo's --seed (which only picks who
         # drops out and how the data is split), so nobody can subtract it.
         return SyncSession(rec, self.url, enrolment_token=self.token, server_key=self.key,
-                           transport=transport, bundle_dir=self.bundle_dir,
+                           transport=transport, bundle_dir=bundle_dir or self.bundle_dir,
                            allow=SyncConditions(min_new_interactions=0),
                            timeouts=SyncTimeouts(poll_interval=0.05, stage_timeout=900.0),
                            runtime=SyncRuntime(sleep=transport.sleep))

@@ -111,3 +111,10 @@ class DemoServer:
         for key, value in params.items():
             flags += [f"--{key.replace('_', '-')}", str(value)]
         return json.loads(self.command("round", "open", *flags))
+
+    def analytics(self, token: str) -> dict[str, Any]:
+        """``GET /v1/analytics`` with an operator token (``operator-token create``)."""
+        answer = httpx.get(self.url + "/v1/analytics", timeout=30,
+                           headers={"Authorization": f"Bearer {token}"})
+        answer.raise_for_status()
+        return answer.json()

@@ -15,7 +15,14 @@ from edgerec.model.params import ITEM_TABLES
 
 from .report import noise_multiplier
 
-__all__ = ["GLOSSARY", "plot_report"]
+__all__ = ["EVALUATION_NOTE", "GLOSSARY", "plot_report"]
+
+#: Under the figure when evaluation rounds ran.
+EVALUATION_NOTE = (
+    "Federated estimate: in an evaluation round each device ranks its held-out item with the "
+    "published model and sends a bounded vector of its figures; the server sees only their "
+    "noised secure-aggregation sum and states the mean with a 95% interval (device sampling and "
+    "DP noise). Its ε is in the same budget as the training rounds'.")
 
 #: What the figure's terms mean, printed under it (a reader may see the PNG alone).
 GLOSSARY = (
@@ -71,12 +78,21 @@ def _quality(ax: Any, report: dict[str, Any]) -> None:
     x = [r["round"] for r in rows]
     ax.plot(x, [r["ndcg"] for r in rows], "o-", color="C0", label="federated model, NDCG@10")
     ax.plot(x, [r["hr"] for r in rows], "s-", color="C1", label="federated model, HR@10")
+    fed = [(r["round"], r["federated"]["ndcg"]) for r in rows
+           if (r.get("federated") or {}).get("ndcg") is not None]
+    if fed:  # the devices' own estimate, with the interval the server states
+        values = [f["value"] for _, f in fed]
+        errors = [[v - f["low"] for v, (_, f) in zip(values, fed)],
+                  [f["high"] - v for v, (_, f) in zip(values, fed)]]
+        ax.errorbar([x + 0.08 for x, _ in fed], values, yerr=errors, fmt="D", color="C2", capsize=4,
+                    label="federated NDCG@10 estimate (95% interval)")
     ax.axhline(central["ndcg"], color="C0", ls="--", label="central model, NDCG@10")
     ax.axhline(central["hr"], color="C1", ls="--", label="central model, HR@10")
     ax.set_title(f"Recommendation quality (LOO-full, {report['eval_users']} device users)")
     ax.set_xlabel("round (0 = the first model, before any round)")
     ax.set_ylabel("score on held-out items (higher is better)")
-    ax.set_ylim(0, 1.15 * max([central["hr"], central["ndcg"]] + [r["hr"] for r in rows]))
+    ax.set_ylim(0, 1.15 * max([central["hr"], central["ndcg"]] + [r["hr"] for r in rows]
+                              + [f["high"] for _, f in fed]))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     _legend_below(ax)
@@ -99,10 +115,17 @@ def _privacy(ax: Any, report: dict[str, Any]) -> None:
     spent = [(r["round"], r["epsilon"]) for r in report["rounds"] if r.get("epsilon") is not None]
     ax.plot([s[0] for s in spent], [s[1] for s in spent], "o-", color="C3",
             label="ε spent after each round (the server's audit)")
+    split = report.get("epsilon_by_kind")
+    if split:  # what each kind of round cost on its own (the audit adds them up)
+        for kind, colour in (("training", "C0"), ("evaluation", "C2")):
+            eps = split.get(kind)
+            ax.axhline(eps if eps is not None else 0.0, color=colour, ls=":",
+                       label=f"{kind} rounds alone: ε = {'inf' if eps is None else f'{eps:.3g}'}")
     target = report.get("epsilon_target")
     if target is not None:
         ax.axhline(target, color="C3", ls="--", label=f"target ε = {target:g}, z chosen to meet it")
-    ax.set_ylim(0, 1.15 * max([target or 0.0] + [s[1] for s in spent] + [1e-9]))
+    alone = [e for e in (split or {}).values() if isinstance(e, (int, float))]
+    ax.set_ylim(0, 1.15 * max([target or 0.0] + [s[1] for s in spent] + alone + [1e-9]))
     ax.grid(alpha=0.3)
     _legend_below(ax, columns=1)
 
@@ -114,10 +137,19 @@ def _legend_below(ax: Any, columns: int = 2) -> None:
 
 
 def _notes(report: dict[str, Any]) -> tuple[str, ...]:
-    """The glossary, after what the rounds sent when some weights were frozen."""
-    if not report.get("frozen"):
-        return GLOSSARY
-    frozen = ("the item tables" if set(report["frozen"]) == set(ITEM_TABLES)
-              else ", ".join(report["frozen"]))
-    return (f"Each device sent {report['federated_weights']:,} of the model's {report['weights']:,} "
-            f"weights per round ({frozen} frozen at the first model's values).", *GLOSSARY)
+    """The glossary, after what the rounds sent when some weights were frozen, the evaluation
+    note and the canary's outcome when they ran."""
+    notes: list[str] = []
+    if report.get("frozen"):
+        frozen = ("the item tables" if set(report["frozen"]) == set(ITEM_TABLES)
+                  else ", ".join(report["frozen"]))
+        notes.append(f"Each device sent {report['federated_weights']:,} of the model's "
+                     f"{report['weights']:,} weights per round ({frozen} frozen at the first "
+                     "model's values).")
+    if report.get("epsilon_by_kind"):
+        notes.append(EVALUATION_NOTE)
+    if report.get("canary"):
+        from .report_eval import canary_text
+
+        notes.append(canary_text(report["canary"]))
+    return (*notes, *GLOSSARY)

@@ -16,7 +16,7 @@ from edgerec.evaluation import LOOSplit, loo_split
 from edgerec.evaluation.split import MIN_INTERACTIONS
 from edgerec.federated.pilot import draw_pilot, only_users
 
-__all__ = ["Population", "device_events", "plan_population"]
+__all__ = ["Population", "device_events", "held_out_event", "plan_population"]
 
 _EVENT_OF_SIGNAL = {1: "impression", 2: "view", 3: "click", 4: "add_to_cart", 5: "purchase", 6: "dismiss"}
 _RATING_BASE = 7
@@ -52,17 +52,40 @@ def plan_population(dataset: Dataset, *, pilot_share: float, devices: int | None
 def device_events(dataset: Dataset, user: int) -> list[dict[str, Any]]:
     """``user``'s interactions as ``log_many`` dicts, oldest first, without the test item
     (the last one in (timestamp, item id) order, when the user has enough to hold one out)."""
-    rows = np.flatnonzero(dataset.user == user)
-    rows = rows[np.lexsort((dataset.item[rows], dataset.ts[rows]))]
+    rows = _rows(dataset, user)
     if len(rows) >= MIN_INTERACTIONS:
         rows = rows[:-1]
-    uid, ids = dataset.user_ids[user], dataset.catalogue.item_ids
-    out = []
-    for r in rows.tolist():
-        code = int(dataset.signal[r])
-        event = "rating" if code >= _RATING_BASE else _EVENT_OF_SIGNAL[code]
-        value = float(code - _RATING_BASE + 1) if event == "rating" else float(dataset.value[r])
-        out.append({"user": uid, "item": ids[int(dataset.item[r])], "event": event, "value": value,
-                    "ts": float(dataset.ts[r]), "event_id": f"{uid}:{r}"})
-    return out
+    return [_event(dataset, user, r) for r in rows.tolist()]
 
+
+def held_out_event(dataset: Dataset, user: int) -> dict[str, Any] | None:
+    """``user``'s test item (the one LOO-full ranks, never in the device's store while it
+    trains) as a ``log_many`` dict; None for a user with too few interactions to hold one out.
+
+    Its timestamp is moved 1 s past the user's newest other interaction when they tie (as in
+    MovieLens): a device holds out only events newer than the newest it trained on, and the
+    order of the user's history (the LOO split's) stays the same.
+    """
+    rows = _rows(dataset, user)
+    if len(rows) < MIN_INTERACTIONS:
+        return None
+    event = _event(dataset, user, int(rows[-1]))
+    newest = float(dataset.ts[rows[:-1]].max())
+    if event["ts"] <= newest:
+        event["ts"] = newest + 1.0
+    return event
+
+
+def _rows(dataset: Dataset, user: int) -> np.ndarray:
+    """``user``'s rows in (timestamp, item id) order: the LOO split's."""
+    rows = np.flatnonzero(dataset.user == user)
+    return rows[np.lexsort((dataset.item[rows], dataset.ts[rows]))]
+
+
+def _event(dataset: Dataset, user: int, r: int) -> dict[str, Any]:
+    uid, ids = dataset.user_ids[user], dataset.catalogue.item_ids
+    code = int(dataset.signal[r])
+    event = "rating" if code >= _RATING_BASE else _EVENT_OF_SIGNAL[code]
+    value = float(code - _RATING_BASE + 1) if event == "rating" else float(dataset.value[r])
+    return {"user": uid, "item": ids[int(dataset.item[r])], "event": event, "value": value,
+            "ts": float(dataset.ts[r]), "event_id": f"{uid}:{r}"}

@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from edgerec.data import Dataset
 from edgerec.evaluation import hr_at, ndcg_at, rank_users
 from edgerec.evaluation.ours import FloatModel
@@ -21,12 +23,14 @@ __all__ = ["COLUMN_NOTES", "evaluator", "format_table", "noise_multiplier", "rou
            "write_report"]
 
 
-def evaluator(pop: Population, dataset: Dataset, cfg: ModelConfig) -> Callable[[Params], tuple[float, float]]:
-    """``params -> (HR@10, NDCG@10)``: LOO-full on the device users' test items, every model
-    ranking all items each user did not interact with in training (ties count against)."""
-    users, split = pop.eval_users(), pop.split
+def evaluator(pop: Population, dataset: Dataset, cfg: ModelConfig) -> Callable[..., tuple[float, float]]:
+    """``(params, users=None) -> (HR@10, NDCG@10)``: LOO-full on the device users' test items
+    (or on ``users``' only), every model ranking all items each user did not interact with in
+    training (ties count against)."""
+    every, split = pop.eval_users(), pop.split
 
-    def evaluate(params: Params) -> tuple[float, float]:
+    def evaluate(params: Params, users: np.ndarray | None = None) -> tuple[float, float]:
+        users = every if users is None else np.intersect1d(users, every)
         model = FloatModel(params, cfg, dataset.catalogue.features)
         ranks = rank_users(model, split.train_val, users, split.test_item[users], dataset.n_items)
         return float(hr_at(ranks).mean()), float(ndcg_at(ranks).mean())
@@ -78,23 +82,49 @@ def _cell(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def _final_eps(final: dict[str, Any]) -> str:
+    """The epsilon after the last round: infinite (None in the audit) once any completed round
+    had no noise, e.g. an evaluation round at z = 0."""
+    eps = final.get("epsilon")
+    return "inf" if eps is None and final.get("state") == "done" else _eps(eps)
+
+
+def _federated_cells(fed: dict[str, Any] | None) -> str:
+    """The federated estimate of NDCG@10 and its interval (the "federated" columns)."""
+    if not fed or fed.get("ndcg") is None or fed["ndcg"].get("value") is None:
+        return f"{'-':>9} {'-':>13}"
+    est = fed["ndcg"]
+    interval = f"{est['low']:.3f}-{est['high']:.3f}"
+    return f"{est['value']:>9.4f} {interval:>13}"
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The per-round table (round 0 is the first model), what its columns count, and the
     central comparison."""
     counts = "".join(f" {label:>{max(len(label), 7)}}" for _, label in _COUNT_COLUMNS)
-    head = f"{'round':>5} {'model':>5} {'NDCG@10':>8} {'HR@10':>7} {'drawn/N':>9}{counts} " \
+    evaluated = any("federated" in row for row in report["rounds"])
+    fed = f" {'federated':>9} {'95%-interval':>13}" if evaluated else ""
+    head = f"{'round':>5} {'model':>5} {'NDCG@10':>8}{fed} {'HR@10':>7} {'drawn/N':>9}{counts} " \
            f"{'epsilon':>8} {'wall s':>7}"
     lines = [head, "-" * len(head)]
     no_dp = noise_multiplier(report) == 0  # epsilon is infinite, stored as null
     for row in report["rounds"]:
-        eps = "inf" if no_dp and row["round"] > 0 else _eps(row.get("epsilon"))
+        # None in the audit: infinite (a round without noise, this one or an earlier one), or
+        # an aborted round (nothing released)
+        done = row["round"] > 0 and row.get("state") == "done"
+        eps = "inf" if done and (no_dp or row.get("epsilon") is None) else _eps(row.get("epsilon"))
         n = round_counts(row)
         drawn = f"{n['drawn']}/{n['population']}" if n["drawn"] is not None else "-"
         cells = "".join(f" {_cell(n[key]):>{max(len(label), 7)}}" for key, label in _COUNT_COLUMNS)
-        lines.append(f"{row['round']:>5} {row['model_version']:>5} {row['ndcg']:>8.4f} {row['hr']:>7.4f} "
+        fed = f" {_federated_cells(row.get('federated'))}" if evaluated else ""
+        lines.append(f"{row['round']:>5} {row['model_version']:>5} {row['ndcg']:>8.4f}{fed} {row['hr']:>7.4f} "
                      f"{drawn:>9}{cells} {eps:>8} {row.get('wall_s', 0.0):>7.1f}")
     lines.append("-" * len(head))
     lines += textwrap.wrap(COLUMN_NOTES, width=max(len(head), 80))
+    if evaluated or report.get("canary"):
+        from .report_eval import evaluation_lines
+
+        lines += evaluation_lines(report, width=max(len(head), 80))
     central = report["central"]
     final = report["rounds"][-1]
     aborted = [str(row["round"]) for row in report["rounds"] if row.get("state") == "aborted"]
@@ -114,7 +144,7 @@ def format_table(report: dict[str, Any]) -> str:
     cohorts = [row for row in report["rounds"] if "cohort" in row]
     everyone = bool(cohorts) and all(row["cohort"] >= row["population"] for row in cohorts)
     lines.append(f"federated / central NDCG@10: {final['ndcg'] / central['ndcg']:.1%} "
-                 f"at epsilon {'inf (no DP noise)' if no_dp else _eps(final.get('epsilon'))} "
+                 f"at epsilon {'inf (no DP noise)' if no_dp else _final_eps(final)} "
                  f"(delta {report['delta']:g}; "
                  + ("every device drawn in every round: plain Gaussian releases" if everyone else
                     "each round's cohort drawn by the server, accounted as drawn: k of N without "

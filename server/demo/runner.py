@@ -12,7 +12,12 @@
    given, or chosen once for ``--epsilon``: rounds of per_round of the devices), the frozen
    weights (``--frozen``: left out of the round, the devices send only the rest), secure
    aggregation), let the drawn devices take part stage by stage (some drop out), then evaluate
-   the published model LOO-full and read the sampling and epsilon from the server's audit.
+   the published model LOO-full and read the sampling and epsilon from the server's audit;
+   every ``--evaluate-every`` rounds, an evaluation round of it (``evaluation.py``: the
+   devices' federated NDCG@10 with its interval, beside central LOO-full).
+   After the last round (``--canary``): a bad candidate on a canary share, measured by an
+   evaluation round against the promoted model, rejected by ``rollout decide``, and the canary
+   devices back on the promoted model.
 6. Print the table; write report.json and report.png to ``--out`` (default: a folder in the
    current folder), and print where.
 """
@@ -41,6 +46,7 @@ from edgerec.training import fit_params
 from edgerec.workflows import DEFAULT_TRAINING, DataSpec, load_data
 
 from . import devices as dev
+from . import evaluation
 from .config import DP_DELTA, EVERY_DEVICE, DemoConfig
 from .operator import DemoServer, server_lr
 from .population import Population, device_events, plan_population
@@ -70,7 +76,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
         server = DemoServer(work / "server", port=cfg.port)
         server.data_dir.mkdir()
         try:
-            rows = _federate(run, dataset, pop, server, first, work, evaluate, timing, progress)
+            rows, extra = _federate(run, dataset, pop, server, first, work, evaluate, timing, progress)
         finally:
             server.stop()
     timing["operator_cli_s"] = server.cli_seconds
@@ -86,7 +92,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
               "frozen": list(run.frozen or ()),
               "federated_weights": int(sum(central[n].size for n in names if n not in (run.frozen or ()))),
               "delta": DP_DELTA, "epsilon_target": cfg.epsilon, "noise_multiplier": run.noise,
-              "rounds": rows,
+              "rounds": rows, **extra,
               "central": {"hr": hr, "ndcg": ndcg}, "timing": timing}
     out = Path(cfg.out).resolve()  # relative: under the current folder (config.DEFAULT_OUT)
     written = write_report(out, report)
@@ -132,7 +138,10 @@ def _train(cfg: DemoConfig, dataset: Dataset, pop: Population, mcfg: ModelConfig
 
 
 def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: DemoServer, first: Path,
-              work: Path, evaluate: Callable, timing: dict[str, float], progress: bool) -> list[dict]:
+              work: Path, evaluate: Callable, timing: dict[str, float],
+              progress: bool) -> tuple[list[dict], dict[str, Any]]:
+    """The rounds (and evaluation rounds, and the canary): the report's rows, and its
+    ``canary`` and ``epsilon_by_kind`` when evaluation ran."""
     assert cfg.rounds is not None  # DemoConfig fills its presets
     server.command("init", "--bundle", str(first))
     server.start()
@@ -149,18 +158,30 @@ def _federate(cfg: DemoConfig, dataset: Dataset, pop: Population, server: DemoSe
         hr, ndcg = evaluate(load_bundle(work / "first-bundle").params)
         rows = [{"round": 0, "model_version": 1, "hr": hr, "ndcg": ndcg, "epsilon": 0.0}]
         rng = np.random.default_rng(cfg.seed)
+        ops = (evaluation.EvalContext(cfg, dataset, pop, server, pool, work, key, index_of, evaluate)
+               if cfg.evaluate_every or cfg.canary else None)
+        extra: dict[str, Any] = {}
         bar = _bar(progress, cfg.rounds, "rounds")
         for r in range(1, cfg.rounds + 1):
             rows.append(_round(cfg, r, index_of, pool, server, key, work, evaluate, rng, timing))
+            if ops is not None and evaluation.due(cfg, r):
+                t0 = time.perf_counter()
+                rows[-1]["federated"] = evaluation.evaluation_round(ops, r)
+                timing["evaluation_rounds_s"] = timing.get("evaluation_rounds_s", 0.0) + time.perf_counter() - t0
             eps = rows[-1]["epsilon"]  # None in the audit: infinite (no noise), or an aborted round
             shown = f"{eps:.2f}" if eps is not None else ("inf" if rows[-1]["state"] == "done" else "-")
             bar.set_postfix(ndcg=f"{rows[-1]['ndcg']:.4f}", eps=shown)
             bar.update(1)
         bar.close()
+        if ops is not None and cfg.canary:
+            extra["canary"] = evaluation.canary_step(ops, cfg.rounds, cfg.seed)
+            timing["canary_s"] = extra["canary"]["wall_s"]
         pool.close()
         pool.join()
+    if ops is not None:
+        extra["epsilon_by_kind"] = evaluation.epsilon_by_kind(server.audit())
     timing.update({f"server_{k}": v for k, v in server.metrics().items()})
-    return rows
+    return rows, extra
 
 
 @contextlib.contextmanager

@@ -30,7 +30,8 @@ def demo(tmp_path_factory):
         mp.chdir(cwd)
         code = main(["demo", "--devices", "8", "--rounds", "2", "--per-round", "6", "--dropout", "0.2",
                      "--stage-deadline", "3", "--dim", "8", "--central-epochs", "3",
-                     "--synthetic-users", "120", "--frozen", "tables", "--quiet"])
+                     "--synthetic-users", "120", "--frozen", "tables", "--quiet",
+                     "--evaluate-every", "0", "--no-canary"])  # test_demo_evaluation.py has them
     assert code == 0
     out = cwd / DEFAULT_OUT
     return out, json.loads((out / "report.json").read_text()), printed.getvalue(), cwd, before

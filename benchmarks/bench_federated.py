@@ -246,7 +246,10 @@ LIMITS = (
     "device work). (5) Population: the synthetic section shows the same levers reaching 0.985x "
     "central with 9,500 devices at ε = 1 (private-scaling). Next: item tables that learn under "
     "noise (per-item updates scaled by a private count of their holders, or DP-FTRL/BLT over "
-    "many rounds), adaptive clipping."
+    "many rounds), adaptive clipping. (6) On test items (the table) the rounds add about 0.01x "
+    "to the pilot alone, less than on validation, where they added 0.008 NDCG@10 (0.0836 to "
+    "0.0917) but where every lever was also chosen, on one seed: the choice itself took some of "
+    "that gain."
 )
 
 

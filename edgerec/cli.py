@@ -115,7 +115,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _say(f"note: peer not run: {note}")
     seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else len(DEFAULT_SEEDS))
     bar = _progress(not args.quiet)
-    methods = eval_methods(quick=args.quick, threads=args.threads, progress=bar)
+    methods = eval_methods(quick=args.quick, threads=args.threads, progress=bar, sasrec=args.sasrec)
     plan = EvalPlan.of(methods, seeds)
     _say(f"LOO-full on {dataset.name}: {len(dataset)} interactions, {dataset.n_items} items"
          f"{' (--quick)' if args.quick else ''}; BLAS threads: {args.threads}")
@@ -314,6 +314,10 @@ def _parser() -> argparse.ArgumentParser:
                         "edgerec validates 8 and 16 epochs of one training run (not 3 candidates), "
                         "item-knn, als and bpr 2 candidates each (not 12, 12 and 8); about 4x "
                         "faster, same choices as the full grids on MovieLens-100K")
+    p.add_argument("--sasrec", action="store_true",
+                   help="also run the SASRec peer (self-attention, full softmax, numpy): not in the "
+                        "default set as it trains for minutes per fit (MovieLens-100K: 1.3-1.8 s an "
+                        "epoch, 400 epochs of tuning, then 50-250 per seed: about 6 min per seed)")
     p.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON list of {method, hr@10, ndcg@10}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

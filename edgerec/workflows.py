@@ -28,6 +28,8 @@ from .evaluation import (
     run_protocol,
 )
 from .evaluation.ours import DEFAULT_GRID, QUICK_GRID, FloatModel, edgerec_methods
+from .evaluation.peers import QUICK_GRIDS, SASREC_GRID
+from .evaluation.peers import sasrec as sasrec_peer
 from .evaluation.progress import Progress, resolve_progress
 from .federated.simulation import SimulationConfig, SimulationResult, simulate
 from .model.params import Params, init_params
@@ -90,17 +92,21 @@ def train_bundle(dataset: Dataset, out: str | Path, *, model: ModelConfig | None
 
 def eval_methods(*, quick: bool = False, peers: bool = True,
                  grid: tuple[dict[str, Any], ...] | None = None, threads: int | None = 1,
-                 progress: bool | Progress | None = None) -> list[Method]:
-    """edgerec (float and int8) and, with ``peers``, every installed peer.
+                 progress: bool | Progress | None = None, sasrec: bool = False) -> list[Method]:
+    """edgerec (float and int8) and, with ``peers``, every installed peer; with ``sasrec`` the
+    SASRec peer too (opt-in: minutes of training per fit, ``evaluation.peers.sasrec``).
 
     ``quick`` gives every method its small grid: edgerec validates 8 and 16 epochs of one run
     (``QUICK_GRID``), the peers two candidates each (``peers.QUICK_GRIDS``). ``grid`` overrides
     edgerec's. ``threads``: BLAS threads of the training runs. ``progress`` shows their epochs.
     """
     chosen = grid if grid is not None else (QUICK_GRID if quick else DEFAULT_GRID)
-    methods = edgerec_methods(chosen, threads=threads, progress=resolve_progress(progress))
+    bar = resolve_progress(progress)
+    methods = edgerec_methods(chosen, threads=threads, progress=bar)
     if peers:
         methods += available_peers(quick=quick)
+    if sasrec:
+        methods.append(sasrec_peer(QUICK_GRIDS["sasrec"] if quick else SASREC_GRID, progress=bar))
     return methods
 
 

@@ -3,7 +3,7 @@
 from ._method import FittedModel, Method
 from .bootstrap import paired_bootstrap
 from .metrics import hr_at, ndcg_at, rank_of_target
-from .peers import als, available_peers, bpr, item_knn, missing_peers, most_popular
+from .peers import als, available_peers, bpr, item_knn, missing_peers, most_popular, sasrec
 from .plan import EvalPlan, MethodPlan
 from .protocol import rank_users, run_protocol
 from .results import FitRecord, MethodResult, ProtocolResult
@@ -31,4 +31,5 @@ __all__ = [
     "rank_of_target",
     "rank_users",
     "run_protocol",
+    "sasrec",
 ]

@@ -132,8 +132,9 @@ def one_round(n: int, setup: str, args: argparse.Namespace, pg) -> dict:  # type
             pipes.append(mine)
             procs.append(proc)
         assert sum(p.recv()[1] for p in pipes) == n
-        opened = json.loads(_cli(data_dir, database, "round", "open", "--min", "3", "--graph", "harary",
-                                 "--noise", "0", "--deadline", str(args.deadline)))
+        kind = ("--kind", "evaluation") if args.kind == "evaluation" else ()
+        opened = json.loads(_cli(data_dir, database, "round", "open", *kind, "--min", "3", "--graph",
+                                 "harary", "--noise", "0", "--deadline", str(args.deadline)))
         cpu0, db0, (req0, _) = [_cpu_s(s.pid) for s in servers], _postgres_cpu_s(), _requests(urls)
         t0 = time.time()
         for p in pipes:
@@ -154,7 +155,8 @@ def one_round(n: int, setup: str, args: argparse.Namespace, pg) -> dict:  # type
             "requests": req - req0, "errors": failed + int(errors5xx), "failed": failed,
             "sample_errors": sorted({e for r in reports for e in r["errors"]})[:3],
             "rss_mb": rss, "db_mb": _db_size(data_dir, database), "threshold": opened["threshold"],
-            "vector_length": opened["federated_weights"]}
+            "vector_length": opened.get("federated_weights") or opened.get("vector_length"),
+            "kind": args.kind}
 
 
 def _math_alone_per_device(n: int, length: int) -> float:
@@ -205,6 +207,9 @@ def main() -> None:
     parser.add_argument("--skip", default="", metavar="N:SETUP,...",
                         help="combinations not to run, e.g. 5000:sqlite,5000:pg1")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--kind", choices=("training", "evaluation"), default="training",
+                        help="evaluation: an evaluation round (issue 16: devices send a 17-slot "
+                             "edgerec.fedeval vector instead of a delta); printed, never written")
     args = parser.parse_args()
     from tests.server.pg_helpers import pg_bindir, running_postgres
 
@@ -223,7 +228,7 @@ def main() -> None:
     math = {n: _math_alone_per_device(n, rows[0]["vector_length"]) for n in sizes}
     body = _report(rows, math, args)
     print(body)
-    if not args.no_write:
+    if not args.no_write and args.kind == "training":  # the fleet section is of training rounds
         write_section(name="fleet", title="Coordinating server at fleet scale (SQLite vs PostgreSQL replicas)",
                       command=f"python -m benchmarks.bench_fleet --devices {args.devices} --setups {args.setups}"
                               + (f" --skip {args.skip}" if args.skip else ""),

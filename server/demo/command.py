@@ -82,7 +82,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     privacy.add_argument("--epsilon", type=float, default=None,
                          help="instead of --noise: the epsilon (delta 1e-5) all the rounds may "
                               "spend; z is chosen to meet it for --rounds rounds of --per-round of "
-                              f"the devices (preset: {PRESETS['movielens']['epsilon']:g} MovieLens)")
+                              "the devices, plus the evaluation and canary rounds at the same z "
+                              f"(preset: {PRESETS['movielens']['epsilon']:g} MovieLens)")
     privacy.add_argument("--no-dp", action="store_true", default=None,
                          help="no DP noise, with the no-noise preset (MovieLens: every user a "
                               f"device, {_NO_DP['rounds']} rounds of {_NO_DP['per_round']}, "

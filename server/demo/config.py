@@ -158,7 +158,8 @@ class DemoConfig:
 
     def resolved(self, population: int) -> DemoConfig:
         """This run for ``population`` devices: ``per_round`` ``EVERY_DEVICE`` becomes
-        ``population``, and, with ``epsilon``, ``noise`` = the least z whose ``rounds`` rounds of ``per_round`` of ``population``
+        ``population``, and, with ``epsilon``, ``noise`` = the least z whose ``planned_releases``
+        (the training rounds, and the evaluation and canary rounds at the same z) of ``per_round`` of ``population``
         devices cost at most ``epsilon`` at ``DP_DELTA`` (``edgerec.privacy.noise_for_releases``,
         the accounting the server's audit uses) and ``epsilon`` None (it has been spent on z).
 
@@ -177,10 +178,24 @@ class DemoConfig:
         from edgerec.privacy import noise_for_releases
 
         per_round = population if every else self.per_round  # cfg.per_round, as an int
-        z = noise_for_releases(self.epsilon, population=population,
-                               cohort=min(per_round, population), rounds=self.rounds,
-                               delta=DP_DELTA)
+        releases, cohort = self.planned_releases(min(per_round, population), population)
+        z = noise_for_releases(self.epsilon, population=population, cohort=cohort,
+                               rounds=releases, delta=DP_DELTA)
         return replace(cfg, epsilon=None, noise=z)
+
+    def planned_releases(self, cohort: int, population: int) -> tuple[int, int]:
+        """``(rounds, cohort)`` that ``epsilon`` is calibrated for: every round that adds noise at
+        ``noise`` (the training rounds, and the evaluation rounds and the canary's round when
+        they use the same z: one budget, as the server's audit counts it). The canary's round
+        takes every device off the canary, not a sampled cohort, so with it every round is
+        bounded as a plain Gaussian release (an upper bound on a sampled one's epsilon)."""
+        assert self.rounds is not None
+        if self.evaluation_noise is not None:  # evaluation at its own z: not in this budget
+            return self.rounds, cohort
+        k = self.evaluate_every or 0
+        evaluations = sum(1 for r in range(1, self.rounds + 1) if k > 0 and (r % k == 0 or r == self.rounds))
+        canary = 1 if self.canary else 0
+        return self.rounds + evaluations + canary, (population if canary else cohort)
 
     def _check(self) -> None:
         assert self.rounds is not None and self.per_round is not None

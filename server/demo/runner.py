@@ -106,10 +106,14 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict[str, Any]:
 
 def _calibration_line(cfg: DemoConfig, population: int, z: float | None) -> str:
     """What ``--epsilon`` chose, in the words of ``edgerec-server round open --epsilon``."""
-    assert cfg.per_round is not None and z is not None
+    assert cfg.per_round is not None and cfg.rounds is not None and z is not None
     every = cfg.per_round == EVERY_DEVICE or cfg.per_round >= population
-    drawn = f"all {population}" if every else f"{cfg.per_round} of {population}"
-    return (f"epsilon {cfg.epsilon:g} over {cfg.rounds} planned rounds of {drawn} devices "
+    cohort = population if every else min(cfg.per_round, population)
+    releases, bounded = cfg.planned_releases(cohort, population)
+    drawn = f"all {population}" if bounded >= population else f"{cfg.per_round} of {population}"
+    kinds = (f" ({cfg.rounds} training, {releases - cfg.rounds} evaluation and canary)"
+             if releases > cfg.rounds else "")
+    return (f"epsilon {cfg.epsilon:g} over {releases} planned rounds{kinds} of {drawn} devices "
             f"(delta {DP_DELTA:g}): noise multiplier z = {z:.4g}")
 
 

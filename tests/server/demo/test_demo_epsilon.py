@@ -19,24 +19,40 @@ pytest.importorskip("dp_accounting", reason="calibration needs dp-accounting")
 
 
 def test_epsilon_resolves_to_the_least_noise_for_the_planned_rounds():
-    cfg = DemoConfig(epsilon=8.0)  # synthetic preset: 8 rounds of 60
+    # Synthetic preset: 8 training rounds of 60, and an evaluation round after rounds 4 and 8 at
+    # the same z: the target covers all 10 (one budget, as the server's audit counts it).
+    cfg = DemoConfig(epsilon=8.0)
     assert cfg.noise is None and cfg.epsilon == 8.0  # z waits for the device population
     run = cfg.resolved(475)
-    z = noise_for_releases(8.0, population=475, cohort=60, rounds=8, delta=DP_DELTA)
+    z = noise_for_releases(8.0, population=475, cohort=60, rounds=10, delta=DP_DELTA)
     assert run.noise == z and run.epsilon is None
     assert (run.rounds, run.per_round, run.clip, run.seed) == (cfg.rounds, cfg.per_round, cfg.clip, cfg.seed)
-    spent = releases_epsilon([Release(475, 60, z)] * 8, DP_DELTA)
-    assert spent <= 8.0 < releases_epsilon([Release(475, 60, z * 0.998)] * 8, DP_DELTA)
+    spent = releases_epsilon([Release(475, 60, z)] * 10, DP_DELTA)
+    assert spent <= 8.0 < releases_epsilon([Release(475, 60, z * 0.998)] * 10, DP_DELTA)
     # The round flags carry the chosen z; an unresolved configuration has none to give.
     assert _round_params(run, 1, drops=1)["noise"] == z
     with pytest.raises(AssertionError):
         _round_params(cfg, 1, drops=1)
     assert _calibration_line(cfg, 475, z) == (
-        f"epsilon 8 over 8 planned rounds of 60 of 475 devices (delta 1e-05): noise multiplier z = {z:.4g}")
+        "epsilon 8 over 10 planned rounds (8 training, 2 evaluation and canary) of 60 of 475 devices "
+        f"(delta 1e-05): noise multiplier z = {z:.4g}")
+    # Without evaluation rounds only the training rounds spend it.
+    alone = DemoConfig(epsilon=8.0, evaluate_every=0).resolved(475)
+    assert alone.noise == noise_for_releases(8.0, population=475, cohort=60, rounds=8, delta=DP_DELTA)
+
+
+def test_the_canary_round_takes_every_other_device_so_every_round_is_bounded_unsampled():
+    run = DemoConfig(epsilon=8.0, canary=True).resolved(475)  # 8 + 2 evaluation + 1 canary
+    z = noise_for_releases(8.0, population=475, cohort=475, rounds=11, delta=DP_DELTA)
+    assert run.noise == z
+    assert releases_epsilon([Release(475, 475, z)] * 11, DP_DELTA) <= 8.0
+    # An evaluation z of its own is outside this budget: the training rounds alone are calibrated.
+    own = DemoConfig(epsilon=8.0, canary=True, evaluation_noise=3.0).resolved(475)
+    assert own.noise == noise_for_releases(8.0, population=475, cohort=60, rounds=8, delta=DP_DELTA)
 
 
 def test_a_cohort_of_everyone_is_calibrated_without_amplification():
-    cfg = DemoConfig(epsilon=4.0, rounds=3, per_round=60)
+    cfg = DemoConfig(epsilon=4.0, rounds=3, per_round=60, evaluate_every=0)
     run = cfg.resolved(50)  # fewer devices than per_round: everyone takes part
     assert run.noise == noise_for_releases(4.0, population=50, cohort=50, rounds=3)
     assert run.noise == noise_for_releases(4.0, population=1, cohort=1, rounds=3)  # plain Gaussian

@@ -31,10 +31,11 @@ def test_every_device_resolves_to_the_population_and_a_plain_gaussian_per_round(
 
     run = DemoConfig(data=ML).resolved(754)  # 943 users, 189 of them the pilot
     assert run.per_round == 754 and run.epsilon is None and run.frozen == ITEM_TABLES
-    # Everyone every round: no sampling to amplify by, so z is that of 10 plain Gaussians.
-    assert run.noise == noise_for_releases(8.0, population=1, cohort=1, rounds=10, delta=DP_DELTA)
+    # Everyone every round: no sampling to amplify by, so z is that of 13 plain Gaussians: the
+    # 10 training rounds, the evaluation rounds after rounds 5 and 10, and the canary's round.
+    assert run.noise == noise_for_releases(8.0, population=1, cohort=1, rounds=13, delta=DP_DELTA)
     assert not Release(754, 754, run.noise).sampled
-    assert releases_epsilon([Release(754, 754, run.noise)] * 10, DP_DELTA) <= 8.0
+    assert releases_epsilon([Release(754, 754, run.noise)] * 13, DP_DELTA) <= 8.0
     assert "of all 754 devices" in _calibration_line(DemoConfig(data=ML), 754, run.noise)
     # No epsilon: "every device" still resolves; a number of devices stays as it is.
     assert DemoConfig(data=ML, noise=0.5).resolved(754).per_round == 754

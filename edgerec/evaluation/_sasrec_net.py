@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ..model.network import softmax_cross_entropy
+
 __all__ = ["Params", "init_params", "forward", "loss_and_grads", "last_scores", "block_names"]
 
 Params = dict[str, np.ndarray]
@@ -235,20 +237,6 @@ def last_scores(params: Params, seq: np.ndarray) -> np.ndarray:
     return out @ params["item"][1:].T
 
 
-def _cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean softmax cross-entropy and its gradient w.r.t. ``logits`` (overwritten with it)."""
-    rows = np.arange(len(targets))
-    logits -= logits.max(axis=1, keepdims=True)
-    target_logit = logits[rows, targets]
-    np.exp(logits, out=logits)
-    total = logits.sum(axis=1, keepdims=True)
-    loss = float(np.mean(np.log(total[:, 0]) - target_logit))
-    logits /= total
-    logits[rows, targets] -= 1.0
-    logits /= len(targets)
-    return loss, logits
-
-
 def loss_and_grads(params: Params, seq: np.ndarray, targets: np.ndarray, *, dropout: float = 0.0,
                    rng: np.random.Generator | None = None) -> tuple[float, Params]:
     """Mean cross-entropy over all items of ``targets [B, T]`` (item rows shifted by one, 0 =
@@ -260,7 +248,7 @@ def loss_and_grads(params: Params, seq: np.ndarray, targets: np.ndarray, *, drop
     if flat.size == 0:
         return 0.0, {name: np.zeros_like(value) for name, value in params.items()}
     hidden = fwd.out.reshape(-1, dim)[flat]
-    loss, g_logits = _cross_entropy(hidden @ item[1:].T, targets.ravel()[flat] - 1)
+    loss, g_logits = softmax_cross_entropy(hidden @ item[1:].T, targets.ravel()[flat] - 1)
     grads: Params = {}
     g_item = np.zeros_like(item)
     g_item[1:] = g_logits.T @ hidden

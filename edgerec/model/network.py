@@ -20,7 +20,8 @@ import numpy as np
 from ..events import PAD_SIGNAL
 from .params import Params, item_tables
 
-__all__ = ["Forward", "forward", "user_vectors", "loss_and_grads", "mean_loss", "scatter_rows"]
+__all__ = ["Forward", "forward", "user_vectors", "loss_and_grads", "mean_loss", "scatter_rows",
+           "softmax_cross_entropy"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def scatter_rows(index: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _softmax_grad(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean cross-entropy over the batch and its gradient w.r.t. the logits.
 
     ``logits`` is overwritten with the gradient: the [B, N] buffer is the largest of a training
@@ -164,7 +165,7 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
     fwd = forward(params, features, items, signals)
     logits = fwd.user @ fwd.table_out.T
     logits += params["bias"]  # in place: the [B, N] buffer becomes the gradient below
-    loss, g_logits = _softmax_grad(logits, targets)
+    loss, g_logits = softmax_cross_entropy(logits, targets)
     grads: Params = {"bias": g_logits.sum(axis=0)}
     g_table_out = g_logits.T @ fwd.user
     g_user = g_logits @ fwd.table_out

@@ -28,6 +28,8 @@ __all__ = ["add_evaluation_options", "add_parsers", "analytics_command", "operat
 
 #: ``round open``'s clip when none is given (training rounds; evaluation rounds use the layout's).
 DEFAULT_CLIP = 1.0
+#: The settings ``--lean`` adds (``edgerec.fedeval.EvalConfig``'s lean options).
+LEAN: dict[str, Any] = {"metrics": ["ndcg"], "squares": False, "live": False}
 _SETTINGS = {"top_k": "--top-k", "max_held_out": "--max-held-out",
              "max_impressions": "--max-impressions"}
 
@@ -47,19 +49,27 @@ def add_evaluation_options(op: argparse.ArgumentParser) -> None:
                     help="evaluation: at most H newest untrained events ranked per device (default 5)")
     op.add_argument("--max-impressions", type=int, default=None, metavar="I",
                     help="evaluation: at most I impressions counted per device (default 100)")
+    op.add_argument("--lean", action="store_true",
+                    help="evaluation: a lean vector, NDCG@K alone with no square or live-feedback "
+                         "slots (its L2 bound, hence its noise, is sqrt(2) instead of sqrt(17) "
+                         "for the latest model alone; the intervals bound the sampling variance)")
 
 
 def round_kind_params(args: argparse.Namespace) -> dict[str, Any]:
     """The ``RoundParams`` fields ``round open``'s kind options give, clip included."""
-    settings = {name: getattr(args, name) for name in _SETTINGS if getattr(args, name) is not None}
+    settings: dict[str, Any] = {name: getattr(args, name) for name in _SETTINGS
+                                if getattr(args, name) is not None}
     if args.kind != EVALUATION:
         given = [_SETTINGS[n] for n in settings] + (["--candidate"] if args.candidate is not None else [])
+        given += ["--lean"] if args.lean else []
         if given:
             raise BadRequestError(f"{', '.join(given)} go with --kind evaluation")
         return {"clip": DEFAULT_CLIP if args.clip is None else args.clip}
     if args.clip is not None:
         raise BadRequestError("an evaluation round's clip is its layout's L2 bound (every slot is "
                               "in [0, 1]): leave --clip out")
+    if args.lean:
+        settings.update(LEAN)
     return {"kind": EVALUATION, "candidate": args.candidate, "evaluation": settings or None}
 
 

@@ -31,7 +31,8 @@ from .state import ModelRecord, StateBackend
 __all__ = ["EVALUATION", "eval_announcement", "eval_config", "evaluation_round", "noise_std_of_sum"]
 
 _SLOTS = ("installed", "candidate")
-_SETTINGS = ("top_k", "max_held_out", "max_impressions", "attribution_s", "max_history")
+_SETTINGS = ("top_k", "max_held_out", "max_impressions", "attribution_s", "max_history", "metrics",
+             "squares", "live")
 
 
 def eval_config(params: RoundParams) -> EvalConfig:
@@ -42,6 +43,8 @@ def eval_config(params: RoundParams) -> EvalConfig:
     if unknown:
         raise BadRequestError(f"unknown evaluation settings {unknown}; known: {list(_SETTINGS)}")
     models = _SLOTS if params.candidate is not None else _SLOTS[:1]
+    if isinstance(settings.get("metrics"), list):  # stored as JSON: a list again
+        settings["metrics"] = tuple(settings["metrics"])
     try:
         return EvalConfig(models=models, **settings)
     except ConfigError as exc:

@@ -101,7 +101,8 @@ class DeviceEval:
             _count(getattr(self, name), self.impressions, name)
 
     def values(self) -> dict[str, float]:
-        """Slot name -> value, every slot of the layout (see ``layout.py`` for the meaning)."""
+        """Slot name -> value, every slot of the layout (see ``layout.py`` for the meaning; a
+        lean layout takes the subset it names)."""
         lay, models = self.layout, self.layout.config.models
         out = {"loo.devices": 1.0 if self.held_out else 0.0}
         for metric in ("hr", "ndcg"):
@@ -118,7 +119,7 @@ class DeviceEval:
             out[f"live.{c}"], out[f"live.{c}.sq"] = share[c], share[c] ** 2
         for c in LIVE_COUNTS[1:]:
             out[f"live.impressions*{c}"] = share["impressions"] * share[c]
-        return out
+        return {name: out[name] for name in lay.names}
 
     def vector(self) -> np.ndarray:
         """The encoded vector (float64, read-only), ``||v|| <= layout.l2_bound``."""

@@ -26,7 +26,9 @@ two independent parts::
 
 The first is the sampling variance across devices (devices treated as i.i.d. draws from the
 population; ``sum (y - R x)^2 = Syy - 2 R Sxy + R^2 Sxx`` is read from the square and cross
-product slots, so it needs no device-level data); the second is the DP noise of the numerator
+product slots, so it needs no device-level data; a lean layout without a model's ``.sq`` slot
+bounds ``Syy`` by ``Sy``, as ``y_d^2 <= y_d`` for ``y_d`` in [0, 1]: the Bernoulli bound
+``R (1 - R) Sx``, never below the true spread, so the interval only widens); the second is the DP noise of the numerator
 and denominator sums (std ``s_y``, ``s_x``; independent per slot). All sums are the noised ones
 (the noise has mean zero, so the plug-in variance is unbiased up to the delta method's order).
 The interval ``R^ +- z * sqrt(Var)`` is finally intersected with the range the rate can take
@@ -101,7 +103,8 @@ class FederatedEval:
     candidate ``<m>-<installed>.hr@K`` and ``.ndcg@K`` (paired differences); ``live.ctr``,
     ``live.purchase_rate``, ``live.dismiss_rate``; the totals ``loo.devices``,
     ``live.devices``, ``live.impressions``, ``live.clicks``, ``live.purchases``,
-    ``live.dismissals``.
+    ``live.dismissals`` (a lean layout yields the subset its slots carry: its ``metrics``,
+    and nothing ``live.`` without the live slots).
     """
 
     layout_key: str
@@ -140,11 +143,12 @@ def estimate(sum_vector: np.ndarray, noise_std_of_sum: float | np.ndarray, devic
     est = _Estimator(int(devices), NormalDist().inv_cdf(0.5 + confidence / 2.0))
     cfg, out = layout.config, {}
     base = cfg.models[0]
-    for metric in ("hr", "ndcg"):
+    for metric in cfg.metrics:
         for m in cfg.models:
             y = layout.metric_name(m, metric)
             out[y] = est.ratio(y, x=sums["loo.devices"], y=sums[y], xx=sums["loo.devices"],
-                               yy=sums[y + ".sq"], xy=sums[y], var_x=var["loo.devices"], var_y=var[y])
+                               yy=sums.get(y + ".sq", sums[y]), xy=sums[y],
+                               var_x=var["loo.devices"], var_y=var[y])
         y0 = layout.metric_name(base, metric)
         for m in cfg.models[1:]:
             y, name = layout.metric_name(m, metric), layout.metric_name(f"{m}-{base}", metric)
@@ -152,18 +156,26 @@ def estimate(sum_vector: np.ndarray, noise_std_of_sum: float | np.ndarray, devic
             out[name] = est.ratio(name, x=sums["loo.devices"], y=diff, xx=sums["loo.devices"],
                                   yy=sums[name + ".sq"], xy=diff, var_x=var["loo.devices"],
                                   var_y=var[y] + var[y0], low=-1.0)
+    out["loo.devices"] = est.total("loo.devices", sums["loo.devices"], var["loo.devices"], 1.0)
+    if cfg.live:
+        out.update(_live(est, sums, var, float(cfg.max_impressions)))
+    return FederatedEval(layout.key, int(devices), float(confidence), out)
+
+
+def _live(est: "_Estimator", sums: Mapping[str, float], var: Mapping[str, float],
+          scale: float) -> dict[str, MetricEstimate]:
+    """The live-feedback rates and totals."""
+    out = {}
     for c, name in _RATES.items():
         out[name] = est.ratio(name, x=sums["live.impressions"], y=sums[f"live.{c}"],
                               xx=sums["live.impressions.sq"], yy=sums[f"live.{c}.sq"],
                               xy=sums[f"live.impressions*{c}"], var_x=var["live.impressions"],
                               var_y=var[f"live.{c}"])
-    for name in ("loo.devices", "live.devices"):
-        out[name] = est.total(name, sums[name], var[name], 1.0)
-    scale = float(cfg.max_impressions)
+    out["live.devices"] = est.total("live.devices", sums["live.devices"], var["live.devices"], 1.0)
     for c in LIVE_COUNTS:
         out[f"live.{c}"] = est.total(f"live.{c}", sums[f"live.{c}"] * scale,
                                      var[f"live.{c}"] * scale * scale, scale)
-    return FederatedEval(layout.key, int(devices), float(confidence), out)
+    return out
 
 
 def _noise_std(noise: float | np.ndarray, size: int) -> np.ndarray:

@@ -23,6 +23,16 @@ candidates) and cut-off ``K`` (HR@K, NDCG@K)::
 The squares and cross products are there so the server can estimate the sampling variance of
 each mean from the sum alone (``estimation.py``); they are bounded like the rest.
 
+Lean layouts (``EvalConfig`` options, each named in the key only when it differs from the
+default, so version-1 keys are unchanged): ``metrics=("ndcg",)`` keeps NDCG@K alone (no HR@K
+slots), ``squares=False`` drops the per-model ``.sq`` slots (the paired-difference ``.sq``
+slots stay: a rollout decision needs their spread), ``live=False`` drops every ``live.`` slot.
+Each dropped slot lowers the L2 bound, which is what the round's noise is scaled to: the lean
+layout of the installed model alone (``loo.devices``, ``installed.ndcg@K``) has bound
+``sqrt(2) ~= 1.41`` against ``sqrt(17)``, so the same noise multiplier z puts 2.9x less noise
+on its NDCG@K. Without the ``.sq`` slots the server bounds the sampling variance instead of
+estimating it (``estimation.py``).
+
 L2 bound: every slot lies in ``[0, 1]``, so ``||v||_2 <= sqrt(number of slots)``:
 ``sqrt(1 + 4|M| + 2(|M| - 1) + 12)``, i.e. ``sqrt(23) ~= 4.80`` for installed + candidate and
 ``sqrt(17) ~= 4.12`` for the installed model alone. ``encode`` clips each slot into its range
@@ -40,13 +50,15 @@ import numpy as np
 
 from .._exceptions import ConfigError
 
-__all__ = ["LAYOUT_VERSION", "LIVE_COUNTS", "EvalConfig", "EvalLayout", "Slot"]
+__all__ = ["LAYOUT_VERSION", "LIVE_COUNTS", "METRICS", "EvalConfig", "EvalLayout", "Slot"]
 
 LAYOUT_VERSION = 1
 
 #: The live-feedback counts, in slot order. Clicks, purchases and dismissals count impressions
 #: that received one (so each is at most the impressions); see ``device.py`` for attribution.
 LIVE_COUNTS = ("impressions", "clicks", "purchases", "dismissals")
+#: The ranking metrics a layout may carry, in slot order.
+METRICS = ("hr", "ndcg")
 
 
 def _model_name(name: object) -> str:
@@ -79,6 +91,10 @@ class EvalConfig:
             of the same item by the same user only if it came at most this long after it.
         max_history: the history handed to a scoring function is cut to this many most recent
             events (the model reads at most its own ``history`` of them anyway); bounds work.
+        metrics: which of ``("hr", "ndcg")`` the vector carries (in that order).
+        squares: whether each model's metric carries its ``.sq`` slot (False: the server bounds
+            the sampling variance; see the module docstring).
+        live: whether the vector carries the live-feedback slots.
     """
 
     models: tuple[str, ...] = ("installed", "candidate")
@@ -87,6 +103,9 @@ class EvalConfig:
     max_impressions: int = 100
     attribution_s: float = 86_400.0
     max_history: int = 4096
+    metrics: tuple[str, ...] = METRICS
+    squares: bool = True
+    live: bool = True
 
     def __post_init__(self) -> None:
         models = self.models
@@ -99,6 +118,13 @@ class EvalConfig:
         _int_in(self.max_held_out, 1, 1_000, "max_held_out")
         _int_in(self.max_impressions, 1, 1_000_000, "max_impressions")
         _int_in(self.max_history, 1, 1_000_000, "max_history")
+        if not isinstance(self.metrics, tuple) or not self.metrics or \
+                self.metrics != tuple(m for m in METRICS if m in self.metrics):
+            raise ConfigError(f"metrics must be a non-empty tuple drawn from {METRICS} in that "
+                              f"order, got {self.metrics!r}")
+        for flag in ("squares", "live"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         a = self.attribution_s
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not (math.isfinite(a) and a >= 0):
             raise ConfigError(f"attribution_s must be a finite number >= 0, got {a!r}")
@@ -140,11 +166,15 @@ class EvalLayout:
         k, models = config.top_k, config.models
         slots = [Slot("loo.devices")]
         for m in models:
-            for metric in ("hr", "ndcg"):
-                slots += [Slot(_metric(m, metric, k)), Slot(_metric(m, metric, k) + ".sq")]
+            for metric in config.metrics:
+                slots.append(Slot(_metric(m, metric, k)))
+                if config.squares:
+                    slots.append(Slot(_metric(m, metric, k) + ".sq"))
         for m in models[1:]:
-            for metric in ("hr", "ndcg"):
+            for metric in config.metrics:
                 slots.append(Slot(_metric(f"{m}-{models[0]}", metric, k) + ".sq"))
+        if not config.live:
+            return EvalLayout(LAYOUT_VERSION, config, tuple(slots))
         slots.append(Slot("live.devices"))
         slots += [Slot(f"live.{c}") for c in LIVE_COUNTS]
         slots += [Slot(f"live.{c}.sq") for c in LIVE_COUNTS]
@@ -175,11 +205,14 @@ class EvalLayout:
     @cached_property
     def key(self) -> str:
         """e.g. ``"edgerec.fedeval/1;models=installed,candidate;k=10;held_out=5;impressions=100;
-        attribution_s=86400;history=4096"``."""
+        attribution_s=86400;history=4096"``, then ``;metrics=ndcg``, ``;squares=0`` and
+        ``;live=0`` for the lean options that differ from the default."""
         c = self.config
+        lean = ((f";metrics={','.join(c.metrics)}" if c.metrics != METRICS else "")
+                + ("" if c.squares else ";squares=0") + ("" if c.live else ";live=0"))
         return (f"edgerec.fedeval/{self.version};models={','.join(c.models)};k={c.top_k};"
                 f"held_out={c.max_held_out};impressions={c.max_impressions};"
-                f"attribution_s={c.attribution_s:g};history={c.max_history}")
+                f"attribution_s={c.attribution_s:g};history={c.max_history}{lean}")
 
     def metric_name(self, model: str, metric: str) -> str:
         """Slot name of a model's mean metric, e.g. ``installed.hr@10`` (``metric`` hr or ndcg)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..fedeval import EvalConfig
+from ..fedeval.layout import METRICS
 from ..privacy import DistributedNoise, FixedPoint
 from ..secagg import SecAggConfig, Stage
 
@@ -115,7 +116,9 @@ class EvalAnnouncement:
     device runs), the others candidates it downloads and verifies but does not install. A
     device rebuilds the config from these fields and refuses the round unless its own layout
     key for them is exactly ``layout_key`` (a layout it does not know: another version, or a
-    key that does not match the parameters).
+    key that does not match the parameters). The lean options (``metrics``, ``squares``,
+    ``live``) are left out of the JSON at their defaults, so devices from before them still
+    read full layouts; such a device meets a lean one as unknown fields and sends nothing.
     """
 
     layout_key: str
@@ -126,19 +129,23 @@ class EvalAnnouncement:
     max_impressions: int
     attribution_s: float
     max_history: int
+    metrics: tuple[str, ...] = field(default=METRICS, metadata={"omit_if_default": True})
+    squares: bool = field(default=True, metadata={"omit_if_default": True})
+    live: bool = field(default=True, metadata={"omit_if_default": True})
 
     @classmethod
     def of(cls, config: EvalConfig, versions: tuple[int, ...]) -> EvalAnnouncement:
         """The announcement of ``config`` evaluating ``versions`` (one per model slot)."""
         return cls(config.layout.key, config.models, tuple(versions), config.top_k,
                    config.max_held_out, config.max_impressions, float(config.attribution_s),
-                   config.max_history)
+                   config.max_history, config.metrics, config.squares, config.live)
 
     def config(self) -> EvalConfig:
         """The config these fields describe (``ConfigError`` if they describe none)."""
         return EvalConfig(models=self.models, top_k=self.top_k, max_held_out=self.max_held_out,
                           max_impressions=self.max_impressions, attribution_s=self.attribution_s,
-                          max_history=self.max_history)
+                          max_history=self.max_history, metrics=self.metrics,
+                          squares=self.squares, live=self.live)
 
 
 @dataclass(frozen=True)

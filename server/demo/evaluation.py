@@ -110,9 +110,11 @@ def evaluation_round(ctx: EvalContext, after: int, candidate: int | None = None)
         return row
     e = found[0]
     metrics = e["metrics"]
-    row.update({"devices": e["devices"], "epsilon_round": e["epsilon"],
+    row.update({"devices": e["devices"], "epsilon_round": e["epsilon"], "layout": e.get("layout"),
                 "confidence": e["confidence"], "held_out_devices": _interval(metrics["loo.devices"]),
-                "ndcg": _interval(metrics[_NDCG]), "hr": _interval(metrics[_HR])})
+                "ndcg": _interval(metrics[_NDCG])})
+    if _HR in metrics:  # a lean round (the demo's) measures NDCG@10 alone
+        row["hr"] = _interval(metrics[_HR])
     if candidate is not None:
         row["candidate_ndcg"] = _interval(metrics[_CANDIDATE])
         row["paired_ndcg"] = _interval(metrics[_PAIRED])
@@ -162,28 +164,38 @@ def _interval(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m.get(k) for k in ("value", "low", "high", "std_error")}
 
 
+#: Evaluation rounds of up to this many devices run on the complete graph (see ``_params``).
+COMPLETE_UP_TO = 1000
+
+
 def _params(cfg: DemoConfig, devices: int, candidate: int | None) -> dict[str, Any]:
     """``round open`` flags of an evaluation round.
 
     Of the published model: a cohort drawn like a training round's (about ``per_round``
-    devices; a round of everyone costs as much per device as a training round, about 45 s for
-    the synthetic set's 475 here). Of a candidate: every device the rollout statement keeps on
-    the promoted model, so that the decision rests on as many held-out events as there are.
-    SecAgg+ beyond 100 devices (the complete graph's key agreement grows with the square of the
-    cohort). Its price here: each device adds the noise calibrated to its neighbourhood's
-    threshold t, so the sum of n carries about sqrt(n / t) times z*C (a round of 475 synthetic
-    devices at z = 1 stated NDCG@10 to about +-0.1); the complete graph, with the threshold
-    just below the cohort, carries z*C.
+    devices). Of a candidate: every device the rollout statement keeps on the promoted model,
+    so that the decision rests on as many held-out events as there are.
+
+    A lean vector (``--lean``: NDCG@10 alone, and the paired spread with a candidate; L2 bound
+    sqrt(2), or 2, against sqrt(17) or sqrt(23) for the full layout) on the complete graph, whose
+    threshold sits just below the cohort, so the sum carries about z*C and no more. On SecAgg+
+    (Harary) each device adds the noise calibrated to its neighbourhood's threshold t (15 for
+    754 devices), and the sum of n carries sqrt(n / t) times z*C: 7x at 754 (a full-layout
+    round of 475 synthetic devices at z = 1 stated NDCG@10 to about +-0.1). The complete
+    graph's key agreement and shares grow with the square of the cohort, which a training
+    delta's masks make too slow beyond about 100 devices; a vector of 2-4 slots does not
+    (BENCHMARKS.md, "Cost of an evaluation round"), so SecAgg+ is kept for cohorts beyond
+    ``COMPLETE_UP_TO`` only.
     """
     assert cfg.per_round is not None and cfg.noise is not None  # resolved
     d = cfg.stage_deadline
     z = cfg.noise if cfg.evaluation_noise is None else cfg.evaluation_noise
     expected = devices if candidate is not None else min(cfg.per_round, devices)
-    graph = "harary" if expected > 100 else "complete"
+    graph = "harary" if expected > COMPLETE_UP_TO else "complete"
     # One held-out event per device, its newest: the test item (a device that never trained
     # would otherwise also rank up to 4 older events no model read, which central LOO-full
     # does not rank).
-    flags: dict[str, Any] = {"kind": "evaluation", "max_held_out": 1, "min": 3, "noise": z, "graph": graph,
+    flags: dict[str, Any] = {"kind": "evaluation", "lean": True, "max_held_out": 1, "min": 3,
+                             "noise": z, "graph": graph,
                              "deadlines": f"{max(600.0, 2.0 * expected)},{d},{d},{d}",
                              "quiet_close": cfg.quiet_close}
     if expected < devices:

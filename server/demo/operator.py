@@ -106,10 +106,11 @@ class DemoServer:
         return out
 
     def open_round(self, **params: Any) -> dict[str, Any]:
-        """``round open`` with ``--key value`` flags from ``params`` (underscores become dashes)."""
+        """``round open`` with ``--key value`` flags from ``params`` (underscores become dashes;
+        ``True`` gives the bare flag)."""
         flags: list[str] = []
         for key, value in params.items():
-            flags += [f"--{key.replace('_', '-')}", str(value)]
+            flags += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
         return json.loads(self.command("round", "open", *flags))
 
     def analytics(self, token: str) -> dict[str, Any]:

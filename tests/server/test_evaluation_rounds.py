@@ -39,7 +39,8 @@ def test_an_evaluation_round_announces_its_layout_clip_and_models(world):
     stored = world.state.round(record.id)
     assert (stored.base_version, stored.vector_length, stored.params["clip"]) == (2, len(layout), layout.l2_bound)
     assert stored.params["evaluation"] == {"top_k": 5, "max_held_out": 5, "max_impressions": 100,
-                                           "attribution_s": 86400.0, "max_history": 4096}
+                                           "attribution_s": 86400.0, "max_history": 4096,
+                                           "metrics": ["hr", "ndcg"], "squares": True, "live": True}
     ann = apis[0].current_round()
     assert (ann.kind, ann.evaluation.layout_key, ann.evaluation.model_versions) == ("evaluation", layout.key, (2, 1))
     assert ann.evaluation.config() == layout.config and ann.clip == layout.l2_bound
@@ -67,7 +68,8 @@ def test_round_open_checks_the_kind_options(world, capsys):
     world.devices(4)
     for flags, words in ((["--kind", "evaluation", "--clip", "2"], "leave --clip out"),
                          (["--candidate", "1"], "go with --kind evaluation"),
-                         (["--top-k", "5"], "go with --kind evaluation")):
+                         (["--top-k", "5"], "go with --kind evaluation"),
+                         (["--lean"], "go with --kind evaluation")):
         assert main(["round", "open", "--min", "4", *flags, "--data-dir", str(world.tmp)]) == 2
         assert words in capsys.readouterr().err
     # The epsilon calibration of training rounds, for the layout's clip: z for 10 such rounds.
@@ -80,6 +82,18 @@ def test_round_open_checks_the_kind_options(world, capsys):
     assert opened["noise_multiplier"] > 0 and opened["target_epsilon"] == 4
     listed = json.loads(cli(world.tmp, "round", "list"))
     assert listed["kind"] == "evaluation"
+
+
+def test_a_lean_evaluation_round_announces_two_slots_and_their_bound(world):
+    apis = world.devices(4)
+    opened = json.loads(cli(world.tmp, "round", "open", "--min", "4", "--kind", "evaluation",
+                            "--lean", "--noise", "1"))
+    assert opened["evaluation"]["metrics"] == ["ndcg"] and opened["evaluation"]["live"] is False
+    ann = apis[0].current_round()
+    layout = ann.evaluation.config().layout
+    assert layout.names == ("loo.devices", "installed.ndcg@10")
+    assert (ann.vector_length, ann.clip) == (2, pytest.approx(2 ** 0.5))
+    assert world.state.round(opened["round_id"]).params["clip"] == pytest.approx(2 ** 0.5)
 
 
 def test_the_stored_estimate_is_exactly_that_of_the_survivors_encodings(world):

@@ -98,3 +98,18 @@ def test_fine_tuning_marks_what_it_read_and_the_windows_follow_it(tmp_path, trai
     assert records.installed_at(rec.model_version + 1) is None  # another version: no install time
     assert math.isfinite(after.held_out_after)
     rec.close()
+
+
+def test_a_lean_announcement_round_trips_and_a_full_one_leaves_the_lean_fields_out():
+    lean = EvalConfig(models=("installed",), metrics=("ndcg",), squares=False, live=False)
+    ann = replace(EVAL, vector_length=len(lean.layout), clip=lean.layout.l2_bound,
+                  evaluation=EvalAnnouncement.of(lean, (3,)))
+    raw = json.loads(encode(ann))["evaluation"]
+    assert (raw["metrics"], raw["squares"], raw["live"]) == (["ndcg"], False, False)
+    assert decode(encode(ann), RoundAnnouncement) == ann and evaluation_config(ann) == lean
+    # a full layout's announcement reads as before the lean options existed
+    assert not {"metrics", "squares", "live"} & set(json.loads(encode(EVAL))["evaluation"])
+    # a lean key with full parameters (or the reverse) is not a layout the device builds
+    for wrong in (replace(ann.evaluation, live=True), replace(EVAL.evaluation, layout_key=lean.layout.key)):
+        with pytest.raises(RoundRefusedError, match="not one this device knows"):
+            evaluation_config(replace(ann, evaluation=wrong))

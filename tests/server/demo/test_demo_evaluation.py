@@ -68,7 +68,8 @@ def test_without_noise_the_estimate_is_the_mean_of_the_devices_own_figures(demo)
         own, same = fed["devices_own"], fed["central_same_events"]
         assert own["devices"] == same["users"] > 30
         assert fed["ndcg"]["value"] == pytest.approx(own["ndcg"], abs=1e-6)
-        assert fed["hr"]["value"] == pytest.approx(own["hr"], abs=1e-6)
+        # a lean round: NDCG@10 alone, on the complete graph (its noise is z*C with C = sqrt(2))
+        assert "hr" not in fed and fed["layout"].endswith(";metrics=ndcg;squares=0;live=0")
         assert fed["ndcg"]["low"] <= same["ndcg"] <= fed["ndcg"]["high"]
 
 

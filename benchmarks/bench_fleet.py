@@ -99,6 +99,9 @@ def _bundle(path: Path) -> Path:
     return path
 
 
+_GRAPHS = {"harary": "SecAgg+ (harary graph)", "complete": "SecAgg (complete graph)"}
+
+
 def _db_size(data_dir: Path, database: str) -> float:
     if not database:
         return sum(f.stat().st_size for f in data_dir.glob("state.sqlite3*")) / 1e6
@@ -134,7 +137,7 @@ def one_round(n: int, setup: str, args: argparse.Namespace, pg) -> dict:  # type
         assert sum(p.recv()[1] for p in pipes) == n
         kind = ("--kind", "evaluation") if args.kind == "evaluation" else ()
         opened = json.loads(_cli(data_dir, database, "round", "open", *kind, "--min", "3", "--graph",
-                                 "harary", "--noise", "0", "--deadline", str(args.deadline)))
+                                 args.graph, "--noise", "0", "--deadline", str(args.deadline)))
         cpu0, db0, (req0, _) = [_cpu_s(s.pid) for s in servers], _postgres_cpu_s(), _requests(urls)
         t0 = time.time()
         for p in pipes:
@@ -156,15 +159,15 @@ def one_round(n: int, setup: str, args: argparse.Namespace, pg) -> dict:  # type
             "sample_errors": sorted({e for r in reports for e in r["errors"]})[:3],
             "rss_mb": rss, "db_mb": _db_size(data_dir, database), "threshold": opened["threshold"],
             "vector_length": opened.get("federated_weights") or opened.get("vector_length"),
-            "kind": args.kind}
+            "kind": args.kind, "graph": args.graph}
 
 
-def _math_alone_per_device(n: int, length: int) -> float:
+def _math_alone_per_device(n: int, length: int, graph: str) -> float:
     """The server's secure-aggregation math for the same round in memory, seconds per device."""
     from edgerec.secagg import SecAggConfig, crypto, deterministic_rng, simulate_round
 
     x = np.random.default_rng(0).integers(0, 2**20, length, dtype=np.uint32)
-    config = SecAggConfig(round_id=1, vector_length=length, min_clients=n, graph="harary")
+    config = SecAggConfig(round_id=1, vector_length=length, min_clients=n, graph=graph)
     authority = crypto.ed25519_private(deterministic_rng(b"bench-authority"))
     outcome = simulate_round(config, {c: x for c in range(1, n + 1)}, seed=b"bench",
                              clock=time.perf_counter, authority_key=authority)
@@ -184,7 +187,7 @@ def _report(rows: list[dict], math: dict[int, float], args: argparse.Namespace) 
     notes = [f"- {r['devices']:,} on {r['setup']}: {r['failed']} devices failed: {'; '.join(r['sample_errors'])}"
              for r in rows if r["failed"]]
     return "\n".join([
-        f"One round per row: SecAgg+ (harary graph), no noise, FedAvg, a {rows[0]['vector_length']:,}-weight "
+        f"One round per row: {_GRAPHS[args.graph]}, no noise, FedAvg, a {rows[0]['vector_length']:,}-weight "
         f"model; devices in {args.processes} processes of {args.threads} threads with the SDK's default "
         "polling (Retry-After from the server) and timeouts; servers and database on the same 2 cores "
         "as the devices. Server CPU counts every replica from round open to the last device done; "
@@ -207,6 +210,8 @@ def main() -> None:
     parser.add_argument("--skip", default="", metavar="N:SETUP,...",
                         help="combinations not to run, e.g. 5000:sqlite,5000:pg1")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--graph", choices=tuple(_GRAPHS), default="harary",
+                        help="secure aggregation graph: harary (SecAgg+, the default) or complete")
     parser.add_argument("--kind", choices=("training", "evaluation"), default="training",
                         help="evaluation: an evaluation round (issue 16: devices send a 17-slot "
                              "edgerec.fedeval vector instead of a delta); printed, never written")
@@ -225,10 +230,11 @@ def main() -> None:
                 row = one_round(n, setup, args, pg)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    math = {n: _math_alone_per_device(n, rows[0]["vector_length"]) for n in sizes}
+    math = {n: _math_alone_per_device(n, rows[0]["vector_length"], args.graph) for n in sizes}
     body = _report(rows, math, args)
     print(body)
-    if not args.no_write and args.kind == "training":  # the fleet section is of training rounds
+    # The fleet section is of training rounds on the harary graph; other runs are printed only.
+    if not args.no_write and args.kind == "training" and args.graph == "harary":
         write_section(name="fleet", title="Coordinating server at fleet scale (SQLite vs PostgreSQL replicas)",
                       command=f"python -m benchmarks.bench_fleet --devices {args.devices} --setups {args.setups}"
                               + (f" --skip {args.skip}" if args.skip else ""),

@@ -285,7 +285,13 @@ def _expected_shapes(cfg: ModelConfig, n_items: int, n_features: int) -> dict[st
     shapes = {"emb_in": (n_items, d), "feat_in": (n_features, d), "emb_out": (n_items, d),
               "feat_out": (n_features, d), "bias": (n_items,), "pos": (cfg.history,),
               "signal": (N_SIGNALS,), "user0": (d,)}
-    if cfg.hidden:
+    if cfg.encoder == "attention":
+        # Block weights are [d, d], their biases and layer norms [d] (edgerec.model.params).
+        shapes.update(att_pos=(cfg.history, d), att_signal=(N_SIGNALS, d))
+        for name in param_names(cfg):
+            if name not in shapes:
+                shapes[name] = (d, d) if name.rsplit(".", 1)[-1] in ("wq", "wk", "wv", "w1", "w2") else (d,)
+    elif cfg.hidden:
         shapes.update(w1=(d, d), b1=(d,), w2=(d, d))
     return shapes
 

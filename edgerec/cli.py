@@ -73,12 +73,13 @@ def _spec(args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .model.config import ModelConfig, TrainConfig
-    from .workflows import DEFAULT_TRAINING, load_data, train_bundle
+    from .workflows import ATTENTION_TRAINING, DEFAULT_TRAINING, load_data, train_bundle
 
     dataset = load_data(_spec(args))
-    training = TrainConfig(**{**DEFAULT_TRAINING, "seed": args.seed, "threads": args.threads,
+    model = ModelConfig(dim=args.dim, history=args.history, encoder=args.encoder, blocks=args.blocks)
+    default = ATTENTION_TRAINING if model.encoder == "attention" else DEFAULT_TRAINING
+    training = TrainConfig(**{**default, "seed": args.seed, "threads": args.threads,
                               **({"epochs": args.epochs} if args.epochs is not None else {})})
-    model = ModelConfig(dim=args.dim, history=args.history)
     bar = _progress(not args.quiet)
     progress = (lambda it: bar(it, total=training.epochs, desc="training")) if bar else None
     start = time.perf_counter()
@@ -296,6 +297,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--history", type=int, default=50)
+    p.add_argument("--encoder", choices=("pooled", "attention"), default="pooled",
+                   help="the user encoder: a weighted sum of the history (default) or "
+                        "self-attention blocks over it (slower to train, see BENCHMARKS.md)")
+    p.add_argument("--blocks", type=int, default=2, help="attention blocks (with --encoder attention)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -311,9 +316,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="number of seeds to average (default: 5; 1 with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="a quick look instead of the full protocol: 1 seed (unless --seeds), "
-                        "edgerec validates 8 and 16 epochs of one training run (not 3 candidates), "
-                        "item-knn, als and bpr 2 candidates each (not 12, 12 and 8); about 4x "
-                        "faster, same choices as the full grids on MovieLens-100K")
+                        "edgerec validates 8 and 16 epochs of one pooled training run (not 5 "
+                        "candidates, 2 of them the attention encoder), item-knn, als and bpr 2 "
+                        "candidates each (not 12, 12 and 8); about 4x faster")
     p.add_argument("--sasrec", action="store_true",
                    help="also run the SASRec peer (self-attention, full softmax, numpy): not in the "
                         "default set as it trains for minutes per fit (MovieLens-100K: 1.3-1.8 s an "

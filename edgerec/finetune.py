@@ -18,7 +18,9 @@ from ._exceptions import ConfigError
 from ._threads import blas_threads, check_threads
 from .types import Sequences
 from .model.config import ModelConfig
-from .model.examples import next_item_examples
+from .model.encoder import is_attention, training_loss
+from .model.encoder import mean_loss as attention_loss
+from .model.examples import next_item_examples, sequence_examples
 from .model.network import mean_loss
 from .model.params import Params, flatten, param_names
 from .training import SGD, TABLES, Adam, run_epochs
@@ -89,7 +91,11 @@ def _recent(seqs: Sequences, max_examples: int) -> Sequences:
 
 def _mean_loss(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray,
                targets: np.ndarray) -> float:
-    return 0.0 if len(targets) == 0 else mean_loss(params, features, items, signals, targets)
+    if len(targets) == 0:
+        return 0.0
+    if is_attention(params):  # every event once, from the histories it trains on: one pass each
+        return attention_loss(params, features, items, signals, targets, all_positions=True)
+    return mean_loss(params, features, items, signals, targets)
 
 
 def fine_tune(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelConfig,
@@ -110,20 +116,29 @@ def _fine_tune(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelCo
     params: Params = {n: base[n].copy() for n in shared}
     params["adapter"] = (np.zeros(cfg.dim, np.float32) if adapter is None
                          else np.asarray(adapter, np.float32).copy())
-    examples = next_item_examples(_recent(seqs, fcfg.max_examples), cfg.history)
-    before = _mean_loss(params, features, *examples)
+    recent = _recent(seqs, fcfg.max_examples)
+    examples = next_item_examples(recent, cfg.history)
+    # The attention encoder trains every position of a history at once (as centrally): the same
+    # events as targets, ~history times less work; as many targets per step as pooled batches.
+    train_examples, batch_size = examples, fcfg.batch_size
+    if cfg.encoder == "attention":
+        train_examples = sequence_examples(recent, cfg.history)
+        batch_size = max(1, fcfg.batch_size // cfg.history)
+    before = _mean_loss(params, features, *train_examples)
     rng = np.random.default_rng(fcfg.seed)
+    loss = training_loss(cfg, rng)
     # First the personal adapter alone, then the shared weights around it: the adapter takes
     # what is particular to this device, so the shared delta carries what generalises.
     adapter_step = Adam(fcfg.adapter_lr)
-    run_epochs(params, features, examples, epochs=fcfg.adapter_epochs, batch_size=fcfg.batch_size,
-               rng=rng, step=lambda grads: adapter_step.step(params, {"adapter": grads["adapter"]}),
-               l2={"adapter": fcfg.adapter_l2})
+    run_epochs(params, features, train_examples, epochs=fcfg.adapter_epochs,
+               batch_size=batch_size, rng=rng,
+               step=lambda grads: adapter_step.step(params, {"adapter": grads["adapter"]}),
+               l2={"adapter": fcfg.adapter_l2}, loss=loss)
     shared_step = Adam(fcfg.lr) if fcfg.optimizer == "adam" else SGD(fcfg.lr, fcfg.max_grad_norm)
-    run_epochs(params, features, examples, epochs=fcfg.epochs, batch_size=fcfg.batch_size, rng=rng,
-               step=lambda grads: shared_step.step(params, grads, fcfg.frozen | {"adapter"}),
-               l2={n: fcfg.l2 for n in TABLES})
-    after = _mean_loss(params, features, *examples)
+    run_epochs(params, features, train_examples, epochs=fcfg.epochs, batch_size=batch_size,
+               rng=rng, step=lambda grads: shared_step.step(params, grads, fcfg.frozen | {"adapter"}),
+               l2={n: fcfg.l2 for n in TABLES}, loss=loss)
+    after = _mean_loss(params, features, *train_examples)
     adapter_out = params.pop("adapter")
     delta = flatten(params, shared) - flatten(base, shared)
     return LocalUpdate(params, adapter_out, delta, len(examples[2]), before, after)

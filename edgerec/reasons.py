@@ -5,12 +5,16 @@ layer), so each history event contributes ``w_l * (table_in[i_l] . table_out[j])
 score along that path. The reason for j is the event with the largest positive contribution:
 "because you rated Star Wars". With no history, or no event pulling towards j, the reason says
 the item is popular or fits the recent activity as a whole.
+
+With the attention encoder there is no fixed weight per event: ``w_l`` is then how much the user
+(position 0) attends to event l in the last block, the event's share in what the user reads.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .model.encoder import encode, is_attention
 from .model.params import Params
 
 __all__ = ["attribute", "reason_text"]
@@ -30,8 +34,13 @@ def attribute(params: Params, features: np.ndarray, hist_rows: np.ndarray, hist_
     if len(hist_rows) == 0 or len(rec_rows) == 0:
         return np.full(len(rec_rows), -1)
     n = len(hist_rows)
-    weights = params["pos"][:n] * params["signal"][hist_signals]
     v_in = params["emb_in"][hist_rows] + features[hist_rows] @ params["feat_in"]
+    if is_attention(params):
+        # The history's own rows as the input table: the encoder reads nothing else.
+        _, cache = encode(params, v_in, np.arange(n)[None, :], np.asarray(hist_signals)[None, :])
+        weights = cache.blocks[-1].p[0, 0]
+    else:
+        weights = params["pos"][:n] * params["signal"][hist_signals]
     v_out = params["emb_out"][rec_rows] + features[rec_rows] @ params["feat_out"]
     contrib = (v_out @ v_in.T) * weights[None, :]  # [k, n]
     best = contrib.argmax(axis=1)

@@ -15,14 +15,18 @@ from ._threads import blas_threads
 from .types import Sequences
 from .events import PAD_SIGNAL
 from .model.config import ModelConfig, TrainConfig
-from .model.examples import next_item_examples
+from .model.encoder import LossFn, training_loss
+from .model.examples import next_item_examples, sequence_examples
 from .model.network import loss_and_grads
 from .model.params import Params, init_params
+from .model.sampled import NegativeSampler, use_sampled
 
 __all__ = ["Adam", "SGD", "TABLES", "TrainingRun", "run_epochs", "train_model", "fit_params"]
 
 Progress = Callable[[Iterable[int]], Iterable[int]]
 
+# Adam updates a parameter this many bytes of rows at a time (a block's arrays fit in L2 cache).
+_BLOCK_BYTES = 256 * 1024
 # The embedding tables: where L2 regularisation applies (the small scalars and layers are free).
 TABLES = ("emb_in", "emb_out", "feat_in", "feat_out")
 
@@ -56,18 +60,29 @@ class Adam:
             tmp = self._scratch.get(name)
             if tmp is None or tmp.shape != grad.shape or tmp.dtype != grad.dtype:
                 tmp = self._scratch[name] = np.empty_like(grad)
-            np.multiply(grad, 1 - self.beta1, out=tmp)
-            m *= self.beta1
-            m += tmp
-            np.multiply(grad, 1 - self.beta2, out=tmp)
-            tmp *= grad
-            v *= self.beta2
-            v += tmp
-            np.sqrt(v, out=tmp)
-            tmp += self.eps
-            np.divide(m, tmp, out=tmp)
-            tmp *= scale
-            params[name] -= tmp
+            param = params[name]
+            # Block by block of rows: the dozen passes over a block stay in cache instead of
+            # streaming [N, d] arrays through memory a dozen times (~1.3x on 10k items; the
+            # same element-wise arithmetic, the same bits).
+            rows = max(1, _BLOCK_BYTES // max(1, grad[:1].nbytes)) if grad.ndim else 1
+            for start in range(0, max(1, len(grad) if grad.ndim else 1), rows):
+                block = slice(start, start + rows) if grad.ndim else ...
+                self._update(param[block], grad[block], m[block], v[block], tmp[block], scale)
+
+    def _update(self, param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray,
+                tmp: np.ndarray, scale: np.float32) -> None:
+        np.multiply(grad, 1 - self.beta1, out=tmp)
+        m *= self.beta1
+        m += tmp
+        np.multiply(grad, 1 - self.beta2, out=tmp)
+        tmp *= grad
+        v *= self.beta2
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= scale
+        param -= tmp
 
 
 @dataclass
@@ -100,11 +115,16 @@ def _drop_history(signals: np.ndarray, rate: float, rng: np.random.Generator) ->
 def run_epochs(params: Params, features: np.ndarray, examples: tuple[np.ndarray, ...], *,
                epochs: int, batch_size: int, rng: np.random.Generator,
                step: Callable[[Params], None], l2: dict[str, float] | None = None,
-               dropout: float = 0.0, progress: Progress | None = None) -> list[float]:
+               dropout: float = 0.0, progress: Progress | None = None,
+               sampler: NegativeSampler | None = None, loss: LossFn | None = None) -> list[float]:
     """Minibatch passes over ``(items, signals, targets)``; ``step(grads)`` applies the update.
 
-    ``l2`` adds ``weight * ||param||^2`` to the named parameters' gradients. Returns the mean
-    loss of each epoch (before the L2 term).
+    ``loss`` computes each batch's loss and gradients (``network.loss_and_grads`` when None; the
+    attention encoder's is ``encoder.training_loss``).
+
+    ``l2`` adds ``weight * ||param||^2`` to the named parameters' gradients. With ``sampler``
+    each batch trains on sampled softmax over negatives it draws (else full softmax). Returns
+    the mean loss of each epoch (before the L2 term).
     """
     items, signals, targets = examples
     rounds: Iterable[int] = range(epochs)
@@ -115,11 +135,13 @@ def run_epochs(params: Params, features: np.ndarray, examples: tuple[np.ndarray,
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             sig = _drop_history(signals[batch], dropout, rng)
-            loss, grads = loss_and_grads(params, features, items[batch], sig, targets[batch])
+            negatives = sampler.draw(rng) if sampler is not None else None
+            value, grads = (loss or loss_and_grads)(params, features, items[batch], sig,
+                                                    targets[batch], negatives=negatives)
             for name, weight in (l2 or {}).items():
                 grads[name] += (2 * weight) * params[name]  # in place: gradients are fresh arrays
             step(grads)
-            total += loss * len(batch)
+            total += value * len(batch)
         losses.append(total / max(1, len(order)))
     return losses
 
@@ -141,9 +163,16 @@ class TrainingRun:
         self._features = features
         self._tcfg = tcfg
         self._frozen = frozen
-        self._examples = next_item_examples(seqs, cfg.history)
+        # The attention encoder trains every position of a history at once (edgerec.model.encoder)
+        self._examples = (sequence_examples(seqs, cfg.history) if cfg.encoder == "attention"
+                          else next_item_examples(seqs, cfg.history))
         self._rng = np.random.default_rng(tcfg.seed)
+        self._loss = training_loss(cfg, self._rng)
         self._opt = Adam(tcfg.lr)
+        n_items = features.shape[0]
+        self._sampler = (NegativeSampler.for_targets(self._examples[2], n_items, tcfg.negatives,
+                                                     tcfg.uniform_mix)
+                         if use_sampled(tcfg.softmax, n_items, tcfg.negatives) else None)
 
     @classmethod
     def fresh(cls, seqs: Sequences, features: np.ndarray, cfg: ModelConfig,
@@ -161,7 +190,8 @@ class TrainingRun:
                                 batch_size=self._tcfg.batch_size, rng=self._rng,
                                 step=lambda grads: opt.step(params, grads, frozen),
                                 l2={n: self._tcfg.l2 for n in TABLES},
-                                dropout=self._tcfg.history_dropout, progress=progress)
+                                dropout=self._tcfg.history_dropout, progress=progress,
+                                sampler=self._sampler, loss=self._loss)
         self.epochs += epochs
         self.losses += losses
         return losses

@@ -37,11 +37,16 @@ from .model.config import ModelConfig, TrainConfig
 from .training import fit_params
 
 __all__ = ["DataSpec", "load_data", "train_bundle", "eval_methods", "compare", "result_rows",
-           "DEFAULT_TRAINING", "QUICK_SEEDS",
+           "DEFAULT_TRAINING", "ATTENTION_TRAINING", "QUICK_SEEDS",
            "loo_evaluator", "federated_run", "PrivateStudy", "federated_study"]
 
 # What `edgerec train` uses unless told otherwise: the validation-chosen MovieLens setting.
 DEFAULT_TRAINING: dict[str, Any] = {"epochs": 16, "l2": 1e-4}
+# The same for the attention encoder (ModelConfig(encoder="attention")), chosen on MovieLens-100K
+# validation items (BENCHMARKS.md, "Attention encoder"): batches count histories, each training
+# every position, hence fewer per batch; dropout regularises, so no L2 or history dropout.
+ATTENTION_TRAINING: dict[str, Any] = {"epochs": 40, "lr": 1e-3, "batch_size": 64, "l2": 0.0,
+                                      "history_dropout": 0.0}
 # `edgerec eval --quick`: one seed (with QUICK_GRID and the peers' QUICK_GRIDS).
 QUICK_SEEDS = 1
 
@@ -81,7 +86,8 @@ def train_bundle(dataset: Dataset, out: str | Path, *, model: ModelConfig | None
                  sign: Callable[[bytes], bytes] | None = None, model_version: int = 1) -> Manifest:
     """Train centrally on all of ``dataset`` and write a bundle to ``out``."""
     model = model or ModelConfig()
-    training = training or TrainConfig(**DEFAULT_TRAINING)
+    default = ATTENTION_TRAINING if model.encoder == "attention" else DEFAULT_TRAINING
+    training = training or TrainConfig(**default)
     params = fit_params(dataset.sequences(), dataset.catalogue.features, model, training,
                         progress=progress)
     hyper = {"training": training.to_dict(), "dataset": dataset.name,

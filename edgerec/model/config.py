@@ -10,6 +10,9 @@ from .._threads import check_threads
 
 __all__ = ["ModelConfig", "TrainConfig"]
 
+_ENCODERS = ("pooled", "attention")
+_ATTENTION_OPTIONS = ("encoder", "blocks", "dropout")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -19,20 +22,38 @@ class ModelConfig:
     weighted by a learned per-position weight and a learned per-signal weight (click, purchase,
     1..5 stars, dismiss, ...). That keeps every parameter shareable across devices and makes a new
     event change the very next recommendation.
+
+    ``encoder="attention"`` computes it instead with ``blocks`` self-attention blocks over the
+    history (``edgerec.model.encoder``; ``hidden`` does not apply), trained with ``dropout``.
     """
 
     dim: int = 64
     history: int = 50
     hidden: bool = True  # a residual ReLU layer on the pooled history
+    encoder: str = "pooled"  # "pooled" (weighted sum of the history) or "attention"
+    blocks: int = 2  # attention only: transformer blocks
+    dropout: float = 0.2  # attention only: dropout rate while training (none when scoring)
 
     def __post_init__(self) -> None:
         if not 1 <= self.dim <= 1024:
             raise ConfigError(f"dim must be within 1..1024, got {self.dim}")
         if not 1 <= self.history <= 4096:
             raise ConfigError(f"history must be within 1..4096, got {self.history}")
+        if self.encoder not in _ENCODERS:
+            raise ConfigError(f"encoder must be one of {_ENCODERS}, got {self.encoder!r}")
+        if isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or not 1 <= self.blocks <= 16:
+            raise ConfigError(f"blocks must be an int within 1..16, got {self.blocks!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be within [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        raw = asdict(self)
+        if self.encoder == "pooled":
+            # Pooled manifests stay as they were before the attention encoder (readable by
+            # devices that predate it); its options mean nothing there.
+            for name in _ATTENTION_OPTIONS:
+                del raw[name]
+        return raw
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "ModelConfig":
@@ -59,6 +80,16 @@ class TrainConfig:
     # weights depend on the number (float rounding), so one thread everywhere also makes them
     # independent of the machine's core count.
     threads: int | None = 1
+    # The loss over the catalogue: "full" softmax over every item, "sampled" softmax with logQ
+    # correction over the targets and ~`negatives` shared negatives per batch, drawn from
+    # (1 - uniform_mix) * popularity + uniform_mix * uniform (edgerec.model.sampled), or "auto":
+    # sampled from SAMPLED_FROM_ITEMS items on (the rule: sampled.use_sampled). Defaults from
+    # BENCHMARKS.md "Sampled softmax": on the 10k-item CSV 256 and 1,024 uniform negatives came
+    # out at or above full softmax's NDCG@10 (popularity-mixed ones, mix 0.2, 3-5% below it),
+    # and 256 make an epoch 0.30x full softmax's time (1,024: 0.47x).
+    softmax: str = "auto"
+    negatives: int = 256
+    uniform_mix: float = 1.0
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1:
@@ -66,6 +97,12 @@ class TrainConfig:
         if not (self.lr > 0 and self.l2 >= 0 and 0 <= self.history_dropout < 1):
             raise ConfigError("need lr > 0, l2 >= 0 and 0 <= history_dropout < 1")
         check_threads(self.threads, "TrainConfig.threads")
+        if self.softmax not in ("auto", "full", "sampled"):
+            raise ConfigError(f"softmax must be 'auto', 'full' or 'sampled', got {self.softmax!r}")
+        if isinstance(self.negatives, bool) or not isinstance(self.negatives, int) or self.negatives < 1:
+            raise ConfigError(f"negatives must be an int >= 1, got {self.negatives!r}")
+        if not 0.0 <= self.uniform_mix <= 1.0:
+            raise ConfigError(f"uniform_mix must be within 0..1, got {self.uniform_mix}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

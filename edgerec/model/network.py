@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..events import PAD_SIGNAL
+from . import encoder as _attention
 from .params import Params, item_tables
+from .sampled import Negatives, sampled_softmax
 
 __all__ = ["Forward", "forward", "user_vectors", "loss_and_grads", "mean_loss", "scatter_rows",
            "softmax_cross_entropy"]
@@ -64,6 +66,8 @@ def forward(params: Params, features: np.ndarray, items: np.ndarray, signals: np
 
 def user_vectors(params: Params, table_in: np.ndarray, items: np.ndarray, signals: np.ndarray) -> np.ndarray:
     """User vectors ``[B, d]`` from precomputed item tables (the scoring path)."""
+    if _attention.is_attention(params):
+        return _attention.user_vectors(params, table_in, items, signals)
     _, _, pooled = _pool(params, table_in, items, signals)
     return _user(params, pooled)[1]
 
@@ -102,6 +106,8 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[floa
 def mean_loss(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray,
               targets: np.ndarray) -> float:
     """Mean softmax cross-entropy of ``targets``, forward only (no gradients)."""
+    if _attention.is_attention(params):
+        return _attention.mean_loss(params, features, items, signals, targets)
     fwd = forward(params, features, items, signals)
     logits = fwd.user @ fwd.table_out.T + params["bias"]
     top = logits.max(axis=1, keepdims=True)
@@ -157,18 +163,29 @@ def _backward_pool(params: Params, fwd: Forward, items: np.ndarray, signals: np.
 
 
 def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray,
-                   targets: np.ndarray, l2: float = 0.0) -> tuple[float, Params]:
+                   targets: np.ndarray, l2: float = 0.0,
+                   negatives: Negatives | None = None) -> tuple[float, Params]:
     """Softmax cross-entropy of predicting ``targets`` over all items, plus L2 on the tables.
 
-    Returns the loss and the gradient of every parameter (same names and shapes).
+    With ``negatives`` the cross-entropy is the sampled estimate over the targets and those
+    shared negatives (``edgerec.model.sampled``) instead of the full one over all items.
+    Returns the loss and the gradient of every parameter (same names and shapes). Attention
+    encoder's parameters go to ``edgerec.model.encoder.loss_and_grads`` (position 0, no dropout).
     """
+    if _attention.is_attention(params):
+        return _attention.loss_and_grads(params, features, items, signals, targets, l2, negatives)
     fwd = forward(params, features, items, signals)
-    logits = fwd.user @ fwd.table_out.T
-    logits += params["bias"]  # in place: the [B, N] buffer becomes the gradient below
-    loss, g_logits = softmax_cross_entropy(logits, targets)
-    grads: Params = {"bias": g_logits.sum(axis=0)}
-    g_table_out = g_logits.T @ fwd.user
-    g_user = g_logits @ fwd.table_out
+    grads: Params = {}
+    if negatives is not None:
+        loss, g_user, g_table_out, grads["bias"] = sampled_softmax(
+            fwd.user, fwd.table_out, params["bias"], targets, negatives)
+    else:
+        logits = fwd.user @ fwd.table_out.T
+        logits += params["bias"]  # in place: the [B, N] buffer becomes the gradient below
+        loss, g_logits = softmax_cross_entropy(logits, targets)
+        grads["bias"] = g_logits.sum(axis=0)
+        g_table_out = g_logits.T @ fwd.user
+        g_user = g_logits @ fwd.table_out
     if "adapter" in params:
         grads["adapter"] = g_user.sum(axis=0)
     g_pooled = _backward_user(params, fwd, g_user, grads)

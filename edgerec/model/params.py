@@ -16,6 +16,17 @@ user0      [d]       the user with no history
 w1, b1,    [d, d],   residual ReLU layer on the pooled history (``ModelConfig.hidden``)
 w2         [d],      [d, d]
 =========  ========  ==========================================================================
+
+With ``ModelConfig(encoder="attention")`` the user comes from self-attention blocks instead
+(``edgerec.model.encoder``): ``pos``, ``signal`` and the hidden layer give way to
+
+==============  ========  =====================================================================
+att_pos         [L, d]    embedding of the k-th most recent position
+att_signal      [S, d]    embedding of each signal code (row PAD_SIGNAL unused, kept at 0)
+att{k}.*        [d, d],   block k (``edgerec.model.attention.BLOCK``: ln1_g, ln1_b, wq, wk, wv,
+                [d]       ln2_g, ln2_b, w1, b1, w2, b2)
+att_ln_g, _b    [d]       the final layer norm
+==============  ========  =====================================================================
 """
 
 from __future__ import annotations
@@ -26,10 +37,12 @@ import numpy as np
 
 from .._exceptions import ConfigError
 from ..events import N_SIGNALS, PAD_SIGNAL, signal_code
+from .attention import block_names, init_block
 from .config import ModelConfig
 
-__all__ = ["FROZEN_SHORTHANDS", "ITEM_TABLES", "Params", "init_params", "expand_frozen",
-           "federated_mask", "flatten", "unflatten", "param_names", "item_tables"]
+__all__ = ["ATT_LN_B", "ATT_LN_G", "ATT_POS", "ATT_SIGNAL", "FROZEN_SHORTHANDS", "ITEM_TABLES",
+           "Params", "attention_prefix", "init_params", "expand_frozen", "federated_mask", "flatten",
+           "unflatten", "param_names", "item_tables"]
 
 Params = Dict[str, np.ndarray]
 
@@ -54,10 +67,37 @@ ITEM_TABLES = ("emb_in", "emb_out", "feat_in", "feat_out")
 FROZEN_SHORTHANDS: dict[str, tuple[str, ...]] = {"tables": ITEM_TABLES}
 
 
+#: The attention encoder's own parameter names (besides its blocks').
+ATT_POS, ATT_SIGNAL, ATT_LN_G, ATT_LN_B = "att_pos", "att_signal", "att_ln_g", "att_ln_b"
+
+
+def attention_prefix(k: int) -> str:
+    """The name prefix of the attention encoder's block ``k``."""
+    return f"att{k}."
+
+
 def param_names(cfg: ModelConfig) -> tuple[str, ...]:
     """Parameter names in their canonical (flattening) order."""
+    if cfg.encoder == "attention":
+        blocks = [name for k in range(cfg.blocks) for name in block_names(attention_prefix(k)).values()]
+        return ("emb_in", "feat_in", "emb_out", "feat_out", "bias", "user0", ATT_POS, ATT_SIGNAL,
+                *blocks, ATT_LN_G, ATT_LN_B)
     base = ("emb_in", "feat_in", "emb_out", "feat_out", "bias", "pos", "signal", "user0")
     return base + (("w1", "b1", "w2") if cfg.hidden else ())
+
+
+def _init_attention(cfg: ModelConfig, rng: np.random.Generator) -> Params:
+    """Position and signal embeddings at the item embeddings' scale (N(0, 0.1)), Glorot blocks,
+    the final layer norm at 1 and 0."""
+    params: Params = {
+        ATT_POS: (rng.standard_normal((cfg.history, cfg.dim)) * 0.1).astype(np.float32),
+        ATT_SIGNAL: (rng.standard_normal((N_SIGNALS, cfg.dim)) * 0.1).astype(np.float32),
+    }
+    params[ATT_SIGNAL][PAD_SIGNAL] = 0.0
+    for k in range(cfg.blocks):
+        init_block(params, attention_prefix(k), cfg.dim, rng)
+    params[ATT_LN_G], params[ATT_LN_B] = np.ones(cfg.dim, np.float32), np.zeros(cfg.dim, np.float32)
+    return params
 
 
 def init_params(cfg: ModelConfig, n_items: int, n_features: int, rng: np.random.Generator) -> Params:
@@ -78,6 +118,10 @@ def init_params(cfg: ModelConfig, n_items: int, n_features: int, rng: np.random.
         "signal": _signal_prior(),
         "user0": np.zeros(d, np.float32),
     }
+    if cfg.encoder == "attention":
+        del params["pos"], params["signal"]
+        params.update(_init_attention(cfg, rng))
+        return params
     if cfg.hidden:
         params["w1"] = normal(d, d, std=scale)
         params["b1"] = np.zeros(d, np.float32)

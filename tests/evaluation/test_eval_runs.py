@@ -45,7 +45,7 @@ def test_candidates_sharing_a_run_get_the_weights_of_their_own_fresh_fit():
 
 def test_training_epochs_count_shared_runs_once():
     assert training_epochs(GRID) == 3 + 2
-    assert training_epochs(DEFAULT_GRID) == 16 + 16
+    assert training_epochs(DEFAULT_GRID) == 16 + 16 + 40  # pooled l2 1e-4 and 3e-4, attention
     assert training_epochs(QUICK_GRID) == 16
     assert training_epochs([{"l2": 1e-4}]) == TrainConfig().epochs
 
@@ -67,14 +67,14 @@ def test_the_plan_says_what_runs_and_estimates_from_the_first_fit():
     methods = [*edgerec_methods(DEFAULT_GRID), most_popular()]
     plan = EvalPlan.of(methods, seeds=5)
     lines = plan.describe()
-    assert lines[0].startswith("5 seeds, 3 methods, 18 fits in all")  # (3 + 5) * 2 + 1 + 1
-    assert lines[1] == "  edgerec: 3 candidates, then 5 final fits (32 + 40-80 epochs)"
+    assert lines[0].startswith("5 seeds, 3 methods, 22 fits in all")  # (5 + 5) * 2 + 1 + 1
+    assert lines[1] == "  edgerec: 5 candidates, then 5 final fits (72 + 40-200 epochs)"
     assert lines[3] == "  most-popular: 1 candidate, then 1 final fit"
-    # 8 epochs in 16 s: 2 s an epoch; 72 to 112 epochs, plus 8 scorings of 0.5 s
+    # 8 epochs in 16 s: 2 s an epoch; 112 to 272 epochs, plus 10 scorings of 0.5 s
     first = FitRecord("edgerec", "tune", dict(DEFAULT_GRID[0]), 0, 16.0, 0.5)
-    assert plan.methods[0].estimate(first) == (2 * 72 + 4, 2 * 112 + 4)
+    assert plan.methods[0].estimate(first) == (2 * 112 + 5, 2 * 272 + 5)
     assert plan.estimate_line(first) == ("edgerec: first fit (8 epochs) took 16.0 s + 0.5 s scoring; "
-                                         "estimate for all of edgerec: 2 min to 4 min")
+                                         "estimate for all of edgerec: 4 min to 9 min")
     assert plan.estimate_line(FitRecord("other", "tune", {}, 0, 1.0, 0.0)) is None
 
 
@@ -92,3 +92,23 @@ def test_eval_methods_are_edgerec_float_and_int8_then_the_peers():
     assert [m.name for m in methods] == ["edgerec", "edgerec-int8"]
     assert methods[0].cost_unit == "epochs" and methods[1].cost_unit == "fits"
     assert [m.name for m in eval_methods()][2:] == [m.name for m in available_peers()]
+
+
+def test_attention_candidates_share_a_run_and_score_float_and_int8_alike():
+    split = loo_split(DATA.sequences())
+    setting = {"encoder": "attention", "blocks": 1, "dim": 8, "history": 6, "batch_size": 8,
+               "l2": 0.0}
+    grid = ({**setting, "epochs": 1}, {**setting, "epochs": 2})
+    float_method, int8_method = edgerec_methods(grid)
+    assert training_epochs(grid) == 2
+    later = float_method.fit(split.train, DATA.catalogue, 0, **grid[1])
+    earlier = float_method.fit(split.train, DATA.catalogue, 0, **grid[0])
+    fresh = fit_params(split.train, DATA.catalogue.features,
+                       ModelConfig(dim=8, history=6, encoder="attention", blocks=1),
+                       TrainConfig(epochs=1, batch_size=8, l2=0.0, seed=0))
+    assert all(np.array_equal(fresh[name], earlier.params[name]) for name in fresh)
+    assert not np.array_equal(later.params["att0.wq"], earlier.params["att0.wq"])
+    users = split.eval_users[:5]
+    want = later.score(users, split.train)
+    got = int8_method.fit(split.train, DATA.catalogue, 0, **grid[1]).score(users, split.train)
+    assert all(np.corrcoef(g, w)[0, 1] > 0.98 for g, w in zip(got, want))

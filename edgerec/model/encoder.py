@@ -1,0 +1,218 @@
+"""The self-attention user encoder (``ModelConfig(encoder="attention")``): forward, backward and
+loss in numpy. Pure: arrays in, arrays out; dropout masks from the ``rng`` passed in.
+
+A history is the ``L`` most recent events, most recent first (position 0), ``PAD_SIGNAL`` pads.
+Each event becomes
+
+    x_l = table_in[i_l] + att_pos[l] + att_signal[s_l]          (0 at padded positions)
+
+(``table_in`` folds the content features in, so new or rare items still speak). The ``x`` go
+through ``blocks`` pre-norm transformer blocks (``edgerec.model.attention``, shared with the SASRec
+peer) in which position l reads the positions m >= l, i.e. itself and the events before it, then
+through a final layer norm. The user is the output at position 0, the most recent event:
+
+    u = out[0] + user0 (+ adapter, the device's personal offset)
+
+and the score of item j is ``u . table_out[j] + bias[j]`` as with the pooled encoder.
+
+Because a position sees only older events, the output at position l is the user as it was
+before event l-1, so one history trains every position at once (``all_positions``): position l
+predicts the item at l-1, position 0 the example's target. That is SASRec's training, and L times
+cheaper per target than one history per target (BENCHMARKS.md, "Attention encoder").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+
+from ..events import PAD_SIGNAL
+from .attention import (BlockCache, attention_bias, block_backward, block_forward, drop, keep_mask,
+                        layer_norm, layer_norm_back)
+from .config import ModelConfig
+from .params import ATT_LN_B, ATT_LN_G, ATT_POS, ATT_SIGNAL, Params, attention_prefix, item_tables
+
+__all__ = ["LossFn", "encode", "encode_back", "is_attention", "loss_and_grads", "mean_loss",
+           "training_loss", "user_vectors"]
+
+#: ``(params, features, items, signals, targets, negatives=...) -> (loss, grads)``
+LossFn = Callable[..., "tuple[float, Params]"]
+
+_POS, _SIGNAL, _LN_G, _LN_B, _prefix = ATT_POS, ATT_SIGNAL, ATT_LN_G, ATT_LN_B, attention_prefix
+
+
+def is_attention(params: Params) -> bool:
+    """Whether ``params`` are those of an attention encoder."""
+    return _POS in params
+
+
+def _n_blocks(params: Params) -> int:
+    return sum(1 for name in params if name.startswith("att") and name.endswith(".wq"))
+
+
+@dataclass
+class EncoderCache:
+    """What ``encode_back`` needs from ``encode``."""
+
+    mask: np.ndarray  # [B, L, 1]
+    keep_e: np.ndarray | None
+    blocks: list[BlockCache]
+    x_hat: np.ndarray
+    x_rstd: np.ndarray
+
+
+def _allowed(valid: np.ndarray) -> np.ndarray:
+    """``[B, L, L]``: query l reads key m when m >= l (m is as old or older) and m is an event;
+    a padded query reads itself (its output is discarded, but the softmax needs one key)."""
+    width = valid.shape[1]
+    older = np.triu(np.ones((width, width), bool))
+    return older & (valid[:, None, :] | np.eye(width, dtype=bool))
+
+
+def encode(params: Params, table_in: np.ndarray, items: np.ndarray, signals: np.ndarray, *,
+           dropout: float = 0.0, rng: np.random.Generator | None = None
+           ) -> tuple[np.ndarray, EncoderCache]:
+    """The encoder's outputs ``[B, L, d]`` for histories ``items, signals [B, L]`` (dropout only
+    with an ``rng``), and the cache for ``encode_back``."""
+    width = items.shape[1]
+    dtype = table_in.dtype
+    valid = signals != PAD_SIGNAL
+    mask = valid[:, :, None].astype(dtype)
+    e = table_in[items] + params[_POS][:width] + params[_SIGNAL][signals]
+    keep_e = keep_mask(rng, dropout, e.shape, dtype)
+    x = drop(e, keep_e) * mask
+    bias = attention_bias(_allowed(valid), dtype)
+    caches = []
+    for k in range(_n_blocks(params)):
+        x, cache = block_forward(params, _prefix(k), x, bias, mask, dropout, rng)
+        caches.append(cache)
+    out, x_hat, x_rstd = layer_norm(x, params[_LN_G], params[_LN_B])
+    return out, EncoderCache(mask, keep_e, caches, x_hat, x_rstd)
+
+
+def encode_back(params: Params, items: np.ndarray, signals: np.ndarray, cache: EncoderCache,
+                d_out: np.ndarray, grads: Params, n_items: int) -> np.ndarray:
+    """Back through ``encode``: stores the encoder's gradients in ``grads`` and returns the
+    gradient w.r.t. ``table_in`` ``[n_items, d]``."""
+    dx = layer_norm_back(d_out, cache.x_hat, cache.x_rstd, params[_LN_G], grads, _LN_G, _LN_B)
+    for k in reversed(range(len(cache.blocks))):
+        dx = block_backward(params, _prefix(k), cache.blocks[k], dx, cache.mask, grads)
+    de = drop(dx * cache.mask, cache.keep_e)
+    width, dim = items.shape[1], de.shape[-1]
+    g_pos = np.zeros_like(params[_POS])
+    g_pos[:width] = de.sum(axis=0)
+    grads[_POS] = g_pos
+    flat = de.reshape(-1, dim)
+    g_signal = np.zeros_like(params[_SIGNAL])
+    np.add.at(g_signal, signals.ravel(), flat)
+    g_signal[PAD_SIGNAL] = 0.0  # padding carries nothing (and its rows were masked anyway)
+    grads[_SIGNAL] = g_signal
+    from .network import scatter_rows  # network dispatches here: imported late, no cycle
+
+    return scatter_rows(items.ravel(), flat, n_items)
+
+
+def _trimmed(items: np.ndarray, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The histories without the trailing columns that are padding in every row: positions count
+    from the most recent event, so those columns change nothing but the work (short histories)."""
+    used = np.flatnonzero((signals != PAD_SIGNAL).any(axis=0))
+    width = int(used[-1]) + 1 if used.size else 1
+    return items[:, :width], signals[:, :width]
+
+
+def _with_offsets(params: Params, states: np.ndarray) -> np.ndarray:
+    user = states + params["user0"]
+    if "adapter" in params:  # the device's personal offset (fine-tuning only; never shared)
+        user = user + params["adapter"]
+    return user
+
+
+def user_vectors(params: Params, table_in: np.ndarray, items: np.ndarray,
+                 signals: np.ndarray) -> np.ndarray:
+    """User vectors ``[B, d]`` from precomputed item tables (the scoring path; no dropout)."""
+    items, signals = _trimmed(items, signals)
+    out, _ = encode(params, table_in, items, signals)
+    return _with_offsets(params, out[:, 0])
+
+
+def _targets(items: np.ndarray, signals: np.ndarray, targets: np.ndarray,
+             all_positions: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, positions and target items of the outputs the loss reads: position 0 of every
+    history (its target), and with ``all_positions`` every event's position l >= 1 too, whose
+    target is the item at l - 1 (the event that followed it)."""
+    if not all_positions:
+        rows = np.arange(len(targets))
+        return rows, np.zeros_like(rows), targets
+    following = np.concatenate([targets[:, None], items[:, :-1]], axis=1)
+    used = signals != PAD_SIGNAL
+    used[:, 0] = True  # position 0 always: with an empty history it teaches the cold-start user
+    rows, cols = np.nonzero(used)
+    return rows, cols, following[rows, cols]
+
+
+def mean_loss(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray,
+              targets: np.ndarray, *, all_positions: bool = False) -> float:
+    """Mean softmax cross-entropy of ``targets`` from position 0 (with ``all_positions``, of
+    every targeted position, as in training), forward only."""
+    table_in, table_out = item_tables(params, features)
+    items, signals = _trimmed(items, signals)
+    out, _ = encode(params, table_in, items, signals)
+    rows, cols, tgt = _targets(items, signals, targets, all_positions)
+    logits = _with_offsets(params, out[rows, cols]) @ table_out.T + params["bias"]
+    top = logits.max(axis=1, keepdims=True)
+    log_total = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+    return float(np.mean(log_total - logits[np.arange(len(tgt)), tgt]))
+
+
+def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray,
+                   targets: np.ndarray, l2: float = 0.0, negatives: Any = None, *,
+                   all_positions: bool = False, dropout: float = 0.0,
+                   rng: np.random.Generator | None = None) -> tuple[float, Params]:
+    """Mean softmax cross-entropy over the targeted positions (``_targets``), plus L2 on the
+    tables; full softmax over all items, or sampled over ``negatives`` (``edgerec.model.sampled``).
+    Returns the loss and the gradient of every parameter."""
+    from .network import softmax_cross_entropy  # network dispatches here: imported late, no cycle
+
+    table_in, table_out = item_tables(params, features)
+    items, signals = _trimmed(items, signals)
+    out, cache = encode(params, table_in, items, signals, dropout=dropout, rng=rng)
+    rows, cols, tgt = _targets(items, signals, targets, all_positions)
+    user = _with_offsets(params, out[rows, cols])
+    grads: Params = {}
+    if negatives is not None:
+        from .sampled import sampled_softmax
+
+        loss, g_user, g_table_out, grads["bias"] = sampled_softmax(
+            user, table_out, params["bias"], tgt, negatives)
+    else:
+        logits = user @ table_out.T
+        logits += params["bias"]  # in place: the [M, N] buffer becomes the gradient below
+        loss, g_logits = softmax_cross_entropy(logits, tgt)
+        grads["bias"] = g_logits.sum(axis=0)
+        g_table_out = g_logits.T @ user
+        g_user = g_logits @ table_out
+    grads["user0"] = g_user.sum(axis=0)
+    if "adapter" in params:
+        grads["adapter"] = g_user.sum(axis=0)
+    d_out = np.zeros_like(out)
+    d_out[rows, cols] = g_user  # each (row, position) once
+    g_table_in = encode_back(params, items, signals, cache, d_out, grads, table_in.shape[0])
+    grads["emb_in"], grads["feat_in"] = g_table_in, features.T @ g_table_in
+    grads["emb_out"], grads["feat_out"] = g_table_out, features.T @ g_table_out
+    if l2 > 0:
+        for name in ("emb_in", "emb_out", "feat_in", "feat_out", "adapter"):
+            if name in params:
+                loss += l2 * float(np.sum(params[name] ** 2))
+                grads[name] = grads[name] + 2 * l2 * params[name]
+    return loss, grads
+
+
+def training_loss(cfg: ModelConfig, rng: np.random.Generator) -> LossFn | None:
+    """The loss a training run uses for ``cfg``: for the attention encoder, every position of a
+    history targeted, with ``cfg.dropout`` drawn from ``rng`` (None: the pooled model's own)."""
+    if cfg.encoder != "attention":
+        return None
+    return partial(loss_and_grads, all_positions=True, dropout=cfg.dropout, rng=rng)

@@ -1,0 +1,31 @@
+"""`edgerec train --encoder attention` writes an attention bundle with the attention training
+defaults, and `edgerec recommend` serves it."""
+
+from __future__ import annotations
+
+import json
+
+from edgerec.bundle import load_bundle
+from edgerec.cli import main
+from edgerec.workflows import ATTENTION_TRAINING
+
+
+def test_train_with_the_attention_encoder_then_recommend(tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--dim", "8", "--history", "5",
+                 "--encoder", "attention", "--blocks", "1", "--quiet"]) == 0
+    bundle = load_bundle(out)
+    assert (bundle.config.encoder, bundle.config.blocks) == ("attention", 1)
+    training = bundle.manifest.hyperparameters["training"]
+    assert training["epochs"] == 1 and training["batch_size"] == ATTENTION_TRAINING["batch_size"]
+    capsys.readouterr()
+    assert main(["recommend", "--bundle", str(out), "--db", str(tmp_path / "app.db"),
+                 "--user", "u1", "-k", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+def test_a_bad_block_count_is_refused_with_a_clear_message(tmp_path, capsys):
+    code = main(["train", "--out", str(tmp_path / "b"), "--epochs", "1", "--encoder", "attention",
+                 "--blocks", "0", "--quiet"])
+    assert code != 0 and "blocks must be an int within 1..16" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -1,10 +1,15 @@
 """recommend() latency (int8 onnxruntime vs float32 onnxruntime vs float32 numpy) and bundle figures.
 
-    python -m benchmarks.bench_recommend [--calls 3000]
+    python -m benchmarks.bench_recommend [--calls 3000] [--sizes ml 10000 100000 1000000]
+        [--encoders pooled] [--profile-at 1000000]
 
 One thread, k=10, the user's history read from SQLite included in every call. Catalogues: the
 MovieLens-100K one (~1.7k items, a model trained on it) when the data is present, then synthetic
-10k and 100k item catalogues with random weights (latency does not depend on the values).
+10k, 100k and 1M item catalogues with random weights (latency does not depend on the values).
+Beside recommend(): the int8 graph called alone (``Scorer.top_k``: no SQLite, no reasons) and
+the plain int8 top-k kernel on the same scoring matrix (``_kernel``: only MatMul + TopK), and
+at ``--profile-at`` items onnxruntime's time per node of the int8 graph. ``--encoders`` picks
+the user encoders (``ENCODERS``: one ModelConfig each) to measure.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -23,6 +29,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks._kernel import kernel_latencies, node_profile, timed_calls
 from benchmarks._report import table, write_section
 from edgerec import Catalogue, EdgeRec, InteractionStore, ModelConfig, TrainConfig, load_bundle, write_bundle
 from edgerec.model.export import export_onnx
@@ -32,6 +39,9 @@ from edgerec.scoring import Scorer
 
 ML100K = Path(os.environ.get("EDGEREC_ML100K", Path(__file__).resolve().parents[2] / "shared/data/ml-100k"))
 USER = "bench-user"
+#: User encoders to measure, by name: the ModelConfig options of each (a new encoder is one
+#: entry here; --encoders chooses among them).
+ENCODERS: dict[str, dict[str, object]] = {"pooled": {}}
 
 
 class NumpyScorer:
@@ -65,9 +75,8 @@ def _catalogue(n_items: int, rng: np.random.Generator) -> Catalogue:
     return Catalogue(ids, tuple(f"Item {i}" for i in ids), features, tuple(f"f{j}" for j in range(20)))
 
 
-def _model(n_items: int, folder: Path):
+def _model(n_items: int, cfg: ModelConfig):
     """(params, catalogue, label): trained on MovieLens-100K for its size when present."""
-    cfg = ModelConfig()
     rng = np.random.default_rng(0)
     if n_items == 0:
         from edgerec.data import load_movielens
@@ -90,19 +99,17 @@ def _fill_store(db: Path, catalogue: Catalogue, rng: np.random.Generator) -> Non
 
 
 def _latencies(rec: EdgeRec, calls: int) -> np.ndarray:
-    for _ in range(50):
-        rec.recommend(USER, k=10)
-    out = np.empty(calls)
-    for n in range(calls):
-        start = time.perf_counter_ns()
-        rec.recommend(USER, k=10)
-        out[n] = time.perf_counter_ns() - start
-    return out / 1e6
+    return timed_calls(lambda: rec.recommend(USER, k=10), calls)
 
 
-def _one_catalogue(n_items: int, calls: int, work: Path) -> tuple[list, list]:
-    params, cat, label = _model(n_items, work)
-    cfg = ModelConfig()
+def _pcts(lat: np.ndarray) -> list[str]:
+    return [f"{np.percentile(lat, 50):.3f}", f"{np.percentile(lat, 99):.3f}"]
+
+
+def _one_catalogue(n_items: int, calls: int, work: Path, encoder: str,
+                   profile: bool) -> tuple[list, list, list]:
+    cfg = ModelConfig(**ENCODERS[encoder])  # type: ignore[arg-type]
+    params, cat, label = _model(n_items, cfg)
     bundle_dir = work / "bundle"
     write_bundle(bundle_dir, params, cat, cfg)
     float_path = export_onnx(params, cat.features, cfg, work / "float.onnx")
@@ -124,40 +131,74 @@ def _one_catalogue(n_items: int, calls: int, work: Path) -> tuple[list, list]:
                "float32 numpy": NumpyScorer(params, cat.features, cfg.history)}
     for name, scorer in scorers.items():
         lat = _latencies(EdgeRec(rec.store, bundle, scorer=scorer), calls)
-        rows.append([label, name, f"{np.percentile(lat, 50):.3f}", f"{np.percentile(lat, 99):.3f}"])
+        rows.append([label, encoder, f"recommend(), {name}", *_pcts(lat)])
+    # What recommend() adds to the graph, and what the graph adds to the bare int8 kernel.
+    history = rec.store.profile(USER)
+    index = {item: row for row, item in enumerate(cat.item_ids)}
+    hist = np.array([index[item] for item, _, _ in history][: cfg.history], np.int64)
+    sig = np.full(len(hist), 3, np.int64)
+    lat = timed_calls(lambda: int8.top_k(hist, sig, hist, 10), calls)
+    rows.append([label, encoder, "int8 graph alone (Scorer.top_k)", *_pcts(lat)])
+    _, table_out = item_tables(params, cat.features)
+    lat = kernel_latencies(np.ascontiguousarray(table_out.T), work, calls)
+    rows.append([label, "-", "plain int8 kernel (MatMul + TopK)", *_pcts(lat)])
+    nodes = []
+    if profile:
+        items_in, signals_in = int8.pad(hist, sig)
+        feed = {"hist_items": items_in, "hist_signals": signals_in, "exclude": hist.reshape(1, -1),
+                "score_offset": np.zeros((1, len(cat)), np.float32), "k": np.array([10], np.int64),
+                "user_offset": np.zeros((1, cfg.dim), np.float32)}
+        for node, us in node_profile(bundle.model_path, feed, ["top_scores", "top_items"], calls, work):
+            nodes.append([label, encoder, node, f"{us / 1e3:.3f}"])
     size_f, size_q = float_path.stat().st_size, bundle.model_path.stat().st_size
     bundle_row = [label, f"{size_f / 1e6:.2f} MB", f"{size_q / 1e6:.2f} MB", f"{size_q / size_f:.1%}",
                   f"{(loaded - start) * 1e3:.0f} ms", f"{(session - loaded) * 1e3:.0f} ms",
                   f"{(first - session) * 1e3:.1f} ms"]
     rec.close()
-    return rows, [bundle_row]
+    return rows, [bundle_row], nodes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--sizes", nargs="+", default=["ml", "10000", "100000", "1000000"],
+                        help="catalogues: 'ml' (MovieLens-100K, trained) or a number of items")
+    parser.add_argument("--encoders", nargs="+", choices=sorted(ENCODERS), default=["pooled"])
+    parser.add_argument("--profile-at", type=int, default=1_000_000,
+                        help="catalogue size whose int8 graph gets a per-node profile (0: none)")
     args = parser.parse_args()
-    sizes = ([0] if (ML100K / "u.data").is_file() else [1682]) + [10_000, 100_000]
-    latency, bundles = [], []
-    for n_items in sizes:
-        work = Path(tempfile.mkdtemp(prefix="edgerec-bench-"))
-        try:
-            lat, bun = _one_catalogue(n_items, args.calls, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        latency += lat
-        bundles += bun
+    movielens = 0 if (ML100K / "u.data").is_file() else 1682
+    sizes = [movielens if s == "ml" else int(s) for s in args.sizes]
+    latency, bundles, nodes = [], [], []
+    for encoder in args.encoders:
+        for n_items in sizes:
+            work = Path(tempfile.mkdtemp(prefix="edgerec-bench-"))
+            try:
+                lat, bun, nod = _one_catalogue(n_items, args.calls, work, encoder,
+                                               profile=n_items == args.profile_at)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            latency += lat
+            bundles += bun
+            nodes += nod
+            print(table(["catalogue", "encoder", "what", "p50 ms", "p99 ms"], lat), flush=True)
     body = (
         "recommend(user, k=10), one thread, history read from SQLite (user with 50 events, 50k rows "
-        f"in the table) included; {args.calls} calls after 50 warm-up calls; milliseconds.\n\n"
-        + table(["catalogue", "scorer", "p50 ms", "p99 ms"], latency)
+        f"in the table) included; {args.calls} calls after 50 warm-up calls; milliseconds. Beside "
+        "it, the int8 graph called alone (no SQLite, no reasons) and the plain int8 top-k kernel "
+        "on the same scoring matrix (only MatMul + TopK, quantized the same way).\n\n"
+        + table(["catalogue", "encoder", "what", "p50 ms", "p99 ms"], latency)
         + "\n\nBundle: float graph vs int8 graph, bundle load (hash checks + weights), onnxruntime "
         "session creation, then open-to-first-recommendation.\n\n"
         + table(["catalogue", "float graph", "int8 graph", "int8/float", "bundle load", "session",
                  "first recommend"], bundles)
     )
+    if nodes:
+        body += ("\n\nWhere the int8 graph's time goes (onnxruntime's profiler, mean kernel time per "
+                 "call, nodes after its graph optimisations; the Python call adds the rest).\n\n"
+                 + table(["catalogue", "encoder", "node (op)", "ms per call"], nodes))
     write_section("recommend", "recommend() latency and bundle size",
-                  f"python -m benchmarks.bench_recommend --calls {args.calls}", body)
+                  "python -m benchmarks.bench_recommend " + " ".join(sys.argv[1:]), body)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """How long `edgerec train` and `edgerec eval` take, where the time goes, and BLAS threads.
 
-    python -m benchmarks.bench_train_eval [--only phases|threads] [--seeds 5] [--no-baseline-eval]
+    python -m benchmarks.bench_train_eval [--only phases|threads|commands] [--seeds 5] [--no-baseline-eval]
         [--csv-users 3334 --csv-items 11000] [--skip-movielens | --skip-csv] [--repeat 3]
 
 The whole run takes about two hours on 2 cores, half of it the baseline's `eval --seeds 1` on
@@ -19,6 +19,10 @@ Two sections of BENCHMARKS.md, on MovieLens-100K and on a synthetic interactions
   fine_tune() per device for 50 devices) and a small evaluation, each with BLAS's default
   threading and with 1 and 2 threads, on a quiet machine and while two busy processes (started
   by the benchmark) want both cores.
+
+- ``train-eval-commands`` (``--only commands``): ``edgerec train``, ``eval --quick`` and
+  ``eval`` (its default 5 seeds) of this tree end to end, no baseline: the training loss is
+  the one ``TrainConfig.softmax="auto"`` picks for the catalogue (``edgerec.model.sampled``).
 
 Don't set OPENBLAS_NUM_THREADS when running it: "default" is what BLAS does on its own.
 """
@@ -46,6 +50,7 @@ from edgerec.evaluation.ours import training_epochs
 from edgerec.finetune import FineTuneConfig, fine_tune
 from edgerec.model.config import ModelConfig, TrainConfig
 from edgerec.model.export import export_onnx, quantize_int8
+from edgerec.model.sampled import use_sampled
 from edgerec.training import fit_params
 from edgerec.workflows import DEFAULT_TRAINING, QUICK_SEEDS, DataSpec, eval_methods, load_data
 
@@ -187,12 +192,13 @@ def _blas_default() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["phases", "threads"], default=None)
+    parser.add_argument("--only", choices=["phases", "threads", "commands"], default=None)
     parser.add_argument("--seeds", type=int, default=5, help="seeds of the phase-timed eval (default 5)")
     parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--baseline-seeds", type=int, default=1,
                         help="seeds of the end-to-end eval, baseline and this tree (default 1)")
     parser.add_argument("--no-baseline-eval", action="store_true", help="end to end: train only")
+    parser.add_argument("--quick-only", action="store_true", help="commands: train and eval --quick only")
     parser.add_argument("--csv-users", type=int, default=CSV_USERS)
     parser.add_argument("--csv-items", type=int, default=CSV_ITEMS)
     parser.add_argument("--skip-movielens", action="store_true")
@@ -212,6 +218,8 @@ def main() -> None:
             sources.append(("synthetic CSV", str(csv_path)))
         if args.only in (None, "phases"):
             phases_section(args, sources, tmp, command)
+        if args.only in (None, "commands"):
+            commands_section(sources, tmp, command, full_eval=not args.quick_only)
         if args.only in (None, "threads"):
             data = load_data(DataSpec(sources[0][1]))
             rows = threads_table(data, args.threads_epochs, args.devices, args.busy, args.repeat)
@@ -222,6 +230,31 @@ def main() -> None:
                     + table(["workload", "machine", *(s for s, _ in SETTINGS), "default / chosen"], rows))
             write_section("threads", "BLAS threads: training, fine-tuning, evaluation, quiet and busy",
                           command, body)
+
+
+def commands_section(sources: list[tuple[str, str]], tmp: Path, command: str,
+                     full_eval: bool = True) -> None:
+    """Wall seconds of this tree's train, eval --quick and (``full_eval``) eval (5 seeds) in
+    fresh interpreters."""
+    rows = []
+    for name, path in sources:
+        data = load_data(DataSpec(path))
+        training = TrainConfig(**DEFAULT_TRAINING)
+        loss = ("sampled softmax, ~%d negatives" % training.negatives
+                if use_sampled(training.softmax, data.n_items, training.negatives) else "full softmax")
+        label = f"{name} ({data.n_items:,} items, {len(data):,} events; {loss})"
+        runs = [("`edgerec train`", ["train", "--data", path, "--out", str(tmp / "cli-bundle"), "--quiet"]),
+                (f"`edgerec eval --quick` ({QUICK_SEEDS} seed)", ["eval", "--data", path, "--quick", "--quiet", "--json"]),
+                ("`edgerec eval` (5 seeds)", ["eval", "--data", path, "--quiet", "--json"])][: 3 if full_eval else 2]
+        for what, argv in runs:
+            seconds = timed_cli(ROOT, argv)
+            rows.append([what, label, f"{seconds:.0f}", f"{seconds / 60:.1f}"])
+            print(rows[-1], file=sys.stderr, flush=True)
+    body = ("Wall time of each command in a fresh interpreter (imports and loading included), this "
+            "tree, defaults (training: 16 epochs; TrainConfig.softmax \"auto\"), eval with every "
+            "installed peer.\n\n" + table(["command", "data", "s", "min"], rows))
+    write_section("train-eval-commands", "Training and evaluation time: the commands end to end",
+                  command, body)
 
 
 def phases_section(args: argparse.Namespace, sources: list[tuple[str, str]], tmp: Path, command: str) -> None:

@@ -183,10 +183,10 @@ def _params(cfg: DemoConfig, devices: int, candidate: int | None) -> dict[str, A
     round of 475 synthetic devices at z = 1 stated NDCG@10 to about +-0.1). The complete
     graph's key agreement and shares grow with the square of the cohort, which a training
     delta's masks make too slow beyond about 100 devices; a vector of 2-4 slots does not
-    (BENCHMARKS.md, "Cost of an evaluation round"), so SecAgg+ is kept for cohorts beyond
+    (BENCHMARKS.md, "Cost and precision of an evaluation round"), so SecAgg+ is kept for cohorts beyond
     ``COMPLETE_UP_TO`` only.
     """
-    assert cfg.per_round is not None and cfg.noise is not None  # resolved
+    assert cfg.per_round is not None and cfg.noise is not None and cfg.stage_deadline is not None  # resolved
     d = cfg.stage_deadline
     z = cfg.noise if cfg.evaluation_noise is None else cfg.evaluation_noise
     expected = devices if candidate is not None else min(cfg.per_round, devices)

@@ -127,3 +127,18 @@ def test_lean_intervals_cover_at_least_at_the_stated_rate(z):
     tolerance = 3.5 * math.sqrt(0.95 * 0.05 / SEEDS)
     for name, count in covered.items():
         assert count / SEEDS >= 0.95 - tolerance, (name, count / SEEDS)
+
+
+_hostile = st.one_of(st.floats(allow_nan=False), st.integers(-(10**400), 10**400),
+                     st.sampled_from([-math.inf, math.inf, -1e308, 1e308, -5, 0, 1, 2]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_hostile, min_size=4, max_size=4))
+def test_a_lean_vector_stays_within_the_bound_its_noise_is_calibrated_to(raw):
+    # whatever a device's figures, its lean vector never exceeds the sensitivity the round's
+    # noise is scaled to (sqrt(2) alone, 2 with a candidate): less noise must not mean less privacy
+    for layout in (LEAN_ALONE, LEAN_PAIR):
+        vec = layout.encode(dict(zip(layout.names, raw)))
+        assert np.all((vec >= 0.0) & (vec <= 1.0))
+        assert float(np.linalg.norm(vec)) <= layout.l2_bound + 1e-12

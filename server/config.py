@@ -75,6 +75,11 @@ class ServerConfig:
     schedule_every_s: float = 0.0
     #: the scheduled rounds' parameters (``RoundParams`` fields; JSON in the environment)
     schedule_round: dict[str, Any] = field(default_factory=dict)
+    #: Once rollout statements are in use (``rollout set``/``canary``), a model a training
+    #: round publishes goes on canary to this share of the devices by itself, as
+    #: ``rollout canary VERSION --share`` would put it (0, the default: it waits for that
+    #: command). Skipped, with the reason logged, while another candidate is undecided.
+    canary_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -92,6 +97,8 @@ class ServerConfig:
                                   "max_retry_after_s <= max_idle_retry_after_s")
         if not 0 <= self.long_poll_s <= 300:
             raise ServerConfigError("long_poll_s must be in [0, 300] seconds")
+        if not 0.0 <= self.canary_share <= 1.0:
+            raise ServerConfigError(f"canary_share must be in [0, 1], got {self.canary_share}")
         if not self.close_lease_s > 0:
             raise ServerConfigError("close_lease_s must be positive")
         if not self.certificate_ttl_s > 0:

@@ -24,8 +24,8 @@ from typing import Callable
 from edgerec._exceptions import RoundAbortedError
 from edgerec.secagg import Stage
 
-from . import audit
-from ._exceptions import ConflictError
+from . import audit, rollout
+from ._exceptions import BadRequestError, ConflictError
 from .active import ActiveRound
 from .aggregation import AggregateError, NewModel
 from .config import ServerConfig
@@ -119,6 +119,7 @@ class Publishing:
         hooks.published(active)
         self.state.log_event("model_published", {"version": new.version, "round_id": active.id,
                                                   "sha256": new.sha256}, now)
+        self._hold_as_canary(new.version, active.id)
         aggregate_s, m = new.aggregate_s, self.metrics
         m.aggregate.observe(aggregate_s)
         m.publish.observe(time.perf_counter() - started - aggregate_s)
@@ -130,6 +131,21 @@ class Publishing:
         m.model_version.set(new.version)
         log_event("round_done", round_id=active.id, survivors=new.survivors,
                   model_version=new.version, epsilon=eps)
+
+    def _hold_as_canary(self, version: int, round_id: int) -> None:
+        """With ``canary_share`` set and statements in use, put the new model on canary
+        (``rollout.start_canary``); a refusal (another candidate undecided, a newer version
+        already named) is logged, never fatal: the model stays published and held."""
+        share = self.config.canary_share
+        if share <= 0 or rollout.current(self.state) is None:
+            return
+        now = self.clock()
+        try:
+            rollout.start_canary(self.state, self.publisher, version, share, now)
+        except (BadRequestError, ConflictError) as exc:
+            self.state.log_event("canary_not_started", {"version": version, "round_id": round_id,
+                                                        "reason": str(exc)}, now)
+            log_event("canary_not_started", version=version, reason=str(exc))
 
     def _publish_evaluation(self, publication: Publication) -> None:
         """The end of an evaluation round: no model; the survivors' sum decoded, its metrics

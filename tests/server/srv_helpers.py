@@ -199,6 +199,24 @@ class World:
         self.clock.now += seconds
         self.co.tick()
 
+    def training_round(self, apis: list[ServerApi], seed: int, **params) -> tuple[int, np.ndarray]:
+        """One training round of every device in ``apis`` (``RoundParams`` overrides in
+        ``params``), each sending a small random delta: (the version it published, the mean
+        delta sent)."""
+        from edgerec_server import RoundParams
+
+        self.co.open_round(RoundParams(min_participants=len(apis), max_participants=len(apis),
+                                       **params))
+        length = apis[0].current_round().vector_length
+        rng = np.random.default_rng(seed)
+        deltas = [rng.normal(0, 0.02, length) for _ in apis]
+        parts = [self.participant(a, d) for a, d in zip(apis, deltas)]
+        for step in ("advertise", "share_keys", "masked_input", "consistency", "unmask"):
+            for p in parts:
+                getattr(p, step)()
+        (version,) = {p.result().status.model_version_out for p in parts}
+        return version, np.mean(deltas, axis=0)
+
 
 def announcement_of(params) -> RoundAnnouncement:
     """What devices would be told about a round with these (resolved) parameters."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgerec.federated import FedAdam, StrategyState
-from edgerec_server import RoundParams, rollout
+from edgerec_server import rollout
 from edgerec_server.aggregation import BUILT_KEY
 from edgerec_server.publisher import flat_weights
 
@@ -25,18 +25,7 @@ def world(tmp_path, bundle_dir):
 
 
 def _round(world, apis, seed: int) -> tuple[int, np.ndarray]:
-    """One FedAdam round of every device: (the version it published, the mean delta sent)."""
-    world.co.open_round(RoundParams(min_participants=len(apis), max_participants=len(apis),
-                                    strategy="fedadam", server_lr=LR))
-    length = apis[0].current_round().vector_length
-    rng = np.random.default_rng(seed)
-    deltas = [rng.normal(0, 0.02, length) for _ in apis]
-    parts = [world.participant(a, d) for a, d in zip(apis, deltas)]
-    for step in ("advertise", "share_keys", "masked_input", "consistency", "unmask"):
-        for p in parts:
-            getattr(p, step)()
-    (version,) = {p.result().status.model_version_out for p in parts}
-    return version, np.mean(deltas, axis=0)
+    return world.training_round(apis, seed, strategy="fedadam", server_lr=LR)
 
 
 def _weights(world, version: int) -> np.ndarray:

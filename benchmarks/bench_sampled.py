@@ -38,7 +38,8 @@ DEFAULT_SETTINGS = ("full", "sampled:256:1.0", "sampled:1024:1.0", "sampled:256:
 
 def parse_setting(text: str) -> dict[str, Any]:
     """``full`` or ``sampled:NEGATIVES:UNIFORM_MIX`` as TrainConfig options, either followed by
-    ``:KEY=VALUE`` options of TrainConfig (numbers), e.g. ``sampled:1024:0.2:batch_size=512``."""
+    ``:KEY=VALUE`` options of TrainConfig, e.g. ``sampled:1024:0.2:batch_size=512`` or
+    ``sampled:256:1.0:table_updates=dense``."""
     head, *rest = text.split(":")
     options: dict[str, Any] = {"softmax": head}
     if head == "sampled":
@@ -48,8 +49,18 @@ def parse_setting(text: str) -> dict[str, Any]:
         raise ValueError(f"not a setting: {text}")
     for item in rest:
         key, value = item.split("=")
-        options[key] = int(value) if value.isdigit() else float(value)
+        options[key] = _value(value)
     return options
+
+
+def _value(text: str) -> Any:
+    """A setting's option value: an int, a float, or else the word (``table_updates=lazy``)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def measure(path: str, settings: list[str], seeds: int) -> tuple[str, list[list[Any]]]:

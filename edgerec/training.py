@@ -7,6 +7,7 @@ The numeric work runs with at most ``TrainConfig.threads`` BLAS threads (``edger
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable
 
 import numpy as np
@@ -19,6 +20,7 @@ from .model.encoder import LossFn, training_loss
 from .model.examples import next_item_examples, sequence_examples
 from .model.network import loss_and_grads
 from .model.params import Params, init_params
+from .model.rows import Grads, Rows
 from .model.sampled import NegativeSampler, use_sampled
 
 __all__ = ["Adam", "SGD", "TABLES", "TrainingRun", "run_epochs", "train_model", "fit_params"]
@@ -33,7 +35,8 @@ TABLES = ("emb_in", "emb_out", "feat_in", "feat_out")
 
 @dataclass
 class Adam:
-    """Adam (Kingma & Ba 2015) over a dict of parameters."""
+    """Adam (Kingma & Ba 2015) over a dict of parameters; a ``Rows`` gradient (``edgerec.model.rows``)
+    updates only its rows and their moments (lazy Adam)."""
 
     lr: float
     beta1: float = 0.9
@@ -44,7 +47,7 @@ class Adam:
     v: Params = field(default_factory=dict)
     _scratch: Params = field(default_factory=dict, repr=False, compare=False)
 
-    def step(self, params: Params, grads: Params, frozen: frozenset[str] = frozenset()) -> None:
+    def step(self, params: Params, grads: Grads, frozen: frozenset[str] = frozenset()) -> None:
         self.step_count += 1
         t = self.step_count
         # The bias-corrected step size as a float32 factor: a float64 numpy scalar here would
@@ -53,8 +56,10 @@ class Adam:
         for name, grad in grads.items():
             if name in frozen:
                 continue
-            m = self.m.setdefault(name, np.zeros_like(grad))
-            v = self.v.setdefault(name, np.zeros_like(grad))
+            if isinstance(grad, Rows):
+                self._lazy_step(name, params[name], grad, scale)
+                continue
+            m, v = self._moments(name, grad)
             # One scratch buffer per parameter, reused every step: the item tables are [N, d],
             # and fresh temporaries for them cost as much as the arithmetic itself.
             tmp = self._scratch.get(name)
@@ -68,6 +73,22 @@ class Adam:
             for start in range(0, max(1, len(grad) if grad.ndim else 1), rows):
                 block = slice(start, start + rows) if grad.ndim else ...
                 self._update(param[block], grad[block], m[block], v[block], tmp[block], scale)
+
+    def _moments(self, name: str, like: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first and second moments of ``name``, zeros at its first step (allocated once:
+        ``dict.setdefault(name, np.zeros_like(...))`` would allocate them on every step)."""
+        if name not in self.m:
+            self.m[name], self.v[name] = np.zeros_like(like), np.zeros_like(like)
+        return self.m[name], self.v[name]
+
+    def _lazy_step(self, name: str, param: np.ndarray, grad: Rows, scale: np.float32) -> None:
+        """Adam on the rows ``grad`` touches only (LazyAdam/SparseAdam): the other rows, and
+        their moments, stay as they are until a batch touches them."""
+        m, v = self._moments(name, param)
+        rows = grad.index
+        m_rows, v_rows, p_rows = m[rows], v[rows], param[rows]
+        self._update(p_rows, grad.values, m_rows, v_rows, np.empty_like(p_rows), scale)
+        m[rows], v[rows], param[rows] = m_rows, v_rows, p_rows
 
     def _update(self, param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray,
                 tmp: np.ndarray, scale: np.float32) -> None:
@@ -139,7 +160,11 @@ def run_epochs(params: Params, features: np.ndarray, examples: tuple[np.ndarray,
             value, grads = (loss or loss_and_grads)(params, features, items[batch], sig,
                                                     targets[batch], negatives=negatives)
             for name, weight in (l2 or {}).items():
-                grads[name] += (2 * weight) * params[name]  # in place: gradients are fresh arrays
+                grad = grads[name]
+                if isinstance(grad, Rows):  # the touched rows only (L2 is per example)
+                    grad.values[...] += (2 * weight) * params[name][grad.index]
+                else:
+                    grad += (2 * weight) * params[name]  # in place: gradients are fresh arrays
             step(grads)
             total += value * len(batch)
         losses.append(total / max(1, len(order)))
@@ -167,12 +192,14 @@ class TrainingRun:
         self._examples = (sequence_examples(seqs, cfg.history) if cfg.encoder == "attention"
                           else next_item_examples(seqs, cfg.history))
         self._rng = np.random.default_rng(tcfg.seed)
-        self._loss = training_loss(cfg, self._rng)
         self._opt = Adam(tcfg.lr)
         n_items = features.shape[0]
         self._sampler = (NegativeSampler.for_targets(self._examples[2], n_items, tcfg.negatives,
                                                      tcfg.uniform_mix)
                          if use_sampled(tcfg.softmax, n_items, tcfg.negatives) else None)
+        # The attention encoder's loss gives dense gradients; the pooled one's can be Rows.
+        self._loss = training_loss(cfg, self._rng) or (
+            partial(loss_and_grads, sparse=True) if tcfg.lazy_tables else None)
 
     @classmethod
     def fresh(cls, seqs: Sequences, features: np.ndarray, cfg: ModelConfig,

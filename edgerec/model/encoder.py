@@ -33,7 +33,8 @@ from ..events import PAD_SIGNAL
 from .attention import (BlockCache, attention_bias, block_backward, block_forward, drop, keep_mask,
                         layer_norm, layer_norm_back)
 from .config import ModelConfig
-from .params import ATT_LN_B, ATT_LN_G, ATT_POS, ATT_SIGNAL, Params, attention_prefix, item_tables
+from .params import (ATT_LN_B, ATT_LN_G, ATT_POS, ATT_SIGNAL, Params, attention_prefix, item_tables,
+                     training_tables)
 
 __all__ = ["LossFn", "encode", "encode_back", "is_attention", "loss_and_grads", "mean_loss",
            "training_loss", "user_vectors"]
@@ -176,7 +177,7 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
     Returns the loss and the gradient of every parameter."""
     from .network import softmax_cross_entropy  # network dispatches here: imported late, no cycle
 
-    table_in, table_out = item_tables(params, features)
+    table_in, table_out = training_tables(params, features)
     items, signals = _trimmed(items, signals)
     out, cache = encode(params, table_in, items, signals, dropout=dropout, rng=rng)
     rows, cols, tgt = _targets(items, signals, targets, all_positions)

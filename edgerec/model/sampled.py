@@ -28,9 +28,11 @@ from typing import Literal
 import numpy as np
 
 from .._exceptions import ConfigError
+from .rows import Rows, merge_rows
 
 __all__ = ["SOFTMAX_MODES", "SAMPLED_FROM_ITEMS", "Negatives", "NegativeSampler",
-           "inclusion_probabilities", "popularity_proposal", "use_sampled", "sampled_softmax"]
+           "inclusion_probabilities", "popularity_proposal", "use_sampled", "sampled_softmax",
+           "sampled_softmax_rows"]
 
 SoftmaxMode = Literal["auto", "full", "sampled"]
 SOFTMAX_MODES: tuple[str, ...] = ("auto", "full", "sampled")
@@ -129,6 +131,14 @@ def sampled_softmax(user: np.ndarray, table_out: np.ndarray, bias: np.ndarray, t
     Column 0 of the ``[B, 1 + S]`` logits is each row's target, uncorrected; the others are the
     shared negatives, corrected by ``-log p``, with a row's own target masked out.
     """
+    loss, g_user, g_table, g_bias = sampled_softmax_rows(user, table_out, bias, targets, negatives)
+    return loss, g_user, g_table.to_dense(), g_bias.to_dense()
+
+
+def sampled_softmax_rows(user: np.ndarray, table_out: np.ndarray, bias: np.ndarray,
+                         targets: np.ndarray, negatives: Negatives) -> tuple[float, np.ndarray, Rows, Rows]:
+    """:func:`sampled_softmax` with the ``table_out`` and ``bias`` gradients as ``Rows``: only
+    the negatives' and the targets' rows (the same values as the dense gradients' rows)."""
     from .network import softmax_cross_entropy  # the same in-place CE as full softmax
 
     neg = negatives.items
@@ -146,10 +156,10 @@ def sampled_softmax(user: np.ndarray, table_out: np.ndarray, bias: np.ndarray, t
     loss, g = softmax_cross_entropy(logits, np.zeros(len(targets), np.int64))
     g_target, g_neg = g[:, 0], g[:, 1:]
     g_user = g_target[:, None] * target_rows + g_neg @ neg_rows
-    g_table = np.zeros_like(table_out)
-    g_bias = np.zeros_like(bias)
-    g_table[neg] = g_neg.T @ user
-    g_bias[neg] = g_neg.sum(axis=0)
-    np.add.at(g_table, targets, g_target[:, None] * user)
-    np.add.at(g_bias, targets, g_target)
+    # The negatives' rows first, then each target's in batch order: the order the dense
+    # gradient was summed in before (so it stays the same bits).
+    index = np.concatenate([neg, targets])
+    g_table = merge_rows(index, np.concatenate([g_neg.T @ user, g_target[:, None] * user]),
+                         len(table_out))
+    g_bias = merge_rows(index, np.concatenate([g_neg.sum(axis=0), g_target]), len(bias))
     return loss, g_user, g_table, g_bias

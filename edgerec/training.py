@@ -18,7 +18,7 @@ from .events import PAD_SIGNAL
 from .model.config import ModelConfig, TrainConfig
 from .model.encoder import LossFn, training_loss
 from .model.examples import next_item_examples, sequence_examples
-from .model.network import loss_and_grads
+from .model.network import add_l2, loss_and_grads
 from .model.params import Params, init_params
 from .model.rows import Grads, Rows
 from .model.sampled import NegativeSampler, use_sampled
@@ -162,7 +162,7 @@ def run_epochs(params: Params, features: np.ndarray, examples: tuple[np.ndarray,
             for name, weight in (l2 or {}).items():
                 grad = grads[name]
                 if isinstance(grad, Rows):  # the touched rows only (L2 is per example)
-                    grad.values[...] += (2 * weight) * params[name][grad.index]
+                    grads[name] = add_l2(grad, params[name], weight)
                 else:
                     grad += (2 * weight) * params[name]  # in place: gradients are fresh arrays
             step(grads)

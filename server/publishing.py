@@ -134,18 +134,23 @@ class Publishing:
 
     def _hold_as_canary(self, version: int, round_id: int) -> None:
         """With ``canary_share`` set and statements in use, put the new model on canary
-        (``rollout.start_canary``); a refusal (another candidate undecided, a newer version
-        already named) is logged, never fatal: the model stays published and held."""
+        (``rollout.start_canary``). Any failure (another candidate undecided, a newer version
+        already named, the database) is logged, never fatal: the round is already stored, and
+        the model stays published and held, served to no device until a statement names it."""
         share = self.config.canary_share
         if share <= 0 or rollout.current(self.state) is None:
             return
         now = self.clock()
         try:
             rollout.start_canary(self.state, self.publisher, version, share, now)
-        except (BadRequestError, ConflictError) as exc:
-            self.state.log_event("canary_not_started", {"version": version, "round_id": round_id,
-                                                        "reason": str(exc)}, now)
-            log_event("canary_not_started", version=version, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - the model is published; only its canary failed
+            refused = isinstance(exc, (BadRequestError, ConflictError))
+            reason = str(exc) if refused else repr(exc)
+            log_event("canary_not_started", version=version, reason=reason)
+            if refused:  # the rule's refusals go to the operations log; a failing state cannot
+                self.state.log_event("canary_not_started", {"version": version,
+                                                            "round_id": round_id,
+                                                            "reason": reason}, now)
 
     def _publish_evaluation(self, publication: Publication) -> None:
         """The end of an evaluation round: no model; the survivors' sum decoded, its metrics

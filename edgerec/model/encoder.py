@@ -33,6 +33,7 @@ from ..events import PAD_SIGNAL
 from .attention import (BlockCache, attention_bias, block_backward, block_forward, drop, keep_mask,
                         layer_norm, layer_norm_back)
 from .config import ModelConfig
+from .rows import Grads
 from .params import (ATT_LN_B, ATT_LN_G, ATT_POS, ATT_SIGNAL, Params, attention_prefix, item_tables,
                      training_tables)
 
@@ -40,7 +41,7 @@ __all__ = ["LossFn", "encode", "encode_back", "is_attention", "loss_and_grads", 
            "training_loss", "user_vectors"]
 
 #: ``(params, features, items, signals, targets, negatives=...) -> (loss, grads)``
-LossFn = Callable[..., "tuple[float, Params]"]
+LossFn = Callable[..., "tuple[float, Grads]"]  # Grads: arrays, or Rows of the item tables
 
 _POS, _SIGNAL, _LN_G, _LN_B, _prefix = ATT_POS, ATT_SIGNAL, ATT_LN_G, ATT_LN_B, attention_prefix
 

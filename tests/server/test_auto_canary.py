@@ -39,6 +39,25 @@ def test_a_published_model_goes_on_canary_once_statements_are_in_use(world):
     assert rollout.current(world.state).candidate == v5
 
 
+def test_a_canary_that_fails_to_start_leaves_the_model_held_not_served(world, monkeypatch):
+    """Worst instant: the round is stored, then signing its canary statement fails (the
+    database, the key). The round stays done, and no device is served the new model."""
+    apis = world.devices(4)
+    rollout.set_promoted(world.state, world.publisher, 1, world.clock())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the signing key went away")
+
+    monkeypatch.setattr(rollout, "start_canary", broken)
+    v2, _ = world.training_round(apis, 1)
+    assert world.state.model(v2) is not None and rollout.current(world.state).candidate is None
+    for api in apis:
+        assert rollout.served_version(world.state, api.identity.device_id) == 1
+        latest = world.client.get("/v1/models/latest",
+                                  headers={"Authorization": f"Bearer {api.credential}"})
+        assert latest.headers["x-edgerec-model-version"] == "1"
+
+
 def test_without_a_share_a_published_model_waits_for_the_operator(tmp_path, bundle_dir):
     w = World(tmp_path / "state", bundle_dir)
     try:

@@ -30,11 +30,12 @@ def _rows(result, ours: str) -> list[list[object]]:
              f"{r.val_ndcg:.4f}", r.hparams or "-", f"{r.fit_seconds:.1f}"] for r in result]
 
 
-def _versus(result, peer: str, bar: str) -> str:
-    """One line: edgerec's NDCG@10 over ``peer``'s, with the paired bootstrap interval."""
-    diff, lo, hi = result.compare("edgerec", peer, metric="ndcg", n_boot=5000)
-    ratio = result["edgerec"].ndcg / result[peer].ndcg
-    return (f"- edgerec float NDCG@10 / {peer}: **{ratio:.2f}x** (bar: >= {bar}); paired bootstrap "
+def _versus(result, peer: str, bar: str | None, ours: str = "edgerec") -> str:
+    """One line: ``ours``'s NDCG@10 over ``peer``'s, with the paired bootstrap interval."""
+    diff, lo, hi = result.compare(ours, peer, metric="ndcg", n_boot=5000)
+    ratio = result[ours].ndcg / result[peer].ndcg
+    goal = f" (bar: >= {bar})" if bar else ""
+    return (f"- {ours} float NDCG@10 / {peer}: **{ratio:.2f}x**{goal}; paired bootstrap "
             f"over users, 5,000 resamples: difference {diff:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}].")
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     dataset = load_data(DataSpec(args.data))
     start = time.perf_counter()
-    methods = eval_methods(progress=True, sasrec=not args.no_sasrec)
+    methods = eval_methods(progress=True, sasrec=not args.no_sasrec, encoders=True)
     result = compare(dataset, seeds=tuple(range(args.seeds)), progress=True, methods=methods)
     wall = time.perf_counter() - start
     peers = [r for r in result if not r.name.startswith("edgerec")]
@@ -55,6 +56,9 @@ def main() -> None:
     lines = [_versus(result, classic.name, "1.2x, the best classic peer")]
     if any(r.name == "sasrec" for r in peers):
         lines.append(_versus(result, "sasrec", "1.10x, the sequential baseline (issue 17)"))
+        lines += [_versus(result, "sasrec", None, ours=f"edgerec-{encoder}")
+                  for encoder in ("pooled", "attention")]
+    lines.append(_versus(result, "edgerec-attention", None))
     notes = "".join(f"\n- peer not run: {n}" for n in peer_notes())
     body = (
         f"LOO-full on {dataset.name}: {len(result.eval_users)} users, {dataset.n_items} items, "

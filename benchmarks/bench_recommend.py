@@ -33,25 +33,26 @@ from benchmarks._kernel import kernel_latencies, node_profile, timed_calls
 from benchmarks._report import table, write_section
 from edgerec import Catalogue, EdgeRec, InteractionStore, ModelConfig, TrainConfig, load_bundle, write_bundle
 from edgerec.model.export import export_onnx
-from edgerec.model.network import user_vectors
-from edgerec.model.params import init_params, item_tables
+from edgerec.model.mix import scoring_tables, user_vectors
+from edgerec.model.params import init_params
 from edgerec.scoring import Scorer
 
 ML100K = Path(os.environ.get("EDGEREC_ML100K", Path(__file__).resolve().parents[2] / "shared/data/ml-100k"))
 USER = "bench-user"
 #: User encoders to measure, by name: the ModelConfig options of each (a new encoder is one
 #: entry here; --encoders chooses among them).
-ENCODERS: dict[str, dict[str, object]] = {"pooled": {}}
+ENCODERS: dict[str, dict[str, object]] = {"pooled": {}, "attention": {"encoder": "attention"},
+                                          "mix": {"encoder": "mix"}}
 
 
 class NumpyScorer:
     """The same model scored in float32 numpy: the baseline the int8 graph is compared with."""
 
-    def __init__(self, params: dict, features: np.ndarray, history: int):
+    def __init__(self, params: dict, features: np.ndarray, cfg: ModelConfig):
         self.params = {k: v.astype(np.float32) for k, v in params.items()}
-        self.table_in, table_out = item_tables(self.params, features)
+        self.table_in, table_out, self.bias = scoring_tables(self.params, features, cfg)
         self.table_out = np.ascontiguousarray(table_out, np.float32)
-        self.history = history
+        self.history = cfg.history
 
     def top_k(self, items, signals, exclude, k, offset=None, adapter=None):
         pad = self.history - len(items)
@@ -60,7 +61,7 @@ class NumpyScorer:
         user = user_vectors(self.params, self.table_in, it, sg)[0]
         if adapter is not None:
             user = user + adapter
-        scores = self.table_out @ user + self.params["bias"]
+        scores = self.table_out @ user + self.bias
         if offset is not None:
             scores = scores + offset[0]
         scores[exclude] = -np.inf
@@ -128,7 +129,7 @@ def _one_catalogue(n_items: int, calls: int, work: Path, encoder: str,
     rows = []
     scorers = {"int8 onnxruntime": int8,
                "float32 onnxruntime": Scorer(float_path, len(cat), cfg.history),
-               "float32 numpy": NumpyScorer(params, cat.features, cfg.history)}
+               "float32 numpy": NumpyScorer(params, cat.features, cfg)}
     for name, scorer in scorers.items():
         lat = _latencies(EdgeRec(rec.store, bundle, scorer=scorer), calls)
         rows.append([label, encoder, f"recommend(), {name}", *_pcts(lat)])
@@ -139,7 +140,7 @@ def _one_catalogue(n_items: int, calls: int, work: Path, encoder: str,
     sig = np.full(len(hist), 3, np.int64)
     lat = timed_calls(lambda: int8.top_k(hist, sig, hist, 10), calls)
     rows.append([label, encoder, "int8 graph alone (Scorer.top_k)", *_pcts(lat)])
-    _, table_out = item_tables(params, cat.features)
+    _, table_out, _ = scoring_tables(params, cat.features, cfg)
     lat = kernel_latencies(np.ascontiguousarray(table_out.T), work, calls)
     rows.append([label, "-", "plain int8 kernel (MatMul + TopK)", *_pcts(lat)])
     nodes = []
@@ -147,7 +148,7 @@ def _one_catalogue(n_items: int, calls: int, work: Path, encoder: str,
         items_in, signals_in = int8.pad(hist, sig)
         feed = {"hist_items": items_in, "hist_signals": signals_in, "exclude": hist.reshape(1, -1),
                 "score_offset": np.zeros((1, len(cat)), np.float32), "k": np.array([10], np.int64),
-                "user_offset": np.zeros((1, cfg.dim), np.float32)}
+                "user_offset": np.zeros((1, cfg.user_dim), np.float32)}
         for node, us in node_profile(bundle.model_path, feed, ["top_scores", "top_items"], calls, work):
             nodes.append([label, encoder, node, f"{us / 1e3:.3f}"])
     size_f, size_q = float_path.stat().st_size, bundle.model_path.stat().st_size

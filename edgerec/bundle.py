@@ -56,7 +56,7 @@ from ._exceptions import BundleError, BundleFormatError, BundleIntegrityError, B
 from .types import Catalogue
 from .events import N_SIGNALS
 from .model.config import ModelConfig
-from .model.params import Params, param_names
+from .model.params import MIX_PREFIX, Params, param_names
 from .signing import load_public_key, verify_bytes
 from ._bundle_root import (  # the versioned layout and its one atomic switch (see there)
     CATALOGUE_FILE,
@@ -281,6 +281,9 @@ def _read_catalogue(folder: Path) -> Catalogue:
 
 def _expected_shapes(cfg: ModelConfig, n_items: int, n_features: int) -> dict[str, tuple[int, ...]]:
     """The shape of every parameter (the table in edgerec.model.params)."""
+    if cfg.encoder == "mix":
+        pooled, seq = (_expected_shapes(tower, n_items, n_features) for tower in cfg.towers())
+        return {**pooled, **{MIX_PREFIX + name: shape for name, shape in seq.items()}}
     d = cfg.dim
     shapes = {"emb_in": (n_items, d), "feat_in": (n_features, d), "emb_out": (n_items, d),
               "feat_out": (n_features, d), "bias": (n_items,), "pos": (cfg.history,),

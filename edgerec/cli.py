@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from ._exceptions import EdgeRecError, MissingDependencyError
+from ._exceptions import ConfigError, EdgeRecError, MissingDependencyError
 from ._extras import as_missing_dependency, check_command
 from .federated.strategies import STRATEGIES
 from ._version import installed_version
@@ -72,16 +72,18 @@ def _spec(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .model.config import ModelConfig, TrainConfig
-    from .workflows import ATTENTION_TRAINING, DEFAULT_TRAINING, load_data, train_bundle
+    from .model.config import ModelConfig
+    from .workflows import default_training, load_data, train_bundle
 
     dataset = load_data(_spec(args))
     model = ModelConfig(dim=args.dim, history=args.history, encoder=args.encoder, blocks=args.blocks)
-    default = ATTENTION_TRAINING if model.encoder == "attention" else DEFAULT_TRAINING
-    training = TrainConfig(**{**default, "seed": args.seed, "threads": args.threads,
-                              **({"epochs": args.epochs} if args.epochs is not None else {})})
+    if args.epochs is not None and model.encoder == "mix":
+        raise ConfigError("--epochs sets one encoder's training; a mix trains its towers for "
+                          "their own defaults (pooled 16 epochs, attention 40)")
+    training = default_training(model, seed=args.seed, threads=args.threads,
+                                **({"epochs": args.epochs} if args.epochs is not None else {}))
     bar = _progress(not args.quiet)
-    progress = (lambda it: bar(it, total=training.epochs, desc="training")) if bar else None
+    progress = (lambda it: bar(it, desc="training")) if bar else None
     start = time.perf_counter()
     manifest = train_bundle(dataset, args.out, model=model, training=training, progress=progress)
     print(f"wrote {args.out}: model version {manifest.model_version}, {manifest.n_items} items, "
@@ -297,10 +299,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--history", type=int, default=50)
-    p.add_argument("--encoder", choices=("pooled", "attention"), default="pooled",
-                   help="the user encoder: a weighted sum of the history (default) or "
-                        "self-attention blocks over it (slower to train, see BENCHMARKS.md)")
-    p.add_argument("--blocks", type=int, default=2, help="attention blocks (with --encoder attention)")
+    p.add_argument("--encoder", choices=("pooled", "attention", "mix"), default="pooled",
+                   help="the user encoder: a weighted sum of the history (default), "
+                        "self-attention blocks over it (slower to train), or both mixed (the "
+                        "most accurate on MovieLens-100K; twice the model; BENCHMARKS.md)")
+    p.add_argument("--blocks", type=int, default=2, help="attention blocks (attention or mix)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -316,8 +319,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="number of seeds to average (default: 5; 1 with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="a quick look instead of the full protocol: 1 seed (unless --seeds), "
-                        "edgerec validates 8 and 16 epochs of one pooled training run (not 5 "
-                        "candidates, 2 of them the attention encoder), item-knn, als and bpr 2 "
+                        "edgerec validates 8 and 16 epochs of one pooled training run (not 8 "
+                        "candidates: 3 pooled, 2 attention, 3 mixes of the two), item-knn, als and bpr 2 "
                         "candidates each (not 12, 12 and 8); about 4x faster")
     p.add_argument("--sasrec", action="store_true",
                    help="also run the SASRec peer (self-attention, full softmax, numpy): not in the "

@@ -211,7 +211,7 @@ class EdgeRec:
         if saved is None or saved.model_version != bundle.version:
             return None  # an adapter only fits the model it was trained against
         adapter = np.frombuffer(saved.value, np.float32)
-        return adapter if adapter.shape == (bundle.config.dim,) else None
+        return adapter if adapter.shape == (bundle.config.user_dim,) else None
 
     def fine_tune(self, budget: FineTuneConfig | None = None) -> LocalUpdate:
         """Fine-tune on this device's own events, from the installed bundle's float weights.

@@ -10,7 +10,7 @@ Pure: arrays in, arrays out; randomness from the config's seed. Two things come 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,8 +21,9 @@ from .model.config import ModelConfig
 from .model.encoder import is_attention, training_loss
 from .model.encoder import mean_loss as attention_loss
 from .model.examples import next_item_examples, sequence_examples
+from .model.mix import join, split
 from .model.network import mean_loss
-from .model.params import Params, flatten, param_names
+from .model.params import MIX_PREFIX, Params, flatten, param_names
 from .training import SGD, TABLES, Adam, run_epochs
 
 __all__ = ["FineTuneConfig", "LocalUpdate", "fine_tune"]
@@ -104,10 +105,33 @@ def fine_tune(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelCon
     """Fine-tune a copy of ``base`` on ``seqs`` (this device's users' sequences, oldest first).
 
     ``adapter`` continues from a previous personal adapter (zeros when None). BLAS uses at most
-    ``fcfg.threads`` threads meanwhile.
+    ``fcfg.threads`` threads meanwhile. A mix fine-tunes each tower as it would be alone, on the
+    same events (``_fine_tune_mix``).
     """
     with blas_threads(fcfg.threads):
+        if cfg.encoder == "mix":
+            return _fine_tune_mix(base, features, seqs, cfg, fcfg, adapter)
         return _fine_tune(base, features, seqs, cfg, fcfg, adapter)
+
+
+def _fine_tune_mix(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelConfig,
+                   fcfg: FineTuneConfig, adapter: np.ndarray | None) -> LocalUpdate:
+    """Each tower fine-tuned alone (their losses share no weight), then put together: the
+    adapter and the delta are the towers' side by side (``edgerec.model.mix``), the losses
+    weighted as the scores are."""
+    pooled_cfg, seq_cfg = cfg.towers()
+    base_pooled, base_seq = split(base)
+    adapters = (None, None) if adapter is None else np.split(np.asarray(adapter, np.float32), 2)
+    pooled_frozen = frozenset(n for n in fcfg.frozen if not n.startswith(MIX_PREFIX))
+    seq_frozen = frozenset(n.removeprefix(MIX_PREFIX) for n in fcfg.frozen - pooled_frozen)
+    pooled = _fine_tune(base_pooled, features, seqs, pooled_cfg, replace(fcfg, frozen=pooled_frozen),
+                        adapters[0])
+    seq = _fine_tune(base_seq, features, seqs, seq_cfg, replace(fcfg, frozen=seq_frozen), adapters[1])
+    weight = cfg.mix
+    return LocalUpdate(join(pooled.params, seq.params), np.concatenate([pooled.adapter, seq.adapter]),
+                       np.concatenate([pooled.delta, seq.delta]), pooled.n_examples,
+                       weight * pooled.loss_before + (1 - weight) * seq.loss_before,
+                       weight * pooled.loss_after + (1 - weight) * seq.loss_after)
 
 
 def _fine_tune(base: Params, features: np.ndarray, seqs: Sequences, cfg: ModelConfig,

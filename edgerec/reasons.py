@@ -30,7 +30,10 @@ _VERBS = {
 
 def attribute(params: Params, features: np.ndarray, hist_rows: np.ndarray, hist_signals: np.ndarray,
               rec_rows: np.ndarray) -> np.ndarray:
-    """For each recommended row, the index into the history of its main cause, or -1 for none."""
+    """For each recommended row, the index into the history of its main cause, or -1 for none.
+
+    A mix (``edgerec.model.mix``) is explained by its pooled tower, whose parameters it holds
+    under their own names: the per-position and per-signal weights say plainly what counted."""
     if len(hist_rows) == 0 or len(rec_rows) == 0:
         return np.full(len(rec_rows), -1)
     n = len(hist_rows)

@@ -12,12 +12,14 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from ._exceptions import ConfigError
 from ._threads import blas_threads
 from .types import Sequences
 from .events import PAD_SIGNAL
 from .model.config import ModelConfig, TrainConfig
 from .model.encoder import LossFn, training_loss
 from .model.examples import next_item_examples, sequence_examples
+from .model.mix import join
 from .model.network import add_l2, loss_and_grads
 from .model.params import Params, init_params
 from .model.rows import Grads, Rows
@@ -232,9 +234,21 @@ def train_model(params: Params, features: np.ndarray, seqs: Sequences, cfg: Mode
                                                                                 progress=progress)
 
 
-def fit_params(seqs: Sequences, features: np.ndarray, cfg: ModelConfig, tcfg: TrainConfig,
-               *, progress: Progress | None = None) -> Params:
-    """Fresh parameters trained on ``seqs`` (the central training that makes a first model)."""
+def fit_params(seqs: Sequences, features: np.ndarray, cfg: ModelConfig,
+               tcfg: TrainConfig | tuple[TrainConfig, TrainConfig], *,
+               progress: Progress | None = None) -> Params:
+    """Fresh parameters trained on ``seqs`` (the central training that makes a first model).
+
+    A mix trains its towers one after the other, each as alone (``edgerec.model.mix``), with
+    ``tcfg``'s two configs (pooled, attention), or with the one given for both.
+    """
+    if cfg.encoder == "mix":
+        towers = tcfg if isinstance(tcfg, tuple) else (tcfg, tcfg)
+        pooled, seq = (fit_params(seqs, features, tower, training, progress=progress)
+                       for tower, training in zip(cfg.towers(), towers))
+        return join(pooled, seq)
+    if isinstance(tcfg, tuple):
+        raise ConfigError("two training configs are for a mix's towers; this model has one encoder")
     run = TrainingRun.fresh(seqs, features, cfg, tcfg)
     run.advance(tcfg.epochs, progress=progress)
     return run.params

@@ -37,7 +37,7 @@ from .model.config import ModelConfig, TrainConfig
 from .training import fit_params
 
 __all__ = ["DataSpec", "load_data", "train_bundle", "eval_methods", "compare", "result_rows",
-           "DEFAULT_TRAINING", "ATTENTION_TRAINING", "QUICK_SEEDS",
+           "DEFAULT_TRAINING", "ATTENTION_TRAINING", "QUICK_SEEDS", "default_training",
            "loo_evaluator", "federated_run", "PrivateStudy", "federated_study"]
 
 # What `edgerec train` uses unless told otherwise: the validation-chosen MovieLens setting.
@@ -81,16 +81,31 @@ def load_data(spec: DataSpec) -> Dataset:
     raise DatasetError(f"no such dataset: {spec.source} (give 'synthetic', a folder or a CSV file)")
 
 
-def train_bundle(dataset: Dataset, out: str | Path, *, model: ModelConfig | None = None,
-                 training: TrainConfig | None = None, progress: Callable[..., Iterable[int]] | None = None,
-                 sign: Callable[[bytes], bytes] | None = None, model_version: int = 1) -> Manifest:
-    """Train centrally on all of ``dataset`` and write a bundle to ``out``."""
-    model = model or ModelConfig()
+def default_training(model: ModelConfig, **overrides: Any) -> TrainConfig | tuple[TrainConfig, TrainConfig]:
+    """The training ``model`` gets unless told otherwise (a mix: one per tower), with
+    ``overrides`` (e.g. ``seed``, ``threads``) on each."""
+    if model.encoder == "mix":
+        return (TrainConfig(**{**DEFAULT_TRAINING, **overrides}),
+                TrainConfig(**{**ATTENTION_TRAINING, **overrides}))
     default = ATTENTION_TRAINING if model.encoder == "attention" else DEFAULT_TRAINING
-    training = training or TrainConfig(**default)
+    return TrainConfig(**{**default, **overrides})
+
+
+def train_bundle(dataset: Dataset, out: str | Path, *, model: ModelConfig | None = None,
+                 training: TrainConfig | tuple[TrainConfig, TrainConfig] | None = None, progress: Callable[..., Iterable[int]] | None = None,
+                 sign: Callable[[bytes], bytes] | None = None, model_version: int = 1) -> Manifest:
+    """Train centrally on all of ``dataset`` and write a bundle to ``out``.
+
+    ``training`` defaults to ``DEFAULT_TRAINING`` or ``ATTENTION_TRAINING`` as the encoder
+    needs; a mix takes two (pooled, attention), by default those two.
+    """
+    model = model or ModelConfig()
+    training = training or default_training(model)
     params = fit_params(dataset.sequences(), dataset.catalogue.features, model, training,
                         progress=progress)
-    hyper = {"training": training.to_dict(), "dataset": dataset.name,
+    used = ({"pooled": training[0].to_dict(), "attention": training[1].to_dict()}
+            if isinstance(training, tuple) else training.to_dict())
+    hyper = {"training": used, "dataset": dataset.name,
              "interactions": len(dataset), "users": dataset.n_users}
     return write_bundle(out, params, dataset.catalogue, model, model_version=model_version,
                         hyperparameters=hyper, sign=sign)
@@ -98,17 +113,19 @@ def train_bundle(dataset: Dataset, out: str | Path, *, model: ModelConfig | None
 
 def eval_methods(*, quick: bool = False, peers: bool = True,
                  grid: tuple[dict[str, Any], ...] | None = None, threads: int | None = 1,
-                 progress: bool | Progress | None = None, sasrec: bool = False) -> list[Method]:
+                 progress: bool | Progress | None = None, sasrec: bool = False,
+                 encoders: bool = False) -> list[Method]:
     """edgerec (float and int8) and, with ``peers``, every installed peer; with ``sasrec`` the
     SASRec peer too (opt-in: minutes of training per fit, ``evaluation.peers.sasrec``).
 
     ``quick`` gives every method its small grid: edgerec validates 8 and 16 epochs of one run
     (``QUICK_GRID``), the peers two candidates each (``peers.QUICK_GRIDS``). ``grid`` overrides
     edgerec's. ``threads``: BLAS threads of the training runs. ``progress`` shows their epochs.
+    ``encoders`` adds each encoder alone (``edgerec_methods``).
     """
     chosen = grid if grid is not None else (QUICK_GRID if quick else DEFAULT_GRID)
     bar = resolve_progress(progress)
-    methods = edgerec_methods(chosen, threads=threads, progress=bar)
+    methods = edgerec_methods(chosen, threads=threads, progress=bar, encoders=encoders)
     if peers:
         methods += available_peers(quick=quick)
     if sasrec:

@@ -188,7 +188,7 @@ class RoundParams:
                 frozen (nothing would be federated).
         """
         self._check_frozen()
-        wanted = set(expand_frozen(self.frozen))
+        wanted = set(expand_frozen(self.frozen, names))
         try:
             mask = federated_mask(params, names, wanted)
         except ConfigError as exc:

@@ -35,7 +35,7 @@ def _help(command: str) -> str:
 def test_eval_help_states_the_seeds_and_what_quick_changes():
     text = _help("eval")
     assert "number of seeds to average (default: 5; 1 with --quick)" in text
-    for said in ("1 seed", "8 and 16 epochs of one pooled training run", "2 of them the attention encoder", "2 candidates each", "--threads"):
+    for said in ("1 seed", "8 and 16 epochs of one pooled training run", "2 attention, 3 mixes of the two", "2 candidates each", "--threads"):
         assert said in text, said
 
 

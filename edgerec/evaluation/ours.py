@@ -13,18 +13,22 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .._exceptions import ConfigError
 from ..types import Catalogue, Sequences
 from ..model.config import ModelConfig, TrainConfig
 from ..model.examples import latest_histories
-from ..model.network import user_vectors
-from ..model.params import Params, item_tables
+from ..model.mix import join, score_items
+from ..model.params import Params
 from ..training import TrainingRun
 from ._method import Method
 from .progress import Progress, no_progress
 
-__all__ = ["ATTENTION_SETTING", "DEFAULT_GRID", "QUICK_GRID", "FloatModel", "edgerec_methods", "training_epochs"]
+__all__ = ["ATTENTION_SETTING", "DEFAULT_GRID", "MIX_SETTING", "QUICK_GRID", "FloatModel", "edgerec_methods", "training_epochs"]
 
-_MODEL_KEYS = {"dim", "history", "hidden", "encoder", "blocks", "dropout"}
+_MODEL_KEYS = {"dim", "history", "hidden", "encoder", "blocks", "dropout", "mix"}
+# A mix candidate names its towers' candidates; it is scored from their fits (no training of
+# its own when they are in the grid too).
+_TOWERS = ("pooled", "attention")
 
 # Chosen from a wider look on MovieLens-100K validation items (epochs 8/16, L2 1e-5/1e-4, history
 # dropout 0.1/0.3, dim 64/128): the neighbourhood of the best, for each run to choose from.
@@ -34,12 +38,21 @@ _MODEL_KEYS = {"dim", "history", "hidden", "encoder", "blocks", "dropout"}
 # one seed; 30 epochs 0.1108, 50 epochs 0.1128).
 ATTENTION_SETTING: dict[str, Any] = {"encoder": "attention", "blocks": 2, "dropout": 0.2,
                                      "lr": 1e-3, "batch_size": 64, "l2": 0.0, "history_dropout": 0.0}
+# The pooled and attention encoders mixed (edgerec.model.mix): each tower as the grid's own
+# candidate trains it, so the mix costs scoring only. On MovieLens-100K validation items (seed 0)
+# mix 0.4 gave 0.1289 against the attention encoder's 0.1188 (BENCHMARKS.md, "Pooled and
+# attention mixed"); 0.3 and 0.5 are its neighbours, for each run to choose from.
+MIX_SETTING: dict[str, Any] = {"encoder": "mix", "pooled": {"epochs": 16, "l2": 1e-4},
+                               "attention": {**ATTENTION_SETTING, "epochs": 40}}
 DEFAULT_GRID: tuple[dict[str, Any], ...] = (
     {"epochs": 8, "l2": 1e-4},
     {"epochs": 16, "l2": 1e-4},
     {"epochs": 16, "l2": 3e-4},
     {**ATTENTION_SETTING, "epochs": 30},
     {**ATTENTION_SETTING, "epochs": 40},
+    {**MIX_SETTING, "mix": 0.3},
+    {**MIX_SETTING, "mix": 0.4},
+    {**MIX_SETTING, "mix": 0.5},
 )
 # `edgerec eval --quick`: the two candidates that share one training run (validated after 8 and
 # after 16 epochs); MovieLens-100K's validation chooses 16 epochs at L2 1e-4 from either grid.
@@ -62,11 +75,22 @@ def _epochs(hparams: dict[str, Any]) -> int:
     return int(hparams.get("epochs", TrainConfig.epochs))
 
 
+def _trained(configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``configs`` with each mix replaced by its towers' candidates: what is trained."""
+    return [tower for hparams in configs
+            for tower in ([hparams[t] for t in _TOWERS] if _is_mix(hparams) else [hparams])]
+
+
+def _is_mix(hparams: dict[str, Any]) -> bool:
+    return hparams.get("encoder") == "mix"
+
+
 def training_epochs(configs: Sequence[dict[str, Any]]) -> float:
     """Epochs of training that fitting ``configs`` takes (one seed, one training set): configs
-    that differ only in epochs share one run, as long as the longest of them."""
+    that differ only in epochs share one run, as long as the longest of them; a mix trains its
+    towers' candidates."""
     longest: dict[str, int] = {}
-    for hparams in configs:
+    for hparams in _trained(configs):
         setting = _setting(hparams)
         longest[setting] = max(longest.get(setting, 0), _epochs(hparams))
     return float(sum(longest.values()))
@@ -81,9 +105,8 @@ class FloatModel:
     features: np.ndarray
 
     def score(self, users: np.ndarray, histories: Sequences) -> np.ndarray:
-        table_in, table_out = item_tables(self.params, self.features)
         items, signals = latest_histories(histories, self.cfg.history, users)
-        return user_vectors(self.params, table_in, items, signals) @ table_out.T + self.params["bias"]
+        return score_items(self.params, self.features, self.cfg, items, signals)
 
 
 @dataclass
@@ -107,7 +130,7 @@ class _SharedFits:
 
     def __init__(self, grid: tuple[dict[str, Any], ...], threads: int | None, progress: Progress):
         self._stops: dict[str, set[int]] = {}
-        for hparams in grid:
+        for hparams in _trained(grid):
             self._stops.setdefault(_setting(hparams), set()).add(_epochs(hparams))
         self._threads = threads
         self._progress = progress
@@ -118,6 +141,15 @@ class _SharedFits:
 
     def get(self, train: Sequences, catalogue: Catalogue, seed: int,
             hparams: dict[str, Any]) -> tuple[Params, ModelConfig]:
+        if _is_mix(hparams):
+            (pooled, pooled_cfg), (seq, seq_cfg) = (self.get(train, catalogue, seed, hparams[t])
+                                                    for t in _TOWERS)
+            cfg = ModelConfig(dim=pooled_cfg.dim, history=pooled_cfg.history, hidden=pooled_cfg.hidden,
+                              encoder="mix", blocks=seq_cfg.blocks, dropout=seq_cfg.dropout,
+                              mix=hparams.get("mix", ModelConfig.mix))
+            if cfg.towers() != (pooled_cfg, seq_cfg):
+                raise ConfigError(f"a mix's towers must share dim and history: {hparams}")
+            return join(pooled, seq), cfg
         cfg, tcfg = _split_hparams(hparams, seed, self._threads)
         setting = _setting(hparams)
         key = (id(train), seed, setting, tcfg.epochs)
@@ -146,8 +178,14 @@ class _SharedFits:
 
 
 def edgerec_methods(grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, *, int8: bool = True,
-                    progress: Progress | None = None, threads: int | None = 1) -> list[Method]:
+                    progress: Progress | None = None, threads: int | None = 1,
+                    encoders: bool = False) -> list[Method]:
     """The float method and, with ``int8``, the int8 method sharing its fits.
+
+    With ``encoders``, also ``edgerec-pooled`` and ``edgerec-attention``: the float model
+    restricted to the grid's candidates of one encoder, for a side-by-side report. They share
+    the same fits (a mix's towers are those candidates), so they cost scoring, not training,
+    when the chosen candidates coincide.
 
     Training uses at most ``threads`` BLAS threads (and the int8 scorer as many onnxruntime
     threads; None: their defaults); ``progress`` (tqdm-like) shows the epochs of each run.
@@ -172,4 +210,9 @@ def edgerec_methods(grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, *, int8: bo
     methods = [Method("edgerec", fit_float, grid, cost=training_epochs, cost_unit="epochs")]
     if int8:
         methods.append(Method("edgerec-int8", fit_int8, grid))  # its fits: exports of the above
+    for encoder in ("pooled", "attention") if encoders else ():
+        alone = tuple(h for h in grid if h.get("encoder", "pooled") == encoder)
+        if alone:
+            methods.append(Method(f"edgerec-{encoder}", fit_float, alone, cost=training_epochs,
+                                  cost_unit="epochs"))
     return methods

@@ -14,7 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
+from .._exceptions import ConfigError
 from ..events import PAD_SIGNAL
+from ..model.config import ModelConfig
 
 __all__ = ["BatchScorer", "ScoreFn", "params_score_fn", "scorer_score_fn"]
 
@@ -44,14 +46,23 @@ def scorer_score_fn(scorer: BatchScorer, adapter: np.ndarray | None = None) -> S
     return score
 
 
-def params_score_fn(params: Mapping[str, np.ndarray], features: np.ndarray, history: int) -> ScoreFn:
+def params_score_fn(params: Mapping[str, np.ndarray], features: np.ndarray, history: int, *,
+                    cfg: ModelConfig | None = None) -> ScoreFn:
     """A ``ScoreFn`` over the numpy float model (``edgerec.model``): its ``params`` (with the
-    device's ``adapter`` entry, if any), the catalogue's ``features`` and its ``history`` length."""
-    from ..model.network import user_vectors
-    from ..model.params import item_tables
+    device's ``adapter`` entry, if any), the catalogue's ``features`` and its ``history`` length.
+    A mix's scores need its ``cfg`` (the towers' weights).
+
+    Raises:
+        ConfigError: ``params`` are a mix's and ``cfg`` is not given.
+    """
+    from ..model.mix import is_mix, scoring_tables, user_vectors
 
     weights = dict(params)
-    table_in, table_out = item_tables(weights, features)
+    if cfg is None:
+        if is_mix(weights):
+            raise ConfigError("a mix's scores need its ModelConfig (cfg=)")
+        cfg = ModelConfig(history=history)
+    table_in, table_out, bias = scoring_tables(weights, features, cfg)
 
     def score(items: np.ndarray, signals: np.ndarray) -> np.ndarray:
         padded_items = np.zeros((1, history), np.int64)
@@ -59,6 +70,6 @@ def params_score_fn(params: Mapping[str, np.ndarray], features: np.ndarray, hist
         n = min(len(items), history)
         padded_items[0, :n], padded_signals[0, :n] = items[:n], signals[:n]
         user = user_vectors(weights, table_in, padded_items, padded_signals)
-        return np.asarray(user @ table_out.T + weights["bias"])[0]
+        return np.asarray(user @ table_out.T + bias)[0]
 
     return score

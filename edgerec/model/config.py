@@ -10,7 +10,7 @@ from .._threads import check_threads
 
 __all__ = ["ModelConfig", "TrainConfig"]
 
-_ENCODERS = ("pooled", "attention")
+_ENCODERS = ("pooled", "attention", "mix")
 _ATTENTION_OPTIONS = ("encoder", "blocks", "dropout")
 
 
@@ -25,6 +25,11 @@ class ModelConfig:
 
     ``encoder="attention"`` computes it instead with ``blocks`` self-attention blocks over the
     history (``edgerec.model.encoder``; ``hidden`` does not apply), trained with ``dropout``.
+
+    ``encoder="mix"`` holds both, each with its own item tables, trained each on its own loss,
+    and scores ``mix * pooled logits + (1 - mix) * attention logits`` (``edgerec.model.mix``):
+    the same ranking as mixing the two models' log-probabilities. Its user vector is the two
+    towers' side by side (``2 * dim``).
     """
 
     dim: int = 64
@@ -33,6 +38,9 @@ class ModelConfig:
     encoder: str = "pooled"  # "pooled" (weighted sum of the history) or "attention"
     blocks: int = 2  # attention only: transformer blocks
     dropout: float = 0.2  # attention only: dropout rate while training (none when scoring)
+    # mix only: the pooled tower's weight in the score (the attention tower has 1 - mix). 0.4 was
+    # chosen on MovieLens-100K validation items (BENCHMARKS.md, "Pooled and attention mixed").
+    mix: float = 0.4
 
     def __post_init__(self) -> None:
         if not 1 <= self.dim <= 1024:
@@ -45,6 +53,20 @@ class ModelConfig:
             raise ConfigError(f"blocks must be an int within 1..16, got {self.blocks!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be within [0, 1), got {self.dropout}")
+        if isinstance(self.mix, bool) or not isinstance(self.mix, (int, float)) or not 0.0 < self.mix < 1.0:
+            raise ConfigError(f"mix must be a number within (0, 1), got {self.mix!r}")
+
+    @property
+    def user_dim(self) -> int:
+        """Length of the user vector (and of a device's adapter): ``2 * dim`` for a mix."""
+        return 2 * self.dim if self.encoder == "mix" else self.dim
+    def towers(self) -> tuple["ModelConfig", "ModelConfig"]:
+        """A mix's two models, as they would be alone: (pooled, attention)."""
+        if self.encoder != "mix":
+            raise ConfigError(f"only a mix has towers, not encoder={self.encoder!r}")
+        return (ModelConfig(dim=self.dim, history=self.history, hidden=self.hidden),
+                ModelConfig(dim=self.dim, history=self.history, encoder="attention",
+                            blocks=self.blocks, dropout=self.dropout))
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
@@ -53,6 +75,8 @@ class ModelConfig:
             # devices that predate it); its options mean nothing there.
             for name in _ATTENTION_OPTIONS:
                 del raw[name]
+        if self.encoder != "mix":
+            del raw["mix"]  # likewise: manifests without a mix stay as they were
         return raw
 
     @classmethod

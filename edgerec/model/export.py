@@ -12,6 +12,10 @@ every item, removes excluded items, and returns the top k:
              k [1] int64                how many to return (<= N)
              user_offset [1|B, d] f32   the device's personal adapter, added to the user vector
     outputs  top_scores [B, k], top_items [B, k] int64, scores [B, N], user [B, d]
+
+A mix (``ModelConfig(encoder="mix")``, ``edgerec.model.mix``) has both encoders' nodes, the
+attention one's names under ``seq.``, their users side by side (``d`` is then ``2 * dim``) and
+one scoring product over the towers' weighted output tables.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from .config import ModelConfig
 from .export_attention import attention_arrays, attention_nodes
-from .params import Params, item_tables
+from .mix import scoring_tables, split
+from .params import MIX_PREFIX, Params
 
 __all__ = ["OPSET", "build_graph", "export_onnx", "quantize_int8"]
 
@@ -33,19 +38,10 @@ OPSET = 18  # ScatterElements' reduction="min" needs 18; onnxruntime >= 1.14 run
 _HIDDEN_NODES = ("hidden_matmul", "hidden_out_matmul")
 
 
-def _initializers(params: Params, features: np.ndarray, cfg: ModelConfig):
-    from onnx import numpy_helper
-
-    table_in, table_out = item_tables(params, features)
-    arrays = {
-        "table_in": table_in,
-        # Stored transposed so the scoring MatMul's weight is [d, N]: onnxruntime quantizes
-        # it per output channel, i.e. one scale per item.
-        "table_out_t": np.ascontiguousarray(table_out.T),
-        "bias": params["bias"],
-        "user0": params["user0"],
-        "neg_inf": np.array([-np.inf], np.float32),
-    }
+def _encoder_arrays(params: Params, features: np.ndarray, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """What one encoder's nodes read: its history table, user0 and own weights."""
+    table_in = params["emb_in"] + features @ params["feat_in"]
+    arrays = {"table_in": table_in, "user0": params["user0"]}
     if cfg.encoder == "attention":
         arrays.update(attention_arrays(params, cfg))
     else:
@@ -53,6 +49,27 @@ def _initializers(params: Params, features: np.ndarray, cfg: ModelConfig):
         for name in ("w1", "b1", "w2"):
             if name in params:
                 arrays[name] = params[name]
+    return arrays
+
+
+def _initializers(params: Params, features: np.ndarray, cfg: ModelConfig):
+    from onnx import numpy_helper
+
+    _, table_out, bias = scoring_tables(params, features, cfg)
+    arrays = {
+        # Stored transposed so the scoring MatMul's weight is [d, N]: onnxruntime quantizes
+        # it per output channel, i.e. one scale per item.
+        "table_out_t": np.ascontiguousarray(table_out.T),
+        "bias": bias,
+        "neg_inf": np.array([-np.inf], np.float32),
+    }
+    if cfg.encoder == "mix":
+        (pooled, seq), (pooled_cfg, seq_cfg) = split(params), cfg.towers()
+        arrays.update(_encoder_arrays(pooled, features, pooled_cfg))
+        arrays.update({MIX_PREFIX + k: v for k, v in _encoder_arrays(seq, features, seq_cfg).items()})
+    else:
+        arrays.update(_encoder_arrays(params, features, cfg))
+
     def as_stored(v: np.ndarray) -> np.ndarray:
         v = np.asarray(v)
         return v.astype(np.float32) if v.dtype.kind == "f" else v
@@ -60,11 +77,48 @@ def _initializers(params: Params, features: np.ndarray, cfg: ModelConfig):
     return [numpy_helper.from_array(as_stored(v), name=k) for k, v in arrays.items()]
 
 
+# Tensors every encoder reads as they are (graph inputs and shared constants): not renamed
+# when a mix puts its attention tower's nodes under MIX_PREFIX.
+_SHARED_TENSORS = frozenset({"hist_items", "hist_signals", "minus1", ""})
+
+
+def _prefixed(nodes: list, prefix: str) -> list:
+    """``nodes`` with their node names and every tensor name but ``_SHARED_TENSORS`` prefixed."""
+    def rename(names: Iterable[str]) -> list[str]:
+        return [name if name in _SHARED_TENSORS else prefix + name for name in names]
+
+    for node in nodes:
+        inputs, outputs = rename(node.input), rename(node.output)
+        del node.input[:], node.output[:]
+        node.input.extend(inputs)
+        node.output.extend(outputs)
+        if node.name:
+            node.name = prefix + node.name
+    return nodes
+
+
+def _encoder_nodes(cfg: ModelConfig) -> list:
+    """Nodes from the history to ``shared_user``, the user before the device's adapter."""
+    from onnx import helper
+
+    if cfg.encoder == "attention":
+        return attention_nodes(cfg)
+    if cfg.encoder != "mix":
+        return _pooled_nodes(cfg.hidden)
+    pooled, seq = cfg.towers()
+    nodes = _pooled_nodes(pooled.hidden) + _prefixed(attention_nodes(seq), MIX_PREFIX)
+    for node in nodes:  # the pooled tower's user is one of two halves here
+        node.output[:] = ["pooled_user" if out == "shared_user" else out for out in node.output]
+    nodes.append(helper.make_node("Concat", ["pooled_user", MIX_PREFIX + "shared_user"],
+                                  ["shared_user"], axis=1))
+    return nodes
+
+
 def _nodes(cfg: ModelConfig):
     from onnx import helper
 
     n = helper.make_node
-    nodes = attention_nodes(cfg) if cfg.encoder == "attention" else _pooled_nodes(cfg.hidden)
+    nodes = _encoder_nodes(cfg)
     nodes.append(n("Add", ["shared_user", "user_offset"], ["user"]))
     nodes += [
         n("MatMul", ["user", "table_out_t"], ["raw"], name="score_matmul"),
@@ -109,7 +163,7 @@ def build_graph(params: Params, features: np.ndarray, cfg: ModelConfig):
     """The float32 ``onnx.ModelProto`` of the model with content features folded into the tables."""
     from onnx import TensorProto, checker, helper, numpy_helper
 
-    n_items, dim = params["emb_in"].shape
+    n_items, dim = params["emb_in"].shape[0], cfg.user_dim
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     inputs = [
         helper.make_tensor_value_info("hist_items", i64, ["batch", cfg.history]),
@@ -158,9 +212,9 @@ def quantize_int8(float_path: str | Path, int8_path: str | Path, *, blocks: bool
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     int8_path = Path(int8_path)
+    # A mix's attention nodes are named as alone, under MIX_PREFIX: the same rules apply.
     names = [node.name for node in onnx.load(str(float_path)).graph.node]
-    keep_float = [name for name in names
-                  if name in _HIDDEN_NODES or name == "signal_gather" or _float_block(name, blocks)]
+    keep_float = [name for name in names if _stays_float(name.removeprefix(MIX_PREFIX), blocks)]
     with _without_preprocessing_hint():
         quantize_dynamic(
             str(float_path),
@@ -171,6 +225,11 @@ def quantize_int8(float_path: str | Path, int8_path: str | Path, *, blocks: bool
             weight_type=QuantType.QInt8,
         )
     return int8_path
+
+
+def _stays_float(node: str, blocks: bool) -> bool:
+    """Whether the node (its name as in a graph of one encoder) is left out of quantization."""
+    return node in _HIDDEN_NODES or node == "signal_gather" or _float_block(node, blocks)
 
 
 def _float_block(node: str, blocks: bool) -> bool:

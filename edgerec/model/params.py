@@ -27,6 +27,9 @@ att{k}.*        [d, d],   block k (``edgerec.model.attention.BLOCK``: ln1_g, ln1
                 [d]       ln2_g, ln2_b, w1, b1, w2, b2)
 att_ln_g, _b    [d]       the final layer norm
 ==============  ========  =====================================================================
+
+With ``ModelConfig(encoder="mix")`` both are there: the pooled model's parameters under their
+own names, the attention model's under ``seq.`` (``seq.emb_in``, ``seq.att0.wq``, ...).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from .attention import block_names, init_block
 from .config import ModelConfig
 
 __all__ = ["ATT_LN_B", "ATT_LN_G", "ATT_POS", "ATT_SIGNAL", "FROZEN_SHORTHANDS", "ITEM_TABLES",
-           "Params", "attention_prefix", "init_params", "expand_frozen", "federated_mask", "flatten",
+           "MIX_PREFIX", "Params", "attention_prefix", "init_params", "expand_frozen", "federated_mask", "flatten",
            "unflatten", "param_names", "item_tables", "training_tables"]
 
 Params = Dict[str, np.ndarray]
@@ -63,7 +66,10 @@ def _signal_prior() -> np.ndarray:
 #: The per-item and per-feature tables: nearly all of the weights (what a round may freeze when a
 #: pilot trained them, so that only the small rest is federated; ``--frozen tables``).
 ITEM_TABLES = ("emb_in", "emb_out", "feat_in", "feat_out")
-#: Names a list of frozen weights may use for several at once.
+#: The prefix of a mix's attention tower's parameter names.
+MIX_PREFIX = "seq."
+#: Names a list of frozen weights may use for several at once (for a mix, each stands for its
+#: names in both towers: ``expand_frozen``).
 FROZEN_SHORTHANDS: dict[str, tuple[str, ...]] = {"tables": ITEM_TABLES}
 
 
@@ -78,6 +84,9 @@ def attention_prefix(k: int) -> str:
 
 def param_names(cfg: ModelConfig) -> tuple[str, ...]:
     """Parameter names in their canonical (flattening) order."""
+    if cfg.encoder == "mix":
+        pooled, attention = cfg.towers()
+        return param_names(pooled) + tuple(MIX_PREFIX + name for name in param_names(attention))
     if cfg.encoder == "attention":
         blocks = [name for k in range(cfg.blocks) for name in block_names(attention_prefix(k)).values()]
         return ("emb_in", "feat_in", "emb_out", "feat_out", "bias", "user0", ATT_POS, ATT_SIGNAL,
@@ -102,6 +111,12 @@ def _init_attention(cfg: ModelConfig, rng: np.random.Generator) -> Params:
 
 def init_params(cfg: ModelConfig, n_items: int, n_features: int, rng: np.random.Generator) -> Params:
     """Fresh parameters; small random embeddings, recency-decaying position weights."""
+    if cfg.encoder == "mix":
+        pooled, attention = cfg.towers()
+        mixed = init_params(pooled, n_items, n_features, rng)
+        seq = init_params(attention, n_items, n_features, rng)
+        mixed.update({MIX_PREFIX + name: value for name, value in seq.items()})
+        return mixed
     d, scale = cfg.dim, 1.0 / np.sqrt(cfg.dim)
 
     def normal(*shape: int, std: float = 0.1) -> np.ndarray:
@@ -164,12 +179,18 @@ def unflatten(vec: np.ndarray, like: Params, names: tuple[str, ...]) -> Params:
     return out
 
 
-def expand_frozen(names: Iterable[str]) -> tuple[str, ...]:
+def expand_frozen(names: Iterable[str], model: Iterable[str] = ()) -> tuple[str, ...]:
     """``names`` with the shorthands (``FROZEN_SHORTHANDS``) spelled out, each name once, in the
-    order given (not checked against a model: ``federated_mask`` does that)."""
+    order given (not checked against a model: ``federated_mask`` does that). When ``model``, the
+    model's parameter names, is a mix's, a shorthand stands for its names in both towers."""
+    names, model = tuple(names), tuple(model)
+    mix = MIX_PREFIX + "emb_in" in model
     out: dict[str, None] = {}
     for name in names:
-        out.update(dict.fromkeys(FROZEN_SHORTHANDS.get(name, (name,))))
+        spelled = FROZEN_SHORTHANDS.get(name, (name,))
+        if mix and name in FROZEN_SHORTHANDS:
+            spelled = spelled + tuple(MIX_PREFIX + n for n in spelled)
+        out.update(dict.fromkeys(spelled))
     return tuple(out)
 
 

@@ -67,14 +67,15 @@ def test_the_plan_says_what_runs_and_estimates_from_the_first_fit():
     methods = [*edgerec_methods(DEFAULT_GRID), most_popular()]
     plan = EvalPlan.of(methods, seeds=5)
     lines = plan.describe()
-    assert lines[0].startswith("5 seeds, 3 methods, 22 fits in all")  # (5 + 5) * 2 + 1 + 1
-    assert lines[1] == "  edgerec: 5 candidates, then 5 final fits (72 + 40-200 epochs)"
+    assert lines[0].startswith("5 seeds, 3 methods, 28 fits in all")  # (8 + 5) * 2 + 1 + 1
+    # A mix's final fit trains both towers: 16 + 40 epochs.
+    assert lines[1] == "  edgerec: 8 candidates, then 5 final fits (72 + 40-280 epochs)"
     assert lines[3] == "  most-popular: 1 candidate, then 1 final fit"
-    # 8 epochs in 16 s: 2 s an epoch; 112 to 272 epochs, plus 10 scorings of 0.5 s
+    # 8 epochs in 16 s: 2 s an epoch; 112 to 352 epochs, plus 13 scorings of 0.5 s
     first = FitRecord("edgerec", "tune", dict(DEFAULT_GRID[0]), 0, 16.0, 0.5)
-    assert plan.methods[0].estimate(first) == (2 * 112 + 5, 2 * 272 + 5)
+    assert plan.methods[0].estimate(first) == (2 * 112 + 6.5, 2 * 352 + 6.5)
     assert plan.estimate_line(first) == ("edgerec: first fit (8 epochs) took 16.0 s + 0.5 s scoring; "
-                                         "estimate for all of edgerec: 4 min to 9 min")
+                                         "estimate for all of edgerec: 4 min to 12 min")
     assert plan.estimate_line(FitRecord("other", "tune", {}, 0, 1.0, 0.0)) is None
 
 
@@ -112,3 +113,33 @@ def test_attention_candidates_share_a_run_and_score_float_and_int8_alike():
     want = later.score(users, split.train)
     got = int8_method.fit(split.train, DATA.catalogue, 0, **grid[1]).score(users, split.train)
     assert all(np.corrcoef(g, w)[0, 1] > 0.98 for g, w in zip(got, want))
+
+
+def test_a_mix_candidate_is_scored_from_its_towers_fits_without_training_of_its_own(monkeypatch):
+    split = loo_split(DATA.sequences())
+    pooled = {"epochs": 2, "l2": 1e-4, "dim": 8, "history": 6}
+    attention = {"encoder": "attention", "blocks": 1, "dim": 8, "history": 6, "batch_size": 8,
+                 "l2": 0.0, "epochs": 1}
+    mix = {"encoder": "mix", "mix": 0.3, "pooled": pooled, "attention": attention}
+    grid = (pooled, attention, mix)
+    assert training_epochs(grid) == training_epochs(grid[:2]) == 3
+    methods = edgerec_methods(grid, encoders=True)
+    assert [m.name for m in methods] == ["edgerec", "edgerec-int8", "edgerec-pooled", "edgerec-attention"]
+    assert methods[2].grid == (pooled,) and methods[3].grid == (attention,)
+    float_method, int8_method = methods[:2]
+    alone = [float_method.fit(split.train, DATA.catalogue, 0, **h) for h in grid[:2]]
+    runs = []
+    original = TrainingRun.fresh
+    monkeypatch.setattr(TrainingRun, "fresh", lambda *a, **k: runs.append(a) or original(*a, **k))
+    mixed = float_method.fit(split.train, DATA.catalogue, 0, **mix)
+    assert runs == []  # both towers came from the candidates already fitted
+    assert mixed.cfg.encoder == "mix" and mixed.cfg.mix == 0.3
+    users = split.eval_users[:6]
+    want = 0.3 * alone[0].score(users, split.train) + 0.7 * alone[1].score(users, split.train)
+    np.testing.assert_allclose(mixed.score(users, split.train), want, rtol=1e-4, atol=1e-4)
+    got = int8_method.fit(split.train, DATA.catalogue, 0, **mix).score(users, split.train)
+    assert runs == []
+    assert all(np.corrcoef(g, w)[0, 1] > 0.98 for g, w in zip(got, want))
+    # On another training set (a test fit) the towers train once each, in full.
+    float_method.fit(split.train_val, DATA.catalogue, 1, **mix)
+    assert len(runs) == 2

@@ -6,7 +6,8 @@
 One thread, k=10, the user's history read from SQLite included in every call. Catalogues: the
 MovieLens-100K one (~1.7k items, a model trained on it) when the data is present, then synthetic
 10k, 100k and 1M item catalogues with random weights (latency does not depend on the values).
-Beside recommend(): the int8 graph called alone (``Scorer.top_k``: no SQLite, no reasons) and
+From ``--shortlist-from`` items on (default: where bundles get it), recommend() through the
+shortlist graph too, and its recall of the exact top 10. Beside recommend(): the int8 graph called alone (``Scorer.top_k``: no SQLite, no reasons) and
 the plain int8 top-k kernel on the same scoring matrix (``_kernel``: only MatMul + TopK), and
 at ``--profile-at`` items onnxruntime's time per node of the int8 graph. ``--encoders`` picks
 the user encoders (``ENCODERS``: one ModelConfig each) to measure.
@@ -31,7 +32,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks._kernel import kernel_latencies, node_profile, timed_calls
 from benchmarks._report import table, write_section
-from edgerec import Catalogue, EdgeRec, InteractionStore, ModelConfig, TrainConfig, load_bundle, write_bundle
+from edgerec import (Catalogue, EdgeRec, InteractionStore, ModelConfig, ShortlistConfig, TrainConfig,
+                     load_bundle, write_bundle)
+from edgerec.bundle import SHORTLIST_FROM_ITEMS
 from edgerec.model.export import export_onnx
 from edgerec.model.mix import scoring_tables, user_vectors
 from edgerec.model.params import init_params
@@ -39,6 +42,8 @@ from edgerec.scoring import Scorer
 
 ML100K = Path(os.environ.get("EDGEREC_ML100K", Path(__file__).resolve().parents[2] / "shared/data/ml-100k"))
 USER = "bench-user"
+#: The shortlist's recall rows (catalogue, encoder, recall@10, bundle write time).
+RECALL: list[list[str]] = []
 #: User encoders to measure, by name: the ModelConfig options of each (a new encoder is one
 #: entry here; --encoders chooses among them).
 ENCODERS: dict[str, dict[str, object]] = {"pooled": {}, "attention": {"encoder": "attention"},
@@ -87,7 +92,22 @@ def _model(n_items: int, cfg: ModelConfig):
         params = fit_params(ds.sequences(), ds.catalogue.features, cfg, TrainConfig(epochs=8))
         return params, ds.catalogue, f"MovieLens-100K ({len(ds.catalogue)})"
     cat = _catalogue(n_items, rng)
-    return init_params(cfg, n_items, 20, rng), cat, f"synthetic {n_items:,}"
+    params = init_params(cfg, n_items, 20, rng)
+    _cluster_items(params, rng)
+    return params, cat, f"synthetic {n_items:,}"
+
+
+def _cluster_items(params: dict, rng: np.random.Generator) -> None:
+    """Candidate vectors in 2,000 Gaussian blobs and a spread of biases, as a trained model's
+    items group by taste and popularity (random weights would leave the shortlist's clusters
+    nothing to find; latency does not depend on the values)."""
+    for name in [n for n in params if n.endswith("emb_out")]:
+        n_items, dim = params[name].shape
+        centres = rng.standard_normal((2000, dim)).astype(np.float32) * 0.3
+        noise = rng.standard_normal((n_items, dim)).astype(np.float32) * 0.1
+        params[name] = centres[rng.integers(0, 2000, n_items)] + noise
+    for name in [n for n in params if n.endswith("bias")]:
+        params[name] = rng.standard_normal(params[name].shape).astype(np.float32) * 0.5
 
 
 def _fill_store(db: Path, catalogue: Catalogue, rng: np.random.Generator) -> None:
@@ -107,12 +127,34 @@ def _pcts(lat: np.ndarray) -> list[str]:
     return [f"{np.percentile(lat, 50):.3f}", f"{np.percentile(lat, 99):.3f}"]
 
 
+def _shortlist_rows(params: dict, cat: Catalogue, cfg: ModelConfig, work: Path, rec: EdgeRec,
+                    calls: int, label: str, encoder: str) -> list[list[str]]:
+    """recommend() through a bundle with the shortlist graph (``ShortlistConfig()`` defaults), and
+    how much of the exact float top 10 it finds for 200 users with random 20-event histories."""
+    path = work / "shortlist-bundle"
+    start = time.perf_counter()
+    write_bundle(path, params, cat, cfg, shortlist=ShortlistConfig())
+    built = time.perf_counter() - start
+    bundle = load_bundle(path)
+    scorer = Scorer(bundle.model_path, len(cat), cfg.history, shortlist=bundle.shortlist_path)
+    lat = _latencies(EdgeRec(rec.store, bundle, scorer=scorer), calls)
+    exact, rng, found = NumpyScorer(params, cat.features, cfg), np.random.default_rng(7), []
+    for _ in range(200):
+        hist = rng.integers(0, len(cat), 20)
+        sig = np.full(20, 3, np.int64)
+        want, _ = exact.top_k(hist, sig, hist, 10)
+        got, _ = scorer.top_k(hist, sig, hist, 10)
+        found.append(len(set(want) & set(got)) / 10)
+    RECALL.append([label, encoder, f"{np.mean(found):.3f}", f"{built:.0f} s"])
+    return [[label, encoder, "recommend(), int8 shortlist", *_pcts(lat)]]
+
+
 def _one_catalogue(n_items: int, calls: int, work: Path, encoder: str,
-                   profile: bool) -> tuple[list, list, list]:
+                   profile: bool, shortlist_from: int) -> tuple[list, list, list]:
     cfg = ModelConfig(**ENCODERS[encoder])  # type: ignore[arg-type]
     params, cat, label = _model(n_items, cfg)
     bundle_dir = work / "bundle"
-    write_bundle(bundle_dir, params, cat, cfg)
+    write_bundle(bundle_dir, params, cat, cfg, shortlist=None)  # the exact graph
     float_path = export_onnx(params, cat.features, cfg, work / "float.onnx")
     db = work / "app.db"
     _fill_store(db, cat, np.random.default_rng(1))
@@ -143,6 +185,8 @@ def _one_catalogue(n_items: int, calls: int, work: Path, encoder: str,
     _, table_out, _ = scoring_tables(params, cat.features, cfg)
     lat = kernel_latencies(np.ascontiguousarray(table_out.T), work, calls)
     rows.append([label, "-", "plain int8 kernel (MatMul + TopK)", *_pcts(lat)])
+    if n_items >= shortlist_from:
+        rows += _shortlist_rows(params, cat, cfg, work, rec, calls, label, encoder)
     nodes = []
     if profile:
         items_in, signals_in = int8.pad(hist, sig)
@@ -167,6 +211,8 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="+", choices=sorted(ENCODERS), default=["pooled"])
     parser.add_argument("--profile-at", type=int, default=1_000_000,
                         help="catalogue size whose int8 graph gets a per-node profile (0: none)")
+    parser.add_argument("--shortlist-from", type=int, default=SHORTLIST_FROM_ITEMS,
+                        help="catalogue size from which a shortlist bundle is measured too")
     args = parser.parse_args()
     movielens = 0 if (ML100K / "u.data").is_file() else 1682
     sizes = [movielens if s == "ml" else int(s) for s in args.sizes]
@@ -176,7 +222,8 @@ def main() -> None:
             work = Path(tempfile.mkdtemp(prefix="edgerec-bench-"))
             try:
                 lat, bun, nod = _one_catalogue(n_items, args.calls, work, encoder,
-                                               profile=n_items == args.profile_at)
+                                               profile=n_items == args.profile_at,
+                                               shortlist_from=args.shortlist_from)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             latency += lat
@@ -194,6 +241,12 @@ def main() -> None:
         + table(["catalogue", "float graph", "int8 graph", "int8/float", "bundle load", "session",
                  "first recommend"], bundles)
     )
+    if RECALL:
+        body += ("\n\nThe shortlist (`ShortlistConfig()`: about 4 sqrt(N) clusters, 128 probed): the "
+                 "share of the exact float top 10 that recommend() returns, over 200 users with "
+                 "random 20-event histories (candidate vectors in 2,000 blobs), and the time to "
+                 "write that bundle (k-means, export, quantization).\n\n"
+                 + table(["catalogue", "encoder", "recall@10 vs exact", "bundle write"], RECALL))
     if nodes:
         body += ("\n\nWhere the int8 graph's time goes (onnxruntime's profiler, mean kernel time per "
                  "call, nodes after its graph optimisations; the Python call adds the rest).\n\n"

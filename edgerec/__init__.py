@@ -21,6 +21,7 @@ from .data import Catalogue, Dataset
 from .events import EventType, Interaction
 from .finetune import FineTuneConfig, LocalUpdate
 from .model.config import ModelConfig, TrainConfig
+from .model.shortlist import ShortlistConfig
 from .privacy.ledger import LedgerEntry, LedgerSnapshot, PrivacyLedger, read_ledger
 from .store import ErasureResult, InteractionStore, Retention
 
@@ -55,6 +56,7 @@ __all__ = [
     "Retention",
     "SchemaVersionError",
     "ScoringError",
+    "ShortlistConfig",
     "StoreError",
     "TrainConfig",
     "UnknownItemWarning",

@@ -42,6 +42,9 @@ CATALOGUE_FILE, FEATURES_FILE = "catalogue.json", "features.npy"
 MANIFEST_FILE, SIGNATURE_FILE = "manifest.json", "manifest.sig"
 REQUIRED = (MODEL_FILE, WEIGHTS_FILE, CATALOGUE_FILE, FEATURES_FILE)
 _REQUIRED = REQUIRED
+#: A large catalogue's top-k graph (edgerec.model.export_shortlist): optional, listed and hashed
+#: in the manifest when there (devices that predate it verify it and ignore it).
+SHORTLIST_FILE = "shortlist.int8.onnx"
 
 POINTER_FILE, VERSIONS_DIR = "CURRENT", ".versions"
 _STAGING, _TRASH, _POINTER_TMP, _LOCK = ".incoming-", ".trash-", ".CURRENT.tmp-", ".lock"
@@ -49,7 +52,8 @@ _VERSION_RE = re.compile(r"v(\d{6,})-m(-?\d+)-[0-9a-f]{8}")
 # Staging next to a folder (first installs; and the pre-root installer's rename away, rename in,
 # whose crash could leave a full copy each): .<name>.incoming-*, .old-*, .new-*.
 _LEGACY_SIBLINGS = ("incoming-", "old-", "new-")
-_LEGACY_FILES = (MANIFEST_FILE, SIGNATURE_FILE, *_REQUIRED, "model.float.onnx")
+_LEGACY_FILES = (MANIFEST_FILE, SIGNATURE_FILE, *_REQUIRED, SHORTLIST_FILE, "model.float.onnx",
+                 "shortlist.float.onnx")
 
 #: Tests only: called with the name of each install step as it completes (crash injection).
 _step_hook: Callable[[str], None] | None = None

@@ -9,6 +9,7 @@
       weights.npz          float32 parameters devices fine-tune from
       catalogue.json       item ids, titles, feature names
       features.npy         item content features [n_items, n_features]
+      shortlist.int8.onnx  large catalogues only: the top-k graph over a few item clusters
 
 Loading checks everything before anything is used: format version, every file's SHA-256,
 the catalogue hash, the shapes, and the signature when a public key is pinned. A bundle that
@@ -52,11 +53,13 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ._exceptions import BundleError, BundleFormatError, BundleIntegrityError, BundleSignatureError
+from ._exceptions import (BundleError, BundleFormatError, BundleIntegrityError, BundleSignatureError,
+                          ConfigError)
 from .types import Catalogue
 from .events import N_SIGNALS
 from .model.config import ModelConfig
 from .model.params import MIX_PREFIX, Params, param_names
+from .model.shortlist import ShortlistConfig
 from .signing import load_public_key, verify_bytes
 from ._bundle_root import (  # the versioned layout and its one atomic switch (see there)
     CATALOGUE_FILE,
@@ -65,6 +68,7 @@ from ._bundle_root import (  # the versioned layout and its one atomic switch (s
     MODEL_FILE,
     POINTER_FILE,
     REQUIRED,
+    SHORTLIST_FILE,
     SIGNATURE_FILE,
     VERSIONS_DIR,
     WEIGHTS_FILE,
@@ -74,13 +78,19 @@ from ._bundle_root import (  # the versioned layout and its one atomic switch (s
     resolve_bundle,
 )
 
-__all__ = ["Bundle", "Manifest", "FORMAT", "FORMAT_VERSION", "POINTER_FILE", "VERSIONS_DIR",
+__all__ = ["Bundle", "Manifest", "FORMAT", "FORMAT_VERSION", "POINTER_FILE", "SHORTLIST_FROM_ITEMS",
+           "VERSIONS_DIR",
            "bundle_root", "clean_bundle_root", "install_atomically", "load_bundle", "resolve_bundle",
            "write_bundle"]
 
 FORMAT = "edgerec-bundle"
 FORMAT_VERSION = 1
 _REQUIRED = REQUIRED
+#: From this many items on, ``write_bundle`` adds the shortlist graph (``shortlist="auto"``):
+#: the exact int8 top-k costs about 12.5 us per 1,000 items on 2 cores (BENCHMARKS.md,
+#: "recommend() latency"), over 5 ms from about 400k items; the shortlist finds most, not all,
+#: of the exact top k (BENCHMARKS.md, "Shortlist"), so smaller catalogues keep the exact graph.
+SHORTLIST_FROM_ITEMS = 400_000
 
 @dataclass(frozen=True)
 class Manifest:
@@ -163,6 +173,11 @@ class Bundle:
         return self.path / MODEL_FILE
 
     @property
+    def shortlist_path(self) -> Path | None:
+        """The shortlist graph ``recommend()`` uses when the bundle has one."""
+        return self.path / SHORTLIST_FILE if SHORTLIST_FILE in self.manifest.files else None
+
+    @property
     def version(self) -> int:
         return self.manifest.model_version
 
@@ -175,13 +190,30 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_payload(folder: Path, params: Params, catalogue: Catalogue, cfg: ModelConfig) -> None:
+def _write_shortlist(folder: Path, params: Params, catalogue: Catalogue, cfg: ModelConfig,
+                     scfg: ShortlistConfig) -> None:
+    from .model.export_shortlist import export_shortlist, quantize_shortlist
+    from .model.mix import scoring_tables
+    from .model.shortlist import build_index
+
+    _, table_out, bias = scoring_tables(params, catalogue.features, cfg)
+    index = build_index(table_out, bias, scfg)
+    float_path = folder / "shortlist.float.onnx"
+    export_shortlist(params, catalogue.features, cfg, index, scfg, float_path)
+    quantize_shortlist(float_path, folder / SHORTLIST_FILE)
+    float_path.unlink()
+
+
+def _write_payload(folder: Path, params: Params, catalogue: Catalogue, cfg: ModelConfig,
+                   shortlist: ShortlistConfig | None) -> None:
     from .model.export import export_onnx, quantize_int8
 
     float_path = folder / "model.float.onnx"
     export_onnx(params, catalogue.features, cfg, float_path)
     quantize_int8(float_path, folder / MODEL_FILE)
     float_path.unlink()
+    if shortlist is not None:
+        _write_shortlist(folder, params, catalogue, cfg, shortlist)
     # Any: savez's stub gives its **kwds the keyword allow_pickle: bool too, so a dict of
     # arrays unpacked into it cannot type-check (no weight is named allow_pickle).
     weights: dict[str, Any] = {n: params[n] for n in param_names(cfg)}
@@ -195,8 +227,13 @@ def _write_payload(folder: Path, params: Params, catalogue: Catalogue, cfg: Mode
 def write_bundle(target: str | Path, params: Params, catalogue: Catalogue, cfg: ModelConfig, *,
                  model_version: int = 1, parent_version: int | None = None,
                  hyperparameters: Mapping[str, object] | None = None, created_at: str | None = None,
-                 sign: Callable[[bytes], bytes] | None = None) -> Manifest:
+                 sign: Callable[[bytes], bytes] | None = None,
+                 shortlist: ShortlistConfig | None | str = "auto") -> Manifest:
     """Export, quantize and package a model; ``sign`` (e.g. the server's key) signs the manifest.
+
+    ``shortlist``: a ``ShortlistConfig`` adds the shortlist graph ``recommend()`` then uses (an
+    approximate top k over a few item clusters, ``edgerec.model.shortlist``), None leaves it
+    out, "auto" adds it with the defaults from ``SHORTLIST_FROM_ITEMS`` items on.
 
     Needs the ``train`` extra (onnx). Written the way :func:`install_atomically` installs: a
     new ``target`` (or an empty folder) becomes a plain bundle folder that appears whole or not at
@@ -206,14 +243,19 @@ def write_bundle(target: str | Path, params: Params, catalogue: Catalogue, cfg: 
     ``created_at`` (UTC, ISO 8601) defaults to now: the bundle is written right after training.
     """
     created_at = utc_now_iso() if created_at is None else created_at
+    if shortlist == "auto":
+        shortlist = ShortlistConfig() if len(catalogue) >= SHORTLIST_FROM_ITEMS else None
+    if shortlist is not None and not isinstance(shortlist, ShortlistConfig):
+        raise ConfigError(f"shortlist must be a ShortlistConfig, None or 'auto', got {shortlist!r}")
+    files = _REQUIRED + ((SHORTLIST_FILE,) if shortlist is not None else ())
 
     def fill(folder: Path) -> Manifest:
-        _write_payload(folder, params, catalogue, cfg)
+        _write_payload(folder, params, catalogue, cfg, shortlist)
         manifest = Manifest(
             model_version=model_version, parent_version=parent_version,
             catalogue_hash=catalogue.content_hash, n_items=len(catalogue),
             model_config=cfg.to_dict(), hyperparameters=dict(hyperparameters or {}),
-            files={name: _sha256(folder / name) for name in _REQUIRED}, created_at=created_at)
+            files={name: _sha256(folder / name) for name in files}, created_at=created_at)
         raw = manifest.to_bytes()
         (folder / MANIFEST_FILE).write_bytes(raw)
         if sign is not None:

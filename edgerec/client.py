@@ -84,7 +84,7 @@ class EdgeRec:
             raise ConfigError(f"bundle must be a loaded Bundle (edgerec.load_bundle), got "
                               f"{type(bundle).__name__}")
         scorer = scorer or Scorer(bundle.model_path, len(bundle.catalogue), bundle.config.history,
-                                  threads=self._threads)
+                                  threads=self._threads, shortlist=bundle.shortlist_path)
         self._m = Installed(bundle, scorer, self._load_adapter(bundle))
 
     @property

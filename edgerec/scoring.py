@@ -7,7 +7,7 @@ scores many users at once for evaluation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,34 +33,45 @@ class Scorer:
 
     ``threads`` bounds onnxruntime's intra-op pool: one thread is the fastest for a single user
     (no hand-off cost) and leaves the host app's other threads alone.
+
+    With ``shortlist`` (a large catalogue's shortlist graph, ``edgerec.model.export_shortlist``)
+    ``top_k`` scores only the items of the clusters that graph probes, and the full graph is
+    loaded only when ``score_batch`` first needs it (its tables would double the memory).
     """
 
     def __init__(self, model_path: str | Path, n_items: int, history: int, *,
-                 threads: int = 1) -> None:
+                 threads: int = 1, shortlist: str | Path | None = None) -> None:
+        self.n_items = n_items
+        self.history = history
+        self._threads = threads
+        self._model_path = model_path
+        top = self._open(model_path if shortlist is None else shortlist)
+        self._top: Any = top
+        self._full: Any = top if shortlist is None else None
+        self._no_offset = np.zeros((1, n_items), np.float32)
+        self._no_exclude = np.zeros((1, 0), np.int64)
+        dim = {i.name: i.shape for i in top.get_inputs()}["user_offset"][1]
+        self._no_adapter = np.zeros((1, dim), np.float32)
+
+    def _open(self, path: str | Path) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(str(model_path), options,
-                                                 providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ScoringError(f"onnxruntime cannot load {model_path}: {exc}") from exc
-        self.n_items = n_items
-        self.history = history
-        self._no_offset = np.zeros((1, n_items), np.float32)
-        self._no_exclude = np.zeros((1, 0), np.int64)
-        shapes = {i.name: i.shape for i in self._session.get_inputs()}
-        if "user_offset" not in shapes:
-            raise ScoringError(f"{model_path} is not an edgerec graph (no user_offset input)")
-        dim = shapes["user_offset"][1]
-        self._no_adapter = np.zeros((1, dim), np.float32)
+            raise ScoringError(f"onnxruntime cannot load {path}: {exc}") from exc
+        if "user_offset" not in {i.name for i in session.get_inputs()}:
+            raise ScoringError(f"{path} is not an edgerec graph (no user_offset input)")
+        return session
 
-    def _run(self, outputs: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    @staticmethod
+    def _run(session: Any, outputs: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            return self._session.run(outputs, feed)
+            return session.run(outputs, feed)
         except Exception as exc:
             raise ScoringError(f"onnxruntime failed to score: {exc}") from exc
 
@@ -90,7 +101,7 @@ class Scorer:
             "k": np.array([min(k, self.n_items)], np.int64),
             "user_offset": self._no_adapter if adapter is None else adapter.reshape(1, -1),
         }
-        scores, rows = self._run(_TOP_OUTPUTS, feed)
+        scores, rows = self._run(self._top, _TOP_OUTPUTS, feed)
         keep = np.isfinite(scores[0])
         return rows[0][keep], scores[0][keep]
 
@@ -105,4 +116,6 @@ class Scorer:
             "k": np.array([1], np.int64),
             "user_offset": self._no_adapter if adapters is None else adapters.astype(np.float32),
         }
-        return self._run(["scores"], feed)[0]
+        if self._full is None:
+            self._full = self._open(self._model_path)
+        return self._run(self._full, ["scores"], feed)[0]

@@ -52,7 +52,9 @@ def _encoder_arrays(params: Params, features: np.ndarray, cfg: ModelConfig) -> d
     return arrays
 
 
-def _initializers(params: Params, features: np.ndarray, cfg: ModelConfig):
+def _initializers(params: Params, features: np.ndarray, cfg: ModelConfig,
+                  skip: frozenset[str] = frozenset()):
+    """The graph's initializers but ``skip`` (the shortlist graph stores its own output table)."""
     from onnx import numpy_helper
 
     _, table_out, bias = scoring_tables(params, features, cfg)
@@ -74,7 +76,7 @@ def _initializers(params: Params, features: np.ndarray, cfg: ModelConfig):
         v = np.asarray(v)
         return v.astype(np.float32) if v.dtype.kind == "f" else v
 
-    return [numpy_helper.from_array(as_stored(v), name=k) for k, v in arrays.items()]
+    return [numpy_helper.from_array(as_stored(v), name=k) for k, v in arrays.items() if k not in skip]
 
 
 # Tensors every encoder reads as they are (graph inputs and shared constants): not renamed

@@ -100,12 +100,14 @@ def _model(n_items: int, cfg: ModelConfig):
 def _cluster_items(params: dict, rng: np.random.Generator) -> None:
     """Candidate vectors in 2,000 Gaussian blobs and a spread of biases, as a trained model's
     items group by taste and popularity (random weights would leave the shortlist's clusters
-    nothing to find; latency does not depend on the values)."""
+    nothing to find; latency does not depend on the values). A mix's two towers put an item in
+    the same blob (each with its own centres), as both learn the same item."""
+    blob = rng.integers(0, 2000, params["emb_out"].shape[0])
     for name in [n for n in params if n.endswith("emb_out")]:
         n_items, dim = params[name].shape
         centres = rng.standard_normal((2000, dim)).astype(np.float32) * 0.3
         noise = rng.standard_normal((n_items, dim)).astype(np.float32) * 0.1
-        params[name] = centres[rng.integers(0, 2000, n_items)] + noise
+        params[name] = centres[blob] + noise
     for name in [n for n in params if n.endswith("bias")]:
         params[name] = rng.standard_normal(params[name].shape).astype(np.float32) * 0.5
 

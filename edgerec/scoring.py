@@ -91,6 +91,9 @@ class Scorer:
 
         ``exclude`` rows and rows whose ``offset`` is -inf are never returned, so fewer than
         ``k`` may come back. ``adapter`` is the device's personal user offset ``[d]``.
+
+        With a shortlist, a call with an ``offset`` scores with the exact graph: the offset may
+        filter out every item the shortlist would look at (``recommend(candidates=...)``).
         """
         hist_items, hist_signals = self.pad(items, signals)
         feed = {
@@ -101,7 +104,8 @@ class Scorer:
             "k": np.array([min(k, self.n_items)], np.int64),
             "user_offset": self._no_adapter if adapter is None else adapter.reshape(1, -1),
         }
-        scores, rows = self._run(self._top, _TOP_OUTPUTS, feed)
+        session = self._top if offset is None else self._exact()
+        scores, rows = self._run(session, _TOP_OUTPUTS, feed)
         keep = np.isfinite(scores[0])
         return rows[0][keep], scores[0][keep]
 
@@ -116,6 +120,10 @@ class Scorer:
             "k": np.array([1], np.int64),
             "user_offset": self._no_adapter if adapters is None else adapters.astype(np.float32),
         }
+        return self._run(self._exact(), ["scores"], feed)[0]
+
+    def _exact(self) -> Any:
+        """The exact graph's session, opened on first use when a shortlist serves ``top_k``."""
         if self._full is None:
             self._full = self._open(self._model_path)
-        return self._run(self._full, ["scores"], feed)[0]
+        return self._full

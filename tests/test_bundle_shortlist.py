@@ -71,6 +71,26 @@ def test_recommend_answers_from_the_probed_clusters_and_a_new_event_changes_it(t
         assert {r.item for r in cold} <= members
 
 
+def test_a_candidates_restriction_is_answered_exactly_even_outside_the_probed_clusters(tmp_path, trained):
+    ds, params = trained
+    scfg = ShortlistConfig(clusters=8, probe=1)
+    path, exact = tmp_path / "b", tmp_path / "exact"
+    write_bundle(path, params, ds.catalogue, CFG, shortlist=scfg)
+    write_bundle(exact, params, ds.catalogue, CFG, shortlist=None)
+    _, table_out, bias = scoring_tables(params, ds.catalogue.features, CFG)
+    index = build_index(table_out, bias, scfg)
+    table_in, _, _ = scoring_tables(params, ds.catalogue.features, CFG)
+    empty = np.zeros((1, CFG.history), np.int64)
+    probed = probe_clusters(index, user_vectors(params, table_in, empty, empty)[0], 1)[0]
+    outside = [ds.catalogue.item_ids[j] for c in range(8) if c != probed
+               for j in index.members[c] if j < len(ds.catalogue)][:6]
+    with edgerec.open(tmp_path / "a.db", bundle=path) as rec, \
+            edgerec.open(tmp_path / "e.db", bundle=exact) as ref:
+        got = [r.item for r in rec.recommend("me", k=3, candidates=outside)]
+        assert got == [r.item for r in ref.recommend("me", k=3, candidates=outside)]
+        assert len(got) == 3 and set(got) <= set(outside)
+
+
 def test_whole_catalogue_scoring_still_uses_the_exact_graph(tmp_path, trained):
     ds, params = trained
     path = tmp_path / "b"

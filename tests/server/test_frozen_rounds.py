@@ -35,6 +35,16 @@ def test_frozen_is_spelled_out_in_the_model_order_and_the_mask_follows():
     assert RoundParams.from_dict(json.loads(json.dumps(params.to_dict()))) == params
 
 
+def test_tables_of_a_mix_are_both_towers_tables():
+    cfg = ModelConfig(dim=4, history=5, encoder="mix", blocks=1)
+    params = init_params(cfg, 30, 4, np.random.default_rng(0))
+    names = param_names(cfg)
+    spelled, mask = RoundParams(frozen=("tables",)).federated(params, names)
+    assert spelled.frozen == tuple(n for n in names if n.removeprefix("seq.") in ITEM_TABLES)
+    assert len(spelled.frozen) == 2 * len(ITEM_TABLES)
+    assert mask.sum() == sum(params[n].size for n in names if n not in spelled.frozen)
+
+
 def test_unknown_names_and_freezing_everything_are_refused():
     with pytest.raises(BadRequestError, match=r"frozen: .*\['emb_all'\].*its weights: emb_in"):
         RoundParams(frozen=("emb_all", "bias")).federated(PARAMS, NAMES)

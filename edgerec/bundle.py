@@ -89,7 +89,7 @@ _REQUIRED = REQUIRED
 #: From this many items on, ``write_bundle`` adds the shortlist graph (``shortlist="auto"``):
 #: the exact int8 top-k costs about 12.5 us per 1,000 items on 2 cores (BENCHMARKS.md,
 #: "recommend() latency"), over 5 ms from about 400k items; the shortlist finds most, not all,
-#: of the exact top k (BENCHMARKS.md, "Shortlist"), so smaller catalogues keep the exact graph.
+#: of the exact top k (BENCHMARKS.md, "Shortlist for large catalogues"), so smaller catalogues keep the exact graph.
 SHORTLIST_FROM_ITEMS = 400_000
 
 @dataclass(frozen=True)

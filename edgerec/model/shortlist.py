@@ -16,7 +16,7 @@ A cluster's promise is an estimate of its best item's score, not of its mean ite
 (a spread cluster reaches further in u's direction; the bias needs no estimate, its weight is
 always 1). On 1M clustered items this found far more of the exact top 10 at the same cost than
 ranking by the mean score ``q . mean x`` (FAISS's inner-product IVF) or k-means after the norm
-augmentation of Bachrach et al. (2014): figures in the report of this module's change.
+augmentation of Bachrach et al. (2014) (BENCHMARKS.md, "Shortlist for large catalogues").
 
 The per-query cost is ``probe * S`` candidates, S the size of the largest cluster (the graph
 has fixed shapes: every cluster's row of ``members`` is padded to S with the sentinel N, an item
@@ -61,7 +61,8 @@ class ShortlistConfig:
     probe 32 (40k, 2.9 ms) found 0.78, at 2.7x the build time (24 s against 9).
     ``probe``: clusters scored exactly per query. The defaults (K = 4,000 and probe 128 at 1M
     items: 40k candidates) found 0.94-0.96 of the exact top 10 in 3.1 ms, against 11.5 ms for
-    the exact int8 graph (BENCHMARKS.md, "Shortlist").
+    the exact int8 graph (BENCHMARKS.md, "Shortlist for large catalogues"; 0.87-0.95 through
+    recommend() in "recommend() latency").
     ``iterations`` of k-means (Lloyd), fitted on at most ``sample`` items (then every item is
     assigned). ``balance``: no cluster holds more than ``ceil(balance * N / K)`` items; 1.25
     found more of the top 10 than 1.5 or 2 on 1M clustered items with 1,000 clusters at the

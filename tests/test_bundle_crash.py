@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgerec import ShortlistConfig
+from edgerec._bundle_root import SHORTLIST_FILE
 from edgerec.bundle import (POINTER_FILE, VERSIONS_DIR, clean_bundle_root, load_bundle,
                             resolve_bundle, write_bundle)
 from edgerec.events import signal_code
@@ -88,8 +90,11 @@ def world(tmp_path_factory, tiny_sequences):
     archives, folders = {}, {}
     for version in (1, 2, 3, 4, 5):
         folder = base / f"plain-v{version}"
+        # v2 (the plain folder apps ship) and v4 carry the optional shortlist graph: one more
+        # file that must appear and go with its bundle whatever the instant of the crash.
+        shortlist = ShortlistConfig(clusters=4, probe=2) if version in (2, 4) else None
         write_bundle(folder, params, cat, cfg, model_version=version,
-                     sign=lambda raw: sign_bytes(key, raw))
+                     sign=lambda raw: sign_bytes(key, raw), shortlist=shortlist)
         archives[version] = base / f"v{version}.zip"
         archives[version].write_bytes(pack_bundle(folder))
         folders[version] = folder
@@ -116,7 +121,9 @@ def _leftovers(target: Path) -> list[str]:
 def _assert_serves(target: Path, key: str, version: int) -> None:
     bundle = load_bundle(target, public_key=key)
     assert bundle.version == version
-    scorer = Scorer(bundle.model_path, len(bundle.catalogue), bundle.config.history)
+    assert (bundle.shortlist_path is not None) == (version in (2, 4))
+    scorer = Scorer(bundle.model_path, len(bundle.catalogue), bundle.config.history,
+                    shortlist=bundle.shortlist_path)
     click = signal_code("click", 1.0)
     no_exclusions = np.zeros(0, np.int64)
     items, scores = scorer.top_k(np.array([1, 2]), np.array([click, click]), no_exclusions, 3)
@@ -148,6 +155,7 @@ def _after_the_crash(target: Path, world, old: int, step: str) -> None:
     assert live.parent == target / VERSIONS_DIR
     assert len(list(live.parent.iterdir())) <= 2  # the live version and the previous one
     assert not (target / "manifest.json").exists()  # a plain bundle it replaced is gone
+    assert not (target / SHORTLIST_FILE).exists()  # with its shortlist graph
 
 
 @pytest.mark.parametrize("step", STEPS)

@@ -52,7 +52,7 @@ def kernel_graph(table_out_t: np.ndarray, folder: Path) -> Path:
     float_path, int8_path = folder / "kernel_float.onnx", folder / "kernel_int8.onnx"
     onnx.save_model(model, str(float_path))
     quantize_dynamic(str(float_path), str(int8_path), op_types_to_quantize=["MatMul"],
-                     per_channel=True, weight_type=QuantType.QInt8)
+                     per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)  # as bundles
     float_path.unlink()
     return int8_path
 

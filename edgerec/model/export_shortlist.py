@@ -34,8 +34,7 @@ import numpy as np
 
 from .._exceptions import ConfigError
 from .config import ModelConfig
-from .export import (OPSET, _encoder_nodes, _initializers, _stays_float,
-                     _without_preprocessing_hint)
+from .export import OPSET, _encoder_nodes, _initializers, _stays_float, quantize_weights
 from .mix import scoring_tables
 from .params import MIX_PREFIX, Params
 from .shortlist import ShortlistConfig, ShortlistIndex
@@ -169,14 +168,8 @@ def quantize_shortlist(float_path: str | Path, int8_path: str | Path) -> Path:
     gather), not per item as it does the full graph's scoring MatMul.
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    int8_path = Path(int8_path)
     names = [node.name for node in onnx.load(str(float_path)).graph.node]
     keep_float = [name for name in names
                   if name in FLOAT_NODES or _stays_float(name.removeprefix(MIX_PREFIX), True)]
-    with _without_preprocessing_hint():
-        quantize_dynamic(str(float_path), str(int8_path), op_types_to_quantize=["MatMul", "Gather"],
-                         nodes_to_exclude=keep_float, per_channel=True,
-                         weight_type=QuantType.QInt8)
-    return int8_path
+    return quantize_weights(float_path, int8_path, keep_float)

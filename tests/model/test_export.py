@@ -100,3 +100,29 @@ def test_quantizing_logs_no_preprocessing_advice_and_leaves_logging_as_it_was(mo
     assert not any("pre-processing" in m for m in messages), messages
     assert "the host app's own warning" in messages
     assert root.filters == filters
+
+
+def test_int8_scores_do_not_saturate_where_large_user_entries_meet_large_weights(tmp_path):
+    """x86 CPUs without VNNI add pairs of uint8 x int8 products in int16 with saturation: with
+    8-bit weights a user of large positive entries scoring items of large weights got about
+    half its score on such a CPU. The weights' 7 bits keep every CPU exact to quantization."""
+    n_items, dim = 30, 16
+    cfg = ModelConfig(dim=dim, history=4, hidden=False)
+    params = fit_params(*_one_user(n_items), cfg, TrainConfig(epochs=1))
+    params["emb_in"][:] = 0.0  # the user is user0 whatever the history
+    params["user0"][:] = 1.0  # every entry quantizes to 255
+    params["emb_out"][:] = np.linspace(0.1, 1.0, n_items, dtype=np.float32)[:, None]  # 127 each
+    params["bias"][:] = 0.0
+    features = np.zeros((n_items, 0), np.float32)
+    float_path = export_onnx(params, features, cfg, tmp_path / "f.onnx")
+    scorer = Scorer(quantize_int8(float_path, tmp_path / "q.onnx"), n_items, cfg.history)
+    got = scorer.score_batch(np.zeros((1, 4), np.int64), np.zeros((1, 4), np.int64))
+    want = dim * np.linspace(0.1, 1.0, n_items)
+    np.testing.assert_allclose(got[0], want, rtol=0.02)
+
+
+def _one_user(n_items):
+    from edgerec.types import Sequences
+
+    seqs = Sequences([np.arange(5) % n_items], [np.ones(5, np.int64)])
+    return seqs, np.zeros((n_items, 0), np.float32)

@@ -99,6 +99,15 @@ def encode_back(params: Params, items: np.ndarray, signals: np.ndarray, cache: E
                 d_out: np.ndarray, grads: Params, n_items: int) -> np.ndarray:
     """Back through ``encode``: stores the encoder's gradients in ``grads`` and returns the
     gradient w.r.t. ``table_in`` ``[n_items, d]``."""
+    from .network import scatter_rows  # network dispatches here: imported late, no cycle
+
+    return scatter_rows(*_encode_back_rows(params, items, signals, cache, d_out, grads), n_items)
+
+
+def _encode_back_rows(params: Params, items: np.ndarray, signals: np.ndarray, cache: EncoderCache,
+                      d_out: np.ndarray, grads: Params) -> tuple[np.ndarray, np.ndarray]:
+    """``encode_back`` with the ``table_in`` gradient as (item of each entry, its gradient row):
+    rows of several passes are scattered into the table once."""
     dx = layer_norm_back(d_out, cache.x_hat, cache.x_rstd, params[_LN_G], grads, _LN_G, _LN_B)
     for k in reversed(range(len(cache.blocks))):
         dx = block_backward(params, _prefix(k), cache.blocks[k], dx, cache.mask, grads)
@@ -112,9 +121,7 @@ def encode_back(params: Params, items: np.ndarray, signals: np.ndarray, cache: E
     np.add.at(g_signal, signals.ravel(), flat)
     g_signal[PAD_SIGNAL] = 0.0  # padding carries nothing (and its rows were masked anyway)
     grads[_SIGNAL] = g_signal
-    from .network import scatter_rows  # network dispatches here: imported late, no cycle
-
-    return scatter_rows(items.ravel(), flat, n_items)
+    return items.ravel(), flat
 
 
 def _trimmed(items: np.ndarray, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,14 +182,23 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
                    rng: np.random.Generator | None = None) -> tuple[float, Params]:
     """Mean softmax cross-entropy over the targeted positions (``_targets``), plus L2 on the
     tables; full softmax over all items, or sampled over ``negatives`` (``edgerec.model.sampled``).
-    Returns the loss and the gradient of every parameter."""
-    from .network import softmax_cross_entropy  # network dispatches here: imported late, no cycle
+    Returns the loss and the gradient of every parameter.
+
+    The batch's histories go through the encoder in groups of similar length
+    (``_width_groups``): a history attends only to itself, so this is the same loss and gradient
+    as one pass, without the work on the padding of short histories.
+    """
+    from .network import scatter_rows, softmax_cross_entropy  # network dispatches here: late
 
     table_in, table_out = training_tables(params, features)
-    items, signals = _trimmed(items, signals)
-    out, cache = encode(params, table_in, items, signals, dropout=dropout, rng=rng)
-    rows, cols, tgt = _targets(items, signals, targets, all_positions)
-    user = _with_offsets(params, out[rows, cols])
+    passes = []
+    for group in _width_groups(signals, table_in.shape[1]):
+        g_items, g_signals = _trimmed(items[group], signals[group])
+        out, cache = encode(params, table_in, g_items, g_signals, dropout=dropout, rng=rng)
+        rows, cols, tgt = _targets(g_items, g_signals, targets[group], all_positions)
+        passes.append((g_items, g_signals, out, cache, rows, cols, tgt))
+    user = _with_offsets(params, np.concatenate([p[2][p[4], p[5]] for p in passes]))
+    tgt = np.concatenate([p[6] for p in passes])
     grads: Params = {}
     if negatives is not None:
         from .sampled import sampled_softmax
@@ -199,9 +215,18 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
     grads["user0"] = g_user.sum(axis=0)
     if "adapter" in params:
         grads["adapter"] = g_user.sum(axis=0)
-    d_out = np.zeros_like(out)
-    d_out[rows, cols] = g_user  # each (row, position) once
-    g_table_in = encode_back(params, items, signals, cache, d_out, grads, table_in.shape[0])
+    index, flat, start = [], [], 0
+    for g_items, g_signals, out, cache, rows, cols, _ in passes:
+        d_out = np.zeros_like(out)
+        d_out[rows, cols] = g_user[start : start + len(rows)]  # each (row, position) once
+        start += len(rows)
+        pass_grads: Params = {}
+        rows_in = _encode_back_rows(params, g_items, g_signals, cache, d_out, pass_grads)
+        index.append(rows_in[0])
+        flat.append(rows_in[1])
+        for name, value in pass_grads.items():
+            grads[name] = grads[name] + value if name in grads else value
+    g_table_in = scatter_rows(np.concatenate(index), np.concatenate(flat), table_in.shape[0])
     grads["emb_in"], grads["feat_in"] = g_table_in, features.T @ g_table_in
     grads["emb_out"], grads["feat_out"] = g_table_out, features.T @ g_table_out
     if l2 > 0:
@@ -210,6 +235,42 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
                 loss += l2 * float(np.sum(params[name] ** 2))
                 grads[name] = grads[name] + 2 * l2 * params[name]
     return loss, grads
+
+
+# What a separate pass through the encoder costs beyond its arithmetic, in the units of
+# ``_width_groups`` (positions x (5 d + 2 width)): numpy's per-call overheads of ~60 small
+# operations; measured on the 10k-item CSV (BENCHMARKS.md, "Attention encoder: histories by
+# length").
+_PASS_COST = 60_000
+
+
+def _width_groups(signals: np.ndarray, dim: int) -> list[np.ndarray]:
+    """The batch's rows in at most three groups of similar history length, each pass as wide as
+    its longest history, chosen to minimise the work: positions x (5 d + 2 width) per pass
+    (projections and feed-forward, attention) plus ``_PASS_COST`` each. A short history (a
+    user's first events, the cold-start example) no longer pays for the longest in its batch."""
+    used = signals != PAD_SIGNAL
+    width = np.where(used.any(axis=1), used.shape[1] - np.argmax(used[:, ::-1], axis=1), 1)
+    tops = np.unique(width)  # candidate pass widths, ascending
+    upto = np.searchsorted(np.sort(width), tops, side="right")  # rows of width <= each top
+
+    def cost(rows: np.ndarray, top: np.ndarray) -> np.ndarray:
+        return np.where(rows > 0, rows * top * (5 * dim + 2 * top) + _PASS_COST, 0)
+
+    n, last = len(width), len(tops) - 1
+    a, b = np.meshgrid(np.arange(len(tops)), np.arange(len(tops)), indexing="ij")
+    total = (cost(upto[a], tops[a]) + cost(upto[b] - upto[a], tops[b])
+             + cost(n - upto[b], np.full_like(a, tops[last])))
+    total = np.where(a <= b, total, np.inf)  # splits after tops[a] and tops[b] (b = last: 2 groups)
+    best_a, best_b = np.unravel_index(int(np.argmin(total)), total.shape)
+    bounds = sorted({int(tops[best_a]), int(tops[best_b]), int(tops[last])})
+    groups, low = [], 0
+    for top in bounds:
+        group = np.flatnonzero((width > low) & (width <= top))
+        if group.size:
+            groups.append(group)
+        low = top
+    return groups
 
 
 def training_loss(cfg: ModelConfig, rng: np.random.Generator) -> LossFn | None:

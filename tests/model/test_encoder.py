@@ -54,7 +54,10 @@ def _check_gradients(params, names, loss, eps: float = 1e-6, per_name: int = 12)
 
 @pytest.mark.parametrize("all_positions, dropout, adapter", [
     (False, 0.0, False), (True, 0.0, True), (True, 0.3, False), (False, 0.3, True)])
-def test_gradients_match_finite_differences(all_positions, dropout, adapter):
+@pytest.mark.parametrize("pass_cost", [None, 0])  # 0: the batch's histories in 3 passes by length
+def test_gradients_match_finite_differences(all_positions, dropout, adapter, pass_cost, monkeypatch):
+    if pass_cost is not None:
+        monkeypatch.setattr(encoder, "_PASS_COST", pass_cost)
     cfg, params, features, items, signals, targets = _problem()
     names = param_names(cfg)
     if adapter:
@@ -149,3 +152,53 @@ def test_attention_parameters_are_named_and_shaped_per_block():
     assert sum(name.endswith(".wq") for name in params) == 3
     assert params["att_pos"].shape == (7, 8) and params["att2.w1"].shape == (8, 8)
     assert "pos" not in params and "w1" not in params and not params["att_signal"][PAD_SIGNAL].any()
+
+
+@pytest.mark.parametrize("all_positions", [False, True])
+@pytest.mark.parametrize("sampled", [False, True])
+def test_histories_by_length_give_the_loss_and_gradients_of_one_pass(all_positions, sampled, monkeypatch):
+    cfg, params, features, items, signals, targets = _problem(history=8)
+    items, signals, targets = (np.concatenate([a] * 3) for a in (items, signals, targets))
+    signals[4, 1:] = PAD_SIGNAL
+    signals[7, 6:] = PAD_SIGNAL
+    negatives = Negatives(np.array([0, 4, 7]), np.log(np.array([0.2, 0.3, 0.1]))) if sampled else None
+
+    def run(cost):
+        monkeypatch.setattr(encoder, "_PASS_COST", cost)
+        return encoder.loss_and_grads(params, features, items, signals, targets, 0.01,
+                                      negatives=negatives, all_positions=all_positions)
+
+    assert len(encoder._width_groups(signals, cfg.dim)) == 1  # at the real pass cost
+    monkeypatch.setattr(encoder, "_PASS_COST", 0)
+    assert len(encoder._width_groups(signals, cfg.dim)) == 3
+    (one, one_grads), (split, split_grads) = run(10**18), run(0)
+    assert split == pytest.approx(one, rel=1e-12)
+    assert one_grads.keys() == split_grads.keys()
+    for name in one_grads:
+        np.testing.assert_allclose(split_grads[name], one_grads[name], rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=70), st.integers(1, 10**6),
+       st.sampled_from([8, 64]))
+def test_width_groups_split_a_batch_into_at_most_three_passes_that_cost_no_more(lengths, cost, dim):
+    signals = np.full((len(lengths), 50), PAD_SIGNAL)
+    for row, length in enumerate(lengths):
+        signals[row, :length] = 1
+    widths = np.maximum(np.array(lengths), 1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoder, "_PASS_COST", cost)
+        groups = encoder._width_groups(signals, dim)
+    assert 1 <= len(groups) <= 3
+    rows = np.concatenate(groups)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))  # every row exactly once
+    tops = [int(widths[g].max()) for g in groups]
+    assert tops == sorted(set(tops))  # by length: each pass's histories longer than the last's
+    for group in groups:
+        assert np.all(np.diff(group) > 0)  # batch order kept inside a pass
+
+    def work(groups_):
+        return sum(len(g) * int(widths[g].max()) * (5 * dim + 2 * int(widths[g].max())) + cost
+                   for g in groups_)
+
+    assert work(groups) <= work([np.arange(len(lengths))])

@@ -108,7 +108,7 @@ def _say(line: str) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import EvalPlan, FitRecord
+    from .evaluation import EvalPlan, FitRecord, default_jobs
     from .evaluation.protocol import DEFAULT_SEEDS
     from .workflows import QUICK_SEEDS, compare, eval_methods, load_data, peer_notes, result_rows
 
@@ -118,10 +118,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _say(f"note: peer not run: {note}")
     seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else len(DEFAULT_SEEDS))
     bar = _progress(not args.quiet)
-    methods = eval_methods(quick=args.quick, threads=args.threads, progress=bar, sasrec=args.sasrec)
+    jobs = args.jobs if args.jobs is not None else default_jobs()
+    methods = eval_methods(quick=args.quick, threads=args.threads, progress=bar, sasrec=args.sasrec,
+                           jobs=jobs)
     plan = EvalPlan.of(methods, seeds)
     _say(f"LOO-full on {dataset.name}: {len(dataset)} interactions, {dataset.n_items} items"
-         f"{' (--quick)' if args.quick else ''}; BLAS threads: {args.threads}")
+         f"{' (--quick)' if args.quick else ''}; BLAS threads: {args.threads}; "
+         f"training processes: {jobs}")
     for line in plan.describe():
         _say(line)
     estimated: set[str] = set()
@@ -273,6 +276,9 @@ def _parser() -> argparse.ArgumentParser:
                         "default set as it trains for minutes per fit (MovieLens-100K: 1.3-1.8 s an "
                         "epoch, 400 epochs of tuning, then 50-250 per seed: about 6 min per seed)")
     p.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
+    p.add_argument("--jobs", type=_threads, default=None,
+                   help="processes that train edgerec's runs side by side (default: the cores "
+                        "this process may use; 1: all in this process)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {method, hr@10, ndcg@10}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_eval)

@@ -114,18 +114,20 @@ def train_bundle(dataset: Dataset, out: str | Path, *, model: ModelConfig | None
 def eval_methods(*, quick: bool = False, peers: bool = True,
                  grid: tuple[dict[str, Any], ...] | None = None, threads: int | None = 1,
                  progress: bool | Progress | None = None, sasrec: bool = False,
-                 encoders: bool = False) -> list[Method]:
+                 encoders: bool = False, jobs: int = 1) -> list[Method]:
     """edgerec (float and int8) and, with ``peers``, every installed peer; with ``sasrec`` the
     SASRec peer too (opt-in: minutes of training per fit, ``evaluation.peers.sasrec``).
 
     ``quick`` gives every method its small grid: edgerec validates 8 and 16 epochs of one run
     (``QUICK_GRID``), the peers two candidates each (``peers.QUICK_GRIDS``). ``grid`` overrides
     edgerec's. ``threads``: BLAS threads of the training runs. ``progress`` shows their epochs.
-    ``encoders`` adds each encoder alone (``edgerec_methods``).
+    ``encoders`` adds each encoder alone (``edgerec_methods``). ``jobs``: processes that train
+    edgerec's runs of a stage side by side (``edgerec_methods``); they are spawned, so a script
+    that asks for more than one needs Python's ``if __name__ == "__main__":`` guard.
     """
     chosen = grid if grid is not None else (QUICK_GRID if quick else DEFAULT_GRID)
     bar = resolve_progress(progress)
-    methods = edgerec_methods(chosen, threads=threads, progress=bar, encoders=encoders)
+    methods = edgerec_methods(chosen, threads=threads, progress=bar, encoders=encoders, jobs=jobs)
     if peers:
         methods += available_peers(quick=quick)
     if sasrec:

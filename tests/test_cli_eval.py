@@ -46,13 +46,13 @@ def test_quick_eval_says_what_it_runs_then_estimates_then_answers(events_csv, ca
     names = ["edgerec", "edgerec-int8", *(m.name for m in available_peers())]
     assert [r["method"] for r in rows] == names
     lines = err.splitlines()
-    assert re.match(r"LOO-full on events: \d+ interactions, \d+ items \(--quick\); BLAS threads: 1$", lines[0])
+    assert re.match(r"LOO-full on events: \d+ interactions, \d+ items \(--quick\); BLAS threads: 1; training processes: \d+$", lines[0])
     assert lines[1].startswith(f"1 seed, {len(names)} methods, ")
     assert "  edgerec: 2 candidates, then 1 final fit (16 + 8-16 epochs)" in lines
     assert "  item-knn: 2 candidates, then 1 final fit" in lines
-    estimates = [line for line in lines if "first fit" in line]
+    estimates = [line for line in lines if " took " in line]
     assert [line.split(":")[0] for line in estimates] == names  # one per method, in run order
-    assert estimates[0].startswith("edgerec: first fit (8 epochs) took ")
+    assert estimates[0].startswith("edgerec: tuning's training (16 epochs) took ")
     assert re.match(r"done in \d+\.\d min$", lines[-1])
 
 

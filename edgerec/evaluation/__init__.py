@@ -1,6 +1,7 @@
 """The LOO-full evaluation protocol of DESIGN.md, its metrics, and the peers."""
 
 from ._method import FittedModel, Method
+from ._parallel import default_jobs
 from .bootstrap import paired_bootstrap
 from .metrics import hr_at, ndcg_at, rank_of_target
 from .peers import als, available_peers, bpr, item_knn, missing_peers, most_popular, sasrec
@@ -21,6 +22,7 @@ __all__ = [
     "als",
     "available_peers",
     "bpr",
+    "default_jobs",
     "hr_at",
     "item_knn",
     "loo_split",

@@ -45,3 +45,10 @@ class Method:
     # ``cost_unit``s: lets a run estimate its duration from its first fit (``EvalPlan``).
     cost: Callable[[Sequence[dict[str, Any]]], float] = one_per_fit
     cost_unit: str = "fits"
+    # Called before a stage's fits with (train, catalogue, [(seed, hparams), ...]): lets a method
+    # do a stage's training up front (in parallel); its time counts in the stage's first fit.
+    prepare: Callable[[Sequences, Any, Sequence[tuple[int, dict[str, Any]]]], None] | None = None
+    # The name of a method run before this one whose chosen config this one uses instead of
+    # choosing from its own grid (edgerec-int8 is edgerec's chosen model, quantized: their
+    # difference is then the quantization's alone). Still scored on validation, once.
+    follows: str | None = None

@@ -21,6 +21,7 @@ from ..model.mix import join, score_items
 from ..model.params import Params
 from ..training import TrainingRun
 from ._method import Method
+from ._parallel import TrainingJob, run_jobs
 from .progress import Progress, no_progress
 
 __all__ = ["ATTENTION_SETTING", "DEFAULT_GRID", "MIX_SETTING", "QUICK_GRID", "FloatModel", "edgerec_methods", "training_epochs"]
@@ -128,12 +129,14 @@ class _SharedFits:
     is kept open at a time, so memory holds one optimizer state, not one per candidate.
     """
 
-    def __init__(self, grid: tuple[dict[str, Any], ...], threads: int | None, progress: Progress):
+    def __init__(self, grid: tuple[dict[str, Any], ...], threads: int | None, progress: Progress,
+                 jobs: int = 1):
         self._stops: dict[str, set[int]] = {}
         for hparams in _trained(grid):
             self._stops.setdefault(_setting(hparams), set()).add(_epochs(hparams))
         self._threads = threads
         self._progress = progress
+        self._jobs = jobs
         # Keyed by the training object's identity; each entry keeps that object alive, so an id
         # can never be reused for other data while its entry exists.
         self._weights: dict[tuple[int, int, str, int], tuple[Sequences, Params, ModelConfig]] = {}
@@ -163,6 +166,27 @@ class _SharedFits:
                 self._weights[key[:3] + (stop,)] = (train, params, cfg)
         return self._weights[key][1:]
 
+    def prefetch(self, train: Sequences, catalogue: Catalogue,
+                 requests: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        """Train what ``get`` will need for ``requests`` (seed, hparams) on ``train``: one run
+        per (seed, setting) not yet kept, as long as its longest request, on ``jobs`` processes."""
+        longest: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}
+        for seed, hparams in requests:
+            for tower in _trained([hparams]):
+                key = (seed, _setting(tower))
+                if (id(train), *key, _epochs(tower)) not in self._weights:
+                    if key not in longest or _epochs(tower) > longest[key][0]:
+                        longest[key] = (_epochs(tower), tower)
+        jobs = {}
+        for (seed, setting), (epochs, hparams) in longest.items():
+            cfg, tcfg = _split_hparams(hparams, seed, self._threads)
+            stops = tuple(sorted({e for e in self._stops.get(setting, ()) if e < epochs} | {epochs}))
+            jobs[TrainingJob(cfg, tcfg, stops)] = (seed, setting)
+        for job, weights in run_jobs(train, catalogue.features, list(jobs), self._jobs, self._progress):
+            seed, setting = jobs[job]
+            for stop, params in weights.items():
+                self._weights[(id(train), seed, setting, stop)] = (train, params, job.cfg)
+
     def _bar(self, done: int, stop: int) -> Callable[[Iterable[int]], Iterable[int]]:
         """The epoch bar of a run going on from ``done`` epochs to ``stop``."""
         def bar(epochs: Iterable[int]) -> Iterable[int]:
@@ -179,7 +203,7 @@ class _SharedFits:
 
 def edgerec_methods(grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, *, int8: bool = True,
                     progress: Progress | None = None, threads: int | None = 1,
-                    encoders: bool = False) -> list[Method]:
+                    encoders: bool = False, jobs: int = 1) -> list[Method]:
     """The float method and, with ``int8``, the int8 method sharing its fits.
 
     With ``encoders``, also ``edgerec-pooled`` and ``edgerec-attention``: the float model
@@ -188,9 +212,11 @@ def edgerec_methods(grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, *, int8: bo
     when the chosen candidates coincide.
 
     Training uses at most ``threads`` BLAS threads (and the int8 scorer as many onnxruntime
-    threads; None: their defaults); ``progress`` (tqdm-like) shows the epochs of each run.
+    threads; None: their defaults); ``progress`` (tqdm-like) shows the runs of each stage.
+    Each stage's training runs are trained before its first fit (``Method.prepare``), on up to
+    ``jobs`` worker processes (``_parallel``; the weights do not depend on ``jobs``).
     """
-    fits = _SharedFits(grid, threads, progress or no_progress)
+    fits = _SharedFits(grid, threads, progress or no_progress, jobs)
 
     def fit_float(train: Sequences, catalogue: Catalogue, seed: int, **hparams: Any) -> FloatModel:
         params, cfg = fits.get(train, catalogue, seed, hparams)
@@ -207,12 +233,14 @@ def edgerec_methods(grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, *, int8: bo
             scorer = Scorer(int8_path, len(catalogue), cfg.history, threads=threads or 0)
         return _Int8(scorer, cfg)
 
-    methods = [Method("edgerec", fit_float, grid, cost=training_epochs, cost_unit="epochs")]
-    if int8:
-        methods.append(Method("edgerec-int8", fit_int8, grid))  # its fits: exports of the above
+    methods = [Method("edgerec", fit_float, grid, cost=training_epochs, cost_unit="epochs",
+                      prepare=fits.prefetch)]
+    if int8:  # edgerec's chosen model quantized: its fits are exports of edgerec's
+        methods.append(Method("edgerec-int8", fit_int8, grid, prepare=fits.prefetch,
+                              follows="edgerec"))
     for encoder in ("pooled", "attention") if encoders else ():
         alone = tuple(h for h in grid if h.get("encoder", "pooled") == encoder)
         if alone:
             methods.append(Method(f"edgerec-{encoder}", fit_float, alone, cost=training_epochs,
-                                  cost_unit="epochs"))
+                                  cost_unit="epochs", prepare=fits.prefetch))
     return methods

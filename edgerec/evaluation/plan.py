@@ -27,21 +27,31 @@ class MethodPlan:
     unit: str
     tune_work: float
     final_work: tuple[float, float]
-    first_work: float  # the first candidate's, alone: what the first fit measures
+    first_work: float  # what the first fit measures: the first candidate's, or the whole tuning's
+    prepared: bool = False  # the tuning's training is done up front, timed in the first fit
+    follows: str | None = None  # takes that method's chosen candidate
 
     @classmethod
     def of(cls, method: Method, seeds: int) -> "MethodPlan":
         """The plan of ``method`` run over ``seeds`` seeds."""
         final_fits = seeds if method.seeded else 1
         each = [method.cost((hparams,)) for hparams in method.grid]
+        final = (min(each) * final_fits, max(each) * final_fits)
+        if method.follows is not None:  # one candidate: the one the followed method chooses
+            return cls(method.name, 1, final_fits, method.cost_unit, max(each), final, each[0],
+                       follows=method.follows)
+        # A method whose work is training (not counted in fits) and that trains a stage up front
+        # (``Method.prepare``) times the whole tuning's training in its first fit.
+        prepared = method.prepare is not None and method.cost_unit != "fits"
+        first = method.cost(method.grid) if prepared else each[0]
         return cls(method.name, len(method.grid), final_fits, method.cost_unit,
-                   method.cost(method.grid), (min(each) * final_fits, max(each) * final_fits),
-                   each[0])
+                   method.cost(method.grid), final, first, prepared)
 
     def describe(self) -> str:
         """E.g. ``edgerec: 3 candidates, then 5 final fits (32 + 40-80 epochs)``."""
         final = f"{self.final_fits} final fit{'s' if self.final_fits != 1 else ''}"
-        text = f"{self.name}: {self.candidates} candidate{'s' if self.candidates != 1 else ''}, then {final}"
+        text = (f"{self.name}: {self.follows}'s chosen candidate, then {final}" if self.follows else
+                f"{self.name}: {self.candidates} candidate{'s' if self.candidates != 1 else ''}, then {final}")
         if self.unit != "fits":
             low, high = self.final_work
             span = f"{low:g}" if low == high else f"{low:g}-{high:g}"
@@ -85,7 +95,8 @@ class EvalPlan:
         low, high = plan.estimate(first)
         span = _duration(high) if _duration(low) == _duration(high) else f"{_duration(low)} to {_duration(high)}"
         work = f" ({plan.first_work:g} {plan.unit})" if plan.unit != "fits" else ""
-        return (f"{plan.name}: first fit{work} took {first.fit_seconds:.1f} s + "
+        what = "tuning's training" if plan.prepared else "first fit"
+        return (f"{plan.name}: {what}{work} took {first.fit_seconds:.1f} s + "
                 f"{first.score_seconds:.1f} s scoring; estimate for all of {plan.name}: {span}")
 
 

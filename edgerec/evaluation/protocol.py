@@ -44,9 +44,12 @@ def run_protocol(
 
     For each method, every config in its grid is fitted on ``train`` with ``seeds[0]`` and scored on
     the validation item (its train items excluded); the config with the best mean validation
-    NDCG@k wins (the first one on ties). The test item is never looked at while tuning. The chosen
+    NDCG@k wins (the first one on ties); a method that ``follows`` another takes that method's
+    choice (and is scored on validation with it alone). The test item is never looked at while tuning. The chosen
     config is then refit on ``train_val`` once per seed (once in all if ``method.seeded`` is False)
-    and scored on the test item, excluding the ``train_val`` items.
+    and scored on the test item, excluding the ``train_val`` items. A method with a ``prepare``
+    hook is told each stage's fits before they start (to train them side by side); that time is
+    counted in the stage's first fit.
 
     ``data`` is a ``Dataset`` or an ``LOOSplit``; with a split, pass the ``catalogue`` too.
     ``progress`` is a tqdm-like factory ``progress(iterable, total=, desc=)``, or True to use tqdm
@@ -66,6 +69,9 @@ def run_protocol(
         raise ConfigError(f"method names must be unique, got {names}")
     if any(not m.grid for m in methods):
         raise ConfigError("every method needs at least one config in its grid (use ({},) for none)")
+    for at, m in enumerate(methods):
+        if m.follows is not None and m.follows not in names[:at]:
+            raise ConfigError(f"{m.name} follows {m.follows!r}, which must run before it")
     bar = resolve_progress(progress)
     run = _Run(split, catalogue, seeds, k, chunk, bar, clock, on_fit or _ignore)
     with blas_threads(threads):
@@ -120,6 +126,17 @@ class _Run:
                  on_fit: Callable[[FitRecord], None]) -> None:
         self.split, self.catalogue, self.seeds, self.k = split, catalogue, seeds, k
         self.chunk, self.bar, self.clock, self.on_fit = chunk, bar, clock, on_fit
+        self._prepared = 0.0  # seconds of a stage's up-front training, owed to its first fit
+        self.chosen: dict[str, dict[str, Any]] = {}  # each method's config chosen on validation
+
+    def _prepare(self, method: Method, stage: str, requests: list[tuple[int, dict[str, Any]]]) -> None:
+        """A stage's up-front training (``Method.prepare``), timed into the stage's first fit."""
+        if method.prepare is None:
+            return
+        start = self.clock()
+        method.prepare(self.split.train if stage == "tune" else self.split.train_val,
+                       self.catalogue, requests)
+        self._prepared = self.clock() - start
 
     def _fit_and_rank(self, method: Method, stage: str, hparams: dict[str, Any], seed: int,
                       fits: list[FitRecord]) -> np.ndarray:
@@ -130,9 +147,10 @@ class _Run:
         start = self.clock()
         model = method.fit(train, self.catalogue, seed, **hparams)
         fitted = self.clock()
+        fit_seconds, self._prepared = fitted - start + self._prepared, 0.0
         ranks = rank_users(model, train, users, targets[users], len(self.catalogue),
                            chunk=self.chunk, progress=self.bar, desc=f"{method.name}: scoring")
-        record = FitRecord(method.name, stage, dict(hparams), seed, fitted - start, self.clock() - fitted)
+        record = FitRecord(method.name, stage, dict(hparams), seed, fit_seconds, self.clock() - fitted)
         fits.append(record)
         self.on_fit(record)
         return ranks
@@ -141,13 +159,16 @@ class _Run:
         started, k, bar = self.clock(), self.k, self.bar
         fits: list[FitRecord] = []
         val_grid = []
-        for hparams in bar(method.grid, total=len(method.grid), desc=f"{method.name}: tune"):
+        grid = method.grid if method.follows is None else (self.chosen[method.follows],)
+        self._prepare(method, "tune", [(self.seeds[0], hparams) for hparams in grid])
+        for hparams in bar(grid, total=len(grid), desc=f"{method.name}: tune"):
             ranks = self._fit_and_rank(method, "tune", hparams, self.seeds[0], fits)
             val_grid.append((dict(hparams), float(ndcg_at(ranks, k).mean())))
         best = int(np.argmax([score for _, score in val_grid]))  # first best on ties
-        chosen = val_grid[best][0]
+        chosen = self.chosen[method.name] = val_grid[best][0]
         final_seeds = self.seeds if method.seeded else self.seeds[:1]
         hrs, ndcgs = [], []
+        self._prepare(method, "test", [(seed, chosen) for seed in final_seeds])
         for seed in bar(final_seeds, total=len(final_seeds), desc=f"{method.name}: test"):
             ranks = self._fit_and_rank(method, "test", chosen, seed, fits)
             hrs.append(hr_at(ranks, k))

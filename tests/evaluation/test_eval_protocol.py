@@ -151,3 +151,19 @@ def test_result_lookup_and_comparison() -> None:
     mean, lo, hi = result.compare("most-popular", "noise", metric="hr", n_boot=200)
     assert lo <= mean <= hi
     assert [r.name for r in result] == ["most-popular", "noise"] and len(result) == 2
+
+
+def test_a_following_method_takes_the_choice_of_the_method_it_follows() -> None:
+    calls: list[tuple[str, int, int]] = []
+    leader = peeking_method(DATA, calls)
+    # The follower's own grid holds only "test"; following, it takes the leader's choice, "val",
+    # and is fitted with it alone.
+    follower_calls: list[tuple[str, int, int]] = []
+    follower = Method("follower", peeking_method(DATA, follower_calls).fit,
+                      ({"target": "test"},), follows="peeking")
+    result = run_protocol(DATA, [leader, follower], seeds=(3, 4))
+    assert result["follower"].hparams == {"target": "val"} == result["peeking"].hparams
+    assert [h for h, _ in result["follower"].val_grid] == [{"target": "val"}]
+    assert [target for target, _, _ in follower_calls] == ["val"] * 3  # 1 validation + 2 seeds
+    with pytest.raises(ConfigError, match="must run before"):
+        run_protocol(DATA, [follower, leader], seeds=(3,))

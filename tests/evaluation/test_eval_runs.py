@@ -67,15 +67,22 @@ def test_the_plan_says_what_runs_and_estimates_from_the_first_fit():
     methods = [*edgerec_methods(DEFAULT_GRID), most_popular()]
     plan = EvalPlan.of(methods, seeds=5)
     lines = plan.describe()
-    assert lines[0].startswith("5 seeds, 3 methods, 28 fits in all")  # (8 + 5) * 2 + 1 + 1
+    assert lines[0].startswith("5 seeds, 3 methods, 21 fits in all")  # 8 + 5 + 1 + 5 + 1 + 1
     # A mix's final fit trains both towers: 16 + 40 epochs.
     assert lines[1] == "  edgerec: 8 candidates, then 5 final fits (72 + 40-280 epochs)"
+    assert lines[2] == "  edgerec-int8: edgerec's chosen candidate, then 5 final fits"
     assert lines[3] == "  most-popular: 1 candidate, then 1 final fit"
-    # 8 epochs in 16 s: 2 s an epoch; 112 to 352 epochs, plus 13 scorings of 0.5 s
-    first = FitRecord("edgerec", "tune", dict(DEFAULT_GRID[0]), 0, 16.0, 0.5)
+    # The tuning's runs are trained before the first fit (Method.prepare) and timed in it: 72
+    # epochs in 144 s, 2 s an epoch; 112 to 352 epochs, plus 13 scorings of 0.5 s.
+    first = FitRecord("edgerec", "tune", dict(DEFAULT_GRID[0]), 0, 144.0, 0.5)
     assert plan.methods[0].estimate(first) == (2 * 112 + 6.5, 2 * 352 + 6.5)
-    assert plan.estimate_line(first) == ("edgerec: first fit (8 epochs) took 16.0 s + 0.5 s scoring; "
-                                         "estimate for all of edgerec: 4 min to 12 min")
+    assert plan.estimate_line(first) == ("edgerec: tuning's training (72 epochs) took 144.0 s + 0.5 s "
+                                         "scoring; estimate for all of edgerec: 4 min to 12 min")
+    # A method without up-front training is estimated from its first candidate alone.
+    alone = EvalPlan.of([Method("m", most_popular().fit, ({}, {}), cost=lambda c: 4.0 * len(c),
+                                cost_unit="epochs")], seeds=1)
+    assert alone.estimate_line(FitRecord("m", "tune", {}, 0, 8.0, 0.0)) == (
+        "m: first fit (4 epochs) took 8.0 s + 0.0 s scoring; estimate for all of m: 24 s")
     assert plan.estimate_line(FitRecord("other", "tune", {}, 0, 1.0, 0.0)) is None
 
 

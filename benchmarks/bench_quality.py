@@ -20,6 +20,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from benchmarks._report import table, write_section  # noqa: E402
+from edgerec.evaluation import default_jobs  # noqa: E402
 from edgerec.workflows import DataSpec, compare, eval_methods, load_data, peer_notes  # noqa: E402
 
 ML100K = Path(os.environ.get("EDGEREC_ML100K", Path(__file__).resolve().parents[2] / "shared/data/ml-100k"))
@@ -47,7 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     dataset = load_data(DataSpec(args.data))
     start = time.perf_counter()
-    methods = eval_methods(progress=True, sasrec=not args.no_sasrec, encoders=True)
+    methods = eval_methods(progress=True, sasrec=not args.no_sasrec, encoders=True,
+                           jobs=default_jobs())  # edgerec's runs side by side, as edgerec eval
     result = compare(dataset, seeds=tuple(range(args.seeds)), progress=True, methods=methods)
     wall = time.perf_counter() - start
     peers = [r for r in result if not r.name.startswith("edgerec")]

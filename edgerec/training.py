@@ -92,10 +92,15 @@ class Adam:
             block = slice(start, start + rows) if param.ndim else ...
             g = dense[block]
             if sparse is not None and cuts is not None:
-                g[...] = 0.0
+                # The L2 term first, then the rows added to it (x + y is y + x, bit for bit):
+                # one pass fewer than zeros, rows, then the L2 term.
+                if weight:
+                    np.multiply(param[block], 2 * weight, out=g)
+                else:
+                    g[...] = 0.0
                 lo, hi = cuts[k], cuts[k + 1]
-                g[sparse.index[lo:hi] - start] = sparse.values[lo:hi]
-            if weight:
+                g[sparse.index[lo:hi] - start] += sparse.values[lo:hi]  # distinct rows
+            elif weight:
                 np.multiply(param[block], 2 * weight, out=tmp[block])
                 g += tmp[block]
             self._update(param[block], g, m[block], v[block], tmp[block], scale)

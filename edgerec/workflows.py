@@ -138,16 +138,18 @@ def eval_methods(*, quick: bool = False, peers: bool = True,
 def compare(dataset: Dataset, *, seeds: Sequence[int] = (0, 1, 2, 3, 4), peers: bool = True,
             grid: tuple[dict[str, Any], ...] = DEFAULT_GRID, progress: Any = None,
             threads: int | None = 1, methods: Sequence[Method] | None = None,
-            on_fit: Callable[[FitRecord], None] | None = None) -> ProtocolResult:
+            on_fit: Callable[[FitRecord], None] | None = None, jobs: int = 1) -> ProtocolResult:
     """LOO-full: edgerec (float and int8) and every installed peer, same split, same process.
 
     ``methods`` (e.g. from ``eval_methods(quick=True)``) replaces the default set; BLAS uses at
     most ``threads`` threads; ``on_fit`` hears of each fit as it ends (``run_protocol``).
+    ``jobs`` > 1 trains edgerec's runs side by side and evaluates the classic peers in a side
+    process meanwhile (spawned: a script needs the ``if __name__ == "__main__":`` guard).
     """
     if methods is None:
-        methods = eval_methods(peers=peers, grid=grid, threads=threads, progress=progress)
+        methods = eval_methods(peers=peers, grid=grid, threads=threads, progress=progress, jobs=jobs)
     return run_protocol(dataset, methods, seeds=seeds, progress=progress, threads=threads,
-                        on_fit=on_fit)
+                        on_fit=on_fit, jobs=jobs)
 
 
 def result_rows(result: ProtocolResult) -> list[dict[str, Any]]:

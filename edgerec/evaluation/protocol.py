@@ -18,6 +18,7 @@ from ..types import Catalogue, Dataset, Sequences
 from ._method import FittedModel, Method
 from .metrics import hr_at, ndcg_at, rank_of_target
 from .progress import Progress, no_progress, resolve_progress
+from ._aside import Aside, aside
 from .results import FitRecord, MethodResult, ProtocolResult
 from .split import LOOSplit, loo_split
 
@@ -39,6 +40,7 @@ def run_protocol(
     clock: Callable[[], float] = time.perf_counter,
     threads: int | None = 1,
     on_fit: Callable[[FitRecord], None] | None = None,
+    jobs: int = 1,
 ) -> ProtocolResult:
     """Evaluate ``methods`` under LOO-full and return a ``ProtocolResult``.
 
@@ -57,6 +59,10 @@ def run_protocol(
     scoring pass over the user batches. ``on_fit`` is called after each fit and its scoring
     (``FitRecord``, also kept in ``MethodResult.fits``). BLAS uses at most ``threads`` threads
     (None: as the process has them).
+
+    With ``jobs`` > 1 the methods that can run elsewhere (``_aside``: the classic peers) are
+    evaluated in one spawned side process meanwhile, with no progress bars; ``on_fit`` hears of
+    their fits when the others are done. Results are the same as with ``jobs`` = 1.
     """
     split, catalogue = _resolve(data, catalogue)
     seeds = tuple(int(s) for s in seeds)
@@ -74,9 +80,23 @@ def run_protocol(
             raise ConfigError(f"{m.name} follows {m.follows!r}, which must run before it")
     bar = resolve_progress(progress)
     run = _Run(split, catalogue, seeds, k, chunk, bar, clock, on_fit or _ignore)
-    with blas_threads(threads):
-        results = tuple(run.method(m) for m in methods)
-    return ProtocolResult(results, split.eval_users.copy(), k, seeds)
+    elsewhere = {m.name for m in aside(methods, jobs)}
+    done: dict[str, MethodResult] = {}
+    side = (Aside(split, catalogue, [m for m in methods if m.name in elsewhere], seeds, k, chunk,
+                  threads) if elsewhere else None)
+    try:
+        with blas_threads(threads):
+            for m in methods:
+                if m.name not in elsewhere:
+                    done[m.name] = run.method(m)
+        for result in side.result() if side is not None else ():
+            for record in result.fits:
+                run.on_fit(record)
+            done[result.name] = result
+    finally:
+        if side is not None:
+            side.stop()
+    return ProtocolResult(tuple(done[name] for name in names), split.eval_users.copy(), k, seeds)
 
 
 def rank_users(

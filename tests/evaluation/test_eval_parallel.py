@@ -98,3 +98,42 @@ def test_the_protocol_gives_the_same_results_on_one_or_two_processes():
         assert one.val_grid == two.val_grid and one.hparams == two.hparams
         assert one.ndcg_per_seed == two.ndcg_per_seed
         assert np.array_equal(one.user_ndcg, two.user_ndcg)
+
+
+def test_peers_evaluated_aside_give_the_results_of_one_process_in_the_same_order():
+    from edgerec.evaluation import available_peers
+
+    heard: dict[int, list[tuple[str, str, int]]] = {1: [], 2: []}
+    results = {jobs: run_protocol(DATA, [*edgerec_methods(GRID[:2], jobs=jobs), *available_peers(quick=True)],
+                                  seeds=(0, 1), jobs=jobs,
+                                  on_fit=lambda r, j=jobs: heard[j].append((r.method, r.stage, r.seed)))
+               for jobs in (1, 2)}
+    one, two = results[1], results[2]
+    assert one.names == two.names
+    for name in one.names:
+        a, b = one[name], two[name]
+        assert a.hparams == b.hparams and a.val_grid == b.val_grid, name
+        assert a.ndcg_per_seed == b.ndcg_per_seed and np.array_equal(a.user_ndcg, b.user_ndcg), name
+    assert sorted(heard[1]) == sorted(heard[2])  # every fit heard of, wherever it ran
+
+
+def test_what_goes_aside_is_what_can_run_alone_elsewhere():
+    from edgerec.evaluation import Method, available_peers, most_popular
+    from edgerec.evaluation._aside import aside
+
+    peers = available_peers(quick=True)
+    ours = edgerec_methods(GRID[:2])  # prepares stages, and edgerec-int8 follows edgerec
+    local = Method("local", lambda train, catalogue, seed: None)  # a closure cannot be sent
+    leader = Method("leader", most_popular().fit, seeded=False)
+    follower = Method("follower", leader.fit, follows="leader")
+    methods = [*ours, *peers, local, leader, follower]
+    assert aside(methods, 1) == []
+    assert [m.name for m in aside(methods, 2)] == [m.name for m in peers]
+
+
+def test_an_error_aside_is_raised_here():
+    from edgerec.evaluation import Method, most_popular
+
+    broken = Method("broken", most_popular().fit, ({"no_such_option": 1},))
+    with pytest.raises(TypeError):
+        run_protocol(DATA, [most_popular(), broken], seeds=(0,), jobs=2)

@@ -45,7 +45,7 @@ def test_candidates_sharing_a_run_get_the_weights_of_their_own_fresh_fit():
 
 def test_training_epochs_count_shared_runs_once():
     assert training_epochs(GRID) == 3 + 2
-    assert training_epochs(DEFAULT_GRID) == 16 + 16 + 40  # pooled l2 1e-4 and 3e-4, attention
+    assert training_epochs(DEFAULT_GRID) == 16 + 40  # pooled (8 and 16 epochs), attention (30, 40)
     assert training_epochs(QUICK_GRID) == 16
     assert training_epochs([{"l2": 1e-4}]) == TrainConfig().epochs
 
@@ -67,17 +67,17 @@ def test_the_plan_says_what_runs_and_estimates_from_the_first_fit():
     methods = [*edgerec_methods(DEFAULT_GRID), most_popular()]
     plan = EvalPlan.of(methods, seeds=5)
     lines = plan.describe()
-    assert lines[0].startswith("5 seeds, 3 methods, 21 fits in all")  # 8 + 5 + 1 + 5 + 1 + 1
+    assert lines[0].startswith("5 seeds, 3 methods, 20 fits in all")  # 7 + 5 + 1 + 5 + 1 + 1
     # A mix's final fit trains both towers: 16 + 40 epochs.
-    assert lines[1] == "  edgerec: 8 candidates, then 5 final fits (72 + 40-280 epochs)"
+    assert lines[1] == "  edgerec: 7 candidates, then 5 final fits (56 + 40-280 epochs)"
     assert lines[2] == "  edgerec-int8: edgerec's chosen candidate, then 5 final fits"
     assert lines[3] == "  most-popular: 1 candidate, then 1 final fit"
-    # The tuning's runs are trained before the first fit (Method.prepare) and timed in it: 72
-    # epochs in 144 s, 2 s an epoch; 112 to 352 epochs, plus 13 scorings of 0.5 s.
-    first = FitRecord("edgerec", "tune", dict(DEFAULT_GRID[0]), 0, 144.0, 0.5)
-    assert plan.methods[0].estimate(first) == (2 * 112 + 6.5, 2 * 352 + 6.5)
-    assert plan.estimate_line(first) == ("edgerec: tuning's training (72 epochs) took 144.0 s + 0.5 s "
-                                         "scoring; estimate for all of edgerec: 4 min to 12 min")
+    # The tuning's runs are trained before the first fit (Method.prepare) and timed in it: 56
+    # epochs in 112 s, 2 s an epoch; 96 to 336 epochs, plus 12 scorings of 0.5 s.
+    first = FitRecord("edgerec", "tune", dict(DEFAULT_GRID[0]), 0, 112.0, 0.5)
+    assert plan.methods[0].estimate(first) == (2 * 96 + 6.0, 2 * 336 + 6.0)
+    assert plan.estimate_line(first) == ("edgerec: tuning's training (56 epochs) took 112.0 s + 0.5 s "
+                                         "scoring; estimate for all of edgerec: 3 min to 11 min")
     # A method without up-front training is estimated from its first candidate alone.
     alone = EvalPlan.of([Method("m", most_popular().fit, ({}, {}), cost=lambda c: 4.0 * len(c),
                                 cost_unit="epochs")], seeds=1)

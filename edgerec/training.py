@@ -233,11 +233,11 @@ class TrainingRun:
         self._sampler = (NegativeSampler.for_targets(self._examples[2], n_items, tcfg.negatives,
                                                      tcfg.uniform_mix)
                          if use_sampled(tcfg.softmax, n_items, tcfg.negatives) else None)
-        # The attention encoder's loss gives dense gradients; the pooled one's item tables come
-        # as Rows, which Adam applies lazily (table_updates "lazy") or as the dense gradients
-        # they stand for, with the L2 term, without building [N, d] arrays.
+        # The item tables' gradients come as Rows, which Adam applies lazily (table_updates
+        # "lazy") or as the dense gradients they stand for, with the L2 term, without building
+        # [N, d] arrays.
         self._opt = Adam(tcfg.lr, lazy=tcfg.lazy_tables)
-        self._loss = training_loss(cfg, self._rng) or partial(loss_and_grads, sparse=True)
+        self._loss = training_loss(cfg, self._rng, sparse=True) or partial(loss_and_grads, sparse=True)
 
     @classmethod
     def fresh(cls, seqs: Sequences, features: np.ndarray, cfg: ModelConfig,

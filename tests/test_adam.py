@@ -82,7 +82,8 @@ def test_a_training_run_is_the_dense_training_it_replaces():
 
     from edgerec.data import synthetic
     from edgerec.model.config import ModelConfig, TrainConfig
-    from edgerec.model.examples import next_item_examples
+    from edgerec.model.encoder import training_loss
+    from edgerec.model.examples import next_item_examples, sequence_examples
     from edgerec.model.network import loss_and_grads
     from edgerec.model.params import init_params
     from edgerec.model.sampled import NegativeSampler
@@ -90,18 +91,24 @@ def test_a_training_run_is_the_dense_training_it_replaces():
 
     data = synthetic(n_users=80, n_items=120, n_genres=4, mean_length=12, seed=2)
     seqs, features = data.sequences(), np.zeros((120, 0), np.float32)
-    cfg = ModelConfig(dim=8, history=6)
-    for tcfg in (TrainConfig(epochs=2, l2=3e-4, seed=4, batch_size=16),
-                 TrainConfig(epochs=2, l2=1e-4, seed=4, batch_size=16, softmax="sampled", negatives=20)):
+    pooled = ModelConfig(dim=8, history=6)
+    attention = ModelConfig(dim=8, history=6, encoder="attention", blocks=1, dropout=0.2)
+    for cfg, tcfg in ((pooled, TrainConfig(epochs=2, l2=3e-4, seed=4, batch_size=16)),
+                      (pooled, TrainConfig(epochs=2, l2=1e-4, seed=4, batch_size=16,
+                                           softmax="sampled", negatives=20)),
+                      (attention, TrainConfig(epochs=2, l2=1e-4, seed=4, batch_size=16)),
+                      (attention, TrainConfig(epochs=2, l2=0.0, seed=4, batch_size=16,
+                                              softmax="sampled", negatives=20))):
         run = TrainingRun.fresh(seqs, features, cfg, tcfg)
         run.advance(2)
         params = init_params(cfg, 120, 0, np.random.default_rng(tcfg.seed))
-        examples = next_item_examples(seqs, cfg.history)
+        attending = cfg.encoder == "attention"
+        examples = (sequence_examples if attending else next_item_examples)(seqs, cfg.history)
         rng, opt = np.random.default_rng(tcfg.seed), Adam(tcfg.lr)
         sampler = (NegativeSampler.for_targets(examples[2], 120, tcfg.negatives, tcfg.uniform_mix)
                    if tcfg.softmax == "sampled" else None)
+        loss = training_loss(cfg, rng) if attending else partial(loss_and_grads, sparse=False)
         run_epochs(params, features, examples, epochs=2, batch_size=16, rng=rng,
                    step=lambda grads: opt.step(params, grads), l2={n: tcfg.l2 for n in TABLES},
-                   dropout=tcfg.history_dropout, sampler=sampler,
-                   loss=partial(loss_and_grads, sparse=False))
-        assert all(np.array_equal(run.params[n], params[n]) for n in params), tcfg.softmax
+                   dropout=tcfg.history_dropout, sampler=sampler, loss=loss)
+        assert all(np.array_equal(run.params[n], params[n]) for n in params), (cfg.encoder, tcfg.softmax)

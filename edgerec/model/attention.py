@@ -28,6 +28,7 @@ __all__ = ["BLOCK", "LN_EPS", "BlockCache", "attention_bias", "block_backward", 
 
 Params = dict[str, np.ndarray]
 LN_EPS = 1e-6
+_LEVELS = 1 << 16  # dropout draws: uint16
 #: A block's parameters, by their short names.
 BLOCK = ("ln1_g", "ln1_b", "wq", "wk", "wv", "ln2_g", "ln2_b", "w1", "b1", "w2", "b2")
 
@@ -56,8 +57,12 @@ def keep_mask(rng: np.random.Generator | None, rate: float, shape: tuple[int, ..
     """An inverted-dropout mask (kept entries scaled by 1/(1-rate)), or None when not dropping."""
     if rng is None or rate <= 0:
         return None
-    draw = rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
-    return np.multiply(draw >= rate, 1.0 / (1.0 - rate), dtype=dtype)
+    # 16 random bits an entry, not a float's 32 or 53: drawing the masks was a tenth of an
+    # attention training step, and uint16 draws are 5x faster. The rate is rounded to a multiple
+    # of 1/65536 and the kept entries scaled by its exact complement, so E[mask] = 1 still.
+    dropped = min(_LEVELS - 1, round(rate * _LEVELS))
+    draw = rng.integers(0, _LEVELS, shape, dtype=np.uint16)
+    return np.multiply(draw >= dropped, _LEVELS / (_LEVELS - dropped), dtype=dtype)
 
 
 def drop(x: np.ndarray, keep: np.ndarray | None) -> np.ndarray:

@@ -179,16 +179,18 @@ def mean_loss(params: Params, features: np.ndarray, items: np.ndarray, signals: 
 def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, signals: np.ndarray,
                    targets: np.ndarray, l2: float = 0.0, negatives: Any = None, *,
                    all_positions: bool = False, dropout: float = 0.0,
-                   rng: np.random.Generator | None = None) -> tuple[float, Params]:
+                   rng: np.random.Generator | None = None, sparse: bool = False) -> tuple[float, Grads]:
     """Mean softmax cross-entropy over the targeted positions (``_targets``), plus L2 on the
     tables; full softmax over all items, or sampled over ``negatives`` (``edgerec.model.sampled``).
-    Returns the loss and the gradient of every parameter.
+    Returns the loss and the gradient of every parameter; with ``sparse`` the item tables'
+    gradients (``emb_in``, and with ``negatives`` ``emb_out`` and ``bias``) are ``Rows``, the
+    rows the batch touched (L2, if any, on those rows), for an optimizer that takes them.
 
     The batch's histories go through the encoder in groups of similar length
     (``_width_groups``): a history attends only to itself, so this is the same loss and gradient
     as one pass, without the work on the padding of short histories.
     """
-    from .network import scatter_rows, softmax_cross_entropy  # network dispatches here: late
+    from .network import _feature_grad, add_l2, scatter_rows, summed_rows  # late: no cycle
 
     table_in, table_out = training_tables(params, features)
     passes = []
@@ -199,22 +201,46 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
         passes.append((g_items, g_signals, out, cache, rows, cols, tgt))
     user = _with_offsets(params, np.concatenate([p[2][p[4], p[5]] for p in passes]))
     tgt = np.concatenate([p[6] for p in passes])
-    grads: Params = {}
-    if negatives is not None:
-        from .sampled import sampled_softmax
-
-        loss, g_user, g_table_out, grads["bias"] = sampled_softmax(
-            user, table_out, params["bias"], tgt, negatives)
-    else:
-        logits = user @ table_out.T
-        logits += params["bias"]  # in place: the [M, N] buffer becomes the gradient below
-        loss, g_logits = softmax_cross_entropy(logits, tgt)
-        grads["bias"] = g_logits.sum(axis=0)
-        g_table_out = g_logits.T @ user
-        g_user = g_logits @ table_out
+    grads: Grads = {}
+    loss, g_user, g_table_out, grads["bias"] = _softmax_loss(user, table_out, params["bias"], tgt,
+                                                             negatives, sparse)
     grads["user0"] = g_user.sum(axis=0)
     if "adapter" in params:
         grads["adapter"] = g_user.sum(axis=0)
+    index, flat = _backward_passes(params, passes, g_user, grads)
+    g_table_in = (summed_rows(index, flat, table_in.shape[0]) if sparse
+                  else scatter_rows(index, flat, table_in.shape[0]))
+    grads["emb_in"], grads["feat_in"] = g_table_in, _feature_grad(features, g_table_in)
+    grads["emb_out"], grads["feat_out"] = g_table_out, _feature_grad(features, g_table_out)
+    if l2 > 0:
+        for name in ("emb_in", "emb_out", "feat_in", "feat_out", "adapter"):
+            if name in params:
+                loss += l2 * float(np.sum(params[name] ** 2))
+                grads[name] = add_l2(grads[name], params[name], l2)
+    return loss, grads
+
+
+def _softmax_loss(user: np.ndarray, table_out: np.ndarray, bias: np.ndarray, targets: np.ndarray,
+                  negatives: Any, sparse: bool) -> tuple[float, np.ndarray, Any, Any]:
+    """The loss and the gradients w.r.t. the users, ``table_out`` and ``bias``: sampled over
+    ``negatives`` (the tables' as ``Rows`` with ``sparse``), or full over every item."""
+    from .network import softmax_cross_entropy
+
+    if negatives is not None:
+        from .sampled import sampled_softmax, sampled_softmax_rows
+
+        return (sampled_softmax_rows if sparse else sampled_softmax)(
+            user, table_out, bias, targets, negatives)
+    logits = user @ table_out.T
+    logits += bias  # in place: the [M, N] buffer becomes the gradient below
+    loss, g_logits = softmax_cross_entropy(logits, targets)
+    return loss, g_logits @ table_out, g_logits.T @ user, g_logits.sum(axis=0)
+
+
+def _backward_passes(params: Params, passes: list[Any], g_user: np.ndarray,
+                     grads: Grads) -> tuple[np.ndarray, np.ndarray]:
+    """Back through each pass of ``loss_and_grads``: sums the encoder's gradients into ``grads``
+    and returns the ``table_in`` gradient as (item of each entry, its row)."""
     index, flat, start = [], [], 0
     for g_items, g_signals, out, cache, rows, cols, _ in passes:
         d_out = np.zeros_like(out)
@@ -226,15 +252,7 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
         flat.append(rows_in[1])
         for name, value in pass_grads.items():
             grads[name] = grads[name] + value if name in grads else value
-    g_table_in = scatter_rows(np.concatenate(index), np.concatenate(flat), table_in.shape[0])
-    grads["emb_in"], grads["feat_in"] = g_table_in, features.T @ g_table_in
-    grads["emb_out"], grads["feat_out"] = g_table_out, features.T @ g_table_out
-    if l2 > 0:
-        for name in ("emb_in", "emb_out", "feat_in", "feat_out", "adapter"):
-            if name in params:
-                loss += l2 * float(np.sum(params[name] ** 2))
-                grads[name] = grads[name] + 2 * l2 * params[name]
-    return loss, grads
+    return np.concatenate(index), np.concatenate(flat)
 
 
 # What a separate pass through the encoder costs beyond its arithmetic, in the units of
@@ -273,9 +291,10 @@ def _width_groups(signals: np.ndarray, dim: int) -> list[np.ndarray]:
     return groups
 
 
-def training_loss(cfg: ModelConfig, rng: np.random.Generator) -> LossFn | None:
+def training_loss(cfg: ModelConfig, rng: np.random.Generator, *, sparse: bool = False) -> LossFn | None:
     """The loss a training run uses for ``cfg``: for the attention encoder, every position of a
-    history targeted, with ``cfg.dropout`` drawn from ``rng`` (None: the pooled model's own)."""
+    history targeted, with ``cfg.dropout`` drawn from ``rng`` (None: the pooled model's own);
+    ``sparse``: the item tables' gradients as ``Rows`` (for ``training.Adam``)."""
     if cfg.encoder != "attention":
         return None
-    return partial(loss_and_grads, all_positions=True, dropout=cfg.dropout, rng=rng)
+    return partial(loss_and_grads, all_positions=True, dropout=cfg.dropout, rng=rng, sparse=sparse)

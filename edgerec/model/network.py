@@ -76,14 +76,17 @@ def user_vectors(params: Params, table_in: np.ndarray, items: np.ndarray, signal
 
 def scatter_rows(index: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     """``out[index[k]] += rows[k]`` for all k, via sort + reduceat (much faster than np.add.at)."""
-    out = np.zeros((n, rows.shape[1]), rows.dtype)
+    return summed_rows(index, rows, n).to_dense()
+
+
+def summed_rows(index: np.ndarray, rows: np.ndarray, n: int) -> Rows:
+    """:func:`scatter_rows` as ``Rows`` (the touched rows only; the same sums, the same bits)."""
     if index.size == 0:
-        return out
+        return Rows(np.zeros(0, np.int64), np.zeros((0, rows.shape[1]), rows.dtype), n)
     order = np.argsort(index, kind="stable")
     sorted_index = index[order]
     starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]])
-    out[sorted_index[starts]] = np.add.reduceat(rows[order], starts, axis=0)
-    return out
+    return Rows(sorted_index[starts].astype(np.int64), np.add.reduceat(rows[order], starts, axis=0), n)
 
 
 def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:

@@ -202,3 +202,38 @@ def test_width_groups_split_a_batch_into_at_most_three_passes_that_cost_no_more(
                    for g in groups_)
 
     assert work(groups) <= work([np.arange(len(lengths))])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(0.01, 0.9), st.sampled_from([np.float32, np.float64]), st.integers(0, 1000))
+def test_dropout_masks_keep_the_expectation_and_drop_at_the_rate(rate, dtype, seed):
+    from edgerec.model.attention import keep_mask
+
+    mask = keep_mask(np.random.default_rng(seed), rate, (200, 500), np.dtype(dtype))
+    assert mask is not None and mask.dtype == dtype
+    kept = mask > 0
+    scale = float(mask[kept][0])
+    assert np.all(mask[kept] == mask.dtype.type(scale))  # one scale for every kept entry
+    dropped = 1.0 - 1.0 / scale  # the rate the scale stands for: E[mask] = 1 exactly
+    assert abs(dropped - rate) <= 1 / 65536
+    assert abs((~kept).mean() - rate) < 5 * np.sqrt(rate * (1 - rate) / mask.size)  # 5 sigma
+    assert keep_mask(None, rate, (3,), np.dtype(dtype)) is None
+    assert keep_mask(np.random.default_rng(0), 0.0, (3,), np.dtype(dtype)) is None
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_row_gradients_are_the_dense_gradients_rows(sampled):
+    from edgerec.model.rows import Rows, dense
+
+    cfg, params, features, items, signals, targets = _problem()
+    negatives = Negatives(np.array([0, 4, 7]), np.log(np.array([0.2, 0.3, 0.1]))) if sampled else None
+    full = encoder.loss_and_grads(params, features, items, signals, targets, negatives=negatives,
+                                  all_positions=True)
+    rows = encoder.loss_and_grads(params, features, items, signals, targets, negatives=negatives,
+                                  all_positions=True, sparse=True)
+    assert rows[0] == full[0]
+    assert isinstance(rows[1]["emb_in"], Rows)
+    assert isinstance(rows[1]["emb_out"], Rows) == sampled
+    for name in full[1]:  # feat_* from the rows: the same sums in another order
+        np.testing.assert_allclose(dense(rows[1][name]), full[1][name], rtol=1e-12, atol=1e-15,
+                                   err_msg=name)

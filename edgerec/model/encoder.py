@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -190,20 +190,20 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
     (``_width_groups``): a history attends only to itself, so this is the same loss and gradient
     as one pass, without the work on the padding of short histories.
     """
-    from .network import _feature_grad, add_l2, scatter_rows, summed_rows  # late: no cycle
+    from .network import _feature_grad, add_l2, output_loss, scatter_rows, summed_rows  # late
 
     table_in, table_out = training_tables(params, features)
     passes = []
     for group in _width_groups(signals, table_in.shape[1]):
         g_items, g_signals = _trimmed(items[group], signals[group])
         out, cache = encode(params, table_in, g_items, g_signals, dropout=dropout, rng=rng)
-        rows, cols, tgt = _targets(g_items, g_signals, targets[group], all_positions)
-        passes.append((g_items, g_signals, out, cache, rows, cols, tgt))
-    user = _with_offsets(params, np.concatenate([p[2][p[4], p[5]] for p in passes]))
-    tgt = np.concatenate([p[6] for p in passes])
+        passes.append(_Pass(g_items, g_signals, out, cache,
+                            *_targets(g_items, g_signals, targets[group], all_positions)))
+    user = _with_offsets(params, np.concatenate([p.out[p.rows, p.cols] for p in passes]))
+    tgt = np.concatenate([p.targets for p in passes])
     grads: Grads = {}
-    loss, g_user, g_table_out, grads["bias"] = _softmax_loss(user, table_out, params["bias"], tgt,
-                                                             negatives, sparse)
+    loss, g_user, g_table_out, grads["bias"] = output_loss(user, table_out, params["bias"], tgt,
+                                                           negatives, sparse)
     grads["user0"] = g_user.sum(axis=0)
     if "adapter" in params:
         grads["adapter"] = g_user.sum(axis=0)
@@ -220,34 +220,30 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
     return loss, grads
 
 
-def _softmax_loss(user: np.ndarray, table_out: np.ndarray, bias: np.ndarray, targets: np.ndarray,
-                  negatives: Any, sparse: bool) -> tuple[float, np.ndarray, Any, Any]:
-    """The loss and the gradients w.r.t. the users, ``table_out`` and ``bias``: sampled over
-    ``negatives`` (the tables' as ``Rows`` with ``sparse``), or full over every item."""
-    from .network import softmax_cross_entropy
+class _Pass(NamedTuple):
+    """One pass of ``loss_and_grads`` through the encoder: its histories, outputs and cache, and
+    the (row, position, target) of each output the loss reads."""
 
-    if negatives is not None:
-        from .sampled import sampled_softmax, sampled_softmax_rows
-
-        return (sampled_softmax_rows if sparse else sampled_softmax)(
-            user, table_out, bias, targets, negatives)
-    logits = user @ table_out.T
-    logits += bias  # in place: the [M, N] buffer becomes the gradient below
-    loss, g_logits = softmax_cross_entropy(logits, targets)
-    return loss, g_logits @ table_out, g_logits.T @ user, g_logits.sum(axis=0)
+    items: np.ndarray
+    signals: np.ndarray
+    out: np.ndarray
+    cache: EncoderCache
+    rows: np.ndarray
+    cols: np.ndarray
+    targets: np.ndarray
 
 
-def _backward_passes(params: Params, passes: list[Any], g_user: np.ndarray,
+def _backward_passes(params: Params, passes: list[_Pass], g_user: np.ndarray,
                      grads: Grads) -> tuple[np.ndarray, np.ndarray]:
     """Back through each pass of ``loss_and_grads``: sums the encoder's gradients into ``grads``
     and returns the ``table_in`` gradient as (item of each entry, its row)."""
     index, flat, start = [], [], 0
-    for g_items, g_signals, out, cache, rows, cols, _ in passes:
-        d_out = np.zeros_like(out)
-        d_out[rows, cols] = g_user[start : start + len(rows)]  # each (row, position) once
-        start += len(rows)
+    for one in passes:
+        d_out = np.zeros_like(one.out)
+        d_out[one.rows, one.cols] = g_user[start : start + len(one.rows)]  # each (row, position) once
+        start += len(one.rows)
         pass_grads: Params = {}
-        rows_in = _encode_back_rows(params, g_items, g_signals, cache, d_out, pass_grads)
+        rows_in = _encode_back_rows(params, one.items, one.signals, one.cache, d_out, pass_grads)
         index.append(rows_in[0])
         flat.append(rows_in[1])
         for name, value in pass_grads.items():

@@ -182,18 +182,8 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
         return _attention.loss_and_grads(params, features, items, signals, targets, l2, negatives)
     fwd = forward(params, features, items, signals)
     grads: Grads = {}
-    g_table_out: np.ndarray | Rows
-    if negatives is not None:
-        sampled = sampled_softmax_rows if sparse else sampled_softmax
-        loss, g_user, g_table_out, grads["bias"] = sampled(
-            fwd.user, fwd.table_out, params["bias"], targets, negatives)
-    else:
-        logits = fwd.user @ fwd.table_out.T
-        logits += params["bias"]  # in place: the [B, N] buffer becomes the gradient below
-        loss, g_logits = softmax_cross_entropy(logits, targets)
-        grads["bias"] = g_logits.sum(axis=0)
-        g_table_out = g_logits.T @ fwd.user
-        g_user = g_logits @ fwd.table_out
+    loss, g_user, g_table_out, grads["bias"] = output_loss(fwd.user, fwd.table_out, params["bias"],
+                                                           targets, negatives, sparse)
     if "adapter" in params:
         grads["adapter"] = g_user.sum(axis=0)
     g_pooled = _backward_user(params, fwd, g_user, grads)
@@ -208,6 +198,21 @@ def loss_and_grads(params: Params, features: np.ndarray, items: np.ndarray, sign
             loss += l2 * float(np.sum(params[name] ** 2))
             grads[name] = add_l2(grads[name], params[name], l2)
     return loss, grads
+
+
+def output_loss(user: np.ndarray, table_out: np.ndarray, bias: np.ndarray, targets: np.ndarray,
+                negatives: Negatives | None, sparse: bool = False
+                ) -> tuple[float, np.ndarray, np.ndarray | Rows, np.ndarray | Rows]:
+    """The cross-entropy of ``targets`` given user vectors ``[M, d]``, and its gradients w.r.t.
+    the users, ``table_out`` and ``bias``: sampled over ``negatives`` (the tables' as ``Rows``
+    with ``sparse``), or full over every item (dense). Shared by both encoders."""
+    if negatives is not None:
+        sampled = sampled_softmax_rows if sparse else sampled_softmax
+        return sampled(user, table_out, bias, targets, negatives)
+    logits = user @ table_out.T
+    logits += bias  # in place: the [M, N] buffer becomes the gradient below
+    loss, g_logits = softmax_cross_entropy(logits, targets)
+    return loss, g_logits @ table_out, g_logits.T @ user, g_logits.sum(axis=0)
 
 
 def _feature_grad(features: np.ndarray, g_table: np.ndarray | Rows) -> np.ndarray:

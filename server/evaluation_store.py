@@ -18,7 +18,7 @@ import numpy as np
 
 from edgerec._exceptions import ConfigError
 from edgerec.fedeval import EvalConfig, estimate
-from edgerec.privacy import decode_sum
+from edgerec.privacy import decode_sum, rounding_bound
 
 from . import audit
 from .active import ActiveRound
@@ -48,7 +48,8 @@ def store_evaluation(state: StateBackend, active: ActiveRound, config: ServerCon
     layout = eval_config(params).layout
     noise_std = noise_std_of_sum(fp, devices)
     try:
-        found = estimate(total, noise_std, devices, layout=layout)
+        found = estimate(total, noise_std, devices, layout=layout,
+                         rounding=rounding_bound(fp, devices))
     except ConfigError as exc:  # a sum of another length than the layout's: cannot be honest
         raise AggregateError(f"the aggregate does not fit layout {layout.key}: {exc}") from None
     done = [r for r in state.rounds("done")] + [active.record]

@@ -31,6 +31,12 @@ bounds ``Syy`` by ``Sy``, as ``y_d^2 <= y_d`` for ``y_d`` in [0, 1]: the Bernoul
 ``R (1 - R) Sx``, never below the true spread, so the interval only widens); the second is the DP noise of the numerator
 and denominator sums (std ``s_y``, ``s_x``; independent per slot). All sums are the noised ones
 (the noise has mean zero, so the plug-in variance is unbiased up to the delta method's order).
+A paired difference's interval is also widened by the worst-case fixed-point rounding of its
+two sums (``rounding``, per slot: ``edgerec.privacy.rounding_bound``), ``2 * rounding / sum x``:
+the Gaussian term counts rounding by its variance, so with no DP noise and devices that do not
+vary (two models that rank alike: every paired difference 0) it alone would exclude the true 0
+in about 2 rounds in 100 and call an identical candidate "worse beyond the interval"; the bound
+makes that impossible, at a width of about two grid steps per device (~1e-6 of NDCG).
 The interval ``R^ +- z * sqrt(Var)`` is finally intersected with the range the rate can take
 ([0, 1], or [-1, 1] for a difference): that never lowers its coverage. Without at least two
 devices, or with a noised denominator <= 0, the rate is undefined: value NaN, interval the
@@ -122,15 +128,18 @@ class FederatedEval:
 
 
 def estimate(sum_vector: np.ndarray, noise_std_of_sum: float | np.ndarray, devices: int, *,
-             layout: EvalLayout, confidence: float = 0.95) -> FederatedEval:
+             layout: EvalLayout, confidence: float = 0.95, rounding: float = 0.0) -> FederatedEval:
     """Point estimates and ``confidence`` intervals from the sum of ``devices`` device vectors.
 
     ``noise_std_of_sum`` is the std of the noise in each slot of the sum: one number for all
-    slots, or one per slot (0 for a sum without noise).
+    slots, or one per slot (0 for a sum without noise). ``rounding`` is the largest fixed-point
+    rounding error of one slot of the sum (``edgerec.privacy.rounding_bound``; 0 for a sum of
+    exact floats): paired differences' intervals are widened by it (module docstring).
 
     Raises:
         ConfigError: a sum of another length or not finite, a negative or non-finite noise std,
-            ``devices`` not an int >= 0, ``confidence`` outside (0, 1).
+            ``devices`` not an int >= 0, ``confidence`` outside (0, 1), ``rounding`` negative
+            or not finite.
     """
     if not isinstance(layout, EvalLayout):
         raise ConfigError(f"layout must be an EvalLayout, got {type(layout).__name__}")
@@ -139,6 +148,9 @@ def estimate(sum_vector: np.ndarray, noise_std_of_sum: float | np.ndarray, devic
         raise ConfigError(f"devices must be an int >= 0, got {devices!r}")
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.0 < confidence < 1.0:
         raise ConfigError(f"confidence must be a float in (0, 1), got {confidence!r}")
+    if (isinstance(rounding, bool) or not isinstance(rounding, (int, float))
+            or not (math.isfinite(rounding) and rounding >= 0)):
+        raise ConfigError(f"rounding must be a finite number >= 0, got {rounding!r}")
     var = {name: s * s for name, s in zip(layout.names, _noise_std(noise_std_of_sum, len(layout)))}
     est = _Estimator(int(devices), NormalDist().inv_cdf(0.5 + confidence / 2.0))
     cfg, out = layout.config, {}
@@ -155,7 +167,7 @@ def estimate(sum_vector: np.ndarray, noise_std_of_sum: float | np.ndarray, devic
             diff = sums[y] - sums[y0]
             out[name] = est.ratio(name, x=sums["loo.devices"], y=diff, xx=sums["loo.devices"],
                                   yy=sums[name + ".sq"], xy=diff, var_x=var["loo.devices"],
-                                  var_y=var[y] + var[y0], low=-1.0)
+                                  var_y=var[y] + var[y0], low=-1.0, slack=2.0 * rounding)
     out["loo.devices"] = est.total("loo.devices", sums["loo.devices"], var["loo.devices"], 1.0)
     if cfg.live:
         out.update(_live(est, sums, var, float(cfg.max_impressions)))
@@ -193,8 +205,10 @@ class _Estimator:
         self.n, self.z = n, z
 
     def ratio(self, name: str, *, x: float, y: float, xx: float, yy: float, xy: float,
-              var_x: float, var_y: float, low: float = 0.0, high: float = 1.0) -> MetricEstimate:
-        """``sum y / sum x`` with its delta-method interval (module docstring)."""
+              var_x: float, var_y: float, low: float = 0.0, high: float = 1.0,
+              slack: float = 0.0) -> MetricEstimate:
+        """``sum y / sum x`` with its delta-method interval, widened by ``slack / sum x`` (a
+        worst-case error of ``sum y``; module docstring)."""
         n = self.n
         if n < 2 or not x > 0.0:
             return MetricEstimate(name, math.nan, low, high, math.inf, math.inf, math.inf, x, False)
@@ -203,8 +217,9 @@ class _Estimator:
         sampling = math.sqrt(n / (n - 1.0) * spread) / x
         noise = math.sqrt(var_y + r * r * var_x) / x
         se = math.hypot(sampling, noise)
-        return MetricEstimate(name, _clip(r, low, high), _clip(r - self.z * se, low, high),
-                              _clip(r + self.z * se, low, high), se, sampling, noise, x, True)
+        half = self.z * se + slack / x
+        return MetricEstimate(name, _clip(r, low, high), _clip(r - half, low, high),
+                              _clip(r + half, low, high), se, sampling, noise, x, True)
 
     def total(self, name: str, value: float, var: float, per_device: float) -> MetricEstimate:
         """A noised total of the devices summed: at most ``per_device`` each."""

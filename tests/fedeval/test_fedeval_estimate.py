@@ -291,3 +291,52 @@ def test_the_vectors_go_through_the_privacy_pipeline_unclipped():
     out = estimate(noisy, std, n, layout=LAYOUT)
     for name in TRUE:
         assert abs(out[name].value - plain[name].value) < 4.5 * out[name].noise_std_error, name
+
+
+def _identical_models_round(seed: int, n: int, fp) -> np.ndarray:
+    """The decoded sum of ``n`` devices on which the candidate ranks exactly as the installed
+    model (same HR and NDCG per device), privatized without noise: only stochastic rounding."""
+    from edgerec.privacy import SecureRandom, decode_sum, privatize, sum_encodings
+
+    rng = np.random.default_rng(seed)
+    source = SecureRandom.reproducible(seed)
+    codes = []
+    for _ in range(n):
+        hr, ndcg = float(rng.random()), float(rng.random())
+        ndcg = min(ndcg, hr)
+        vec = DeviceEval(LAYOUT, 3, (hr, hr), (ndcg, ndcg), 0, 0, 0, 0).vector()
+        codes.append(privatize(vec, clip=LAYOUT.l2_bound, noise=None, fp=fp, source=source).encoded)
+    return decode_sum(sum_encodings(codes), fp, n)
+
+
+def test_an_identical_candidate_is_never_worse_beyond_the_interval_by_rounding_alone():
+    """The attack on the rollout rule is no attacker at all: a candidate with the installed
+    model's weights, measured without DP noise by devices whose paired differences are all 0.
+    The two slots of each device are rounded independently, so their sums differ by a few
+    grid steps; counted only as variance, that excluded the true 0 in about 2 rounds in 100 (a
+    CI run rejected a re-signed copy of the promoted model this way). With the rounding bound
+    the interval always holds 0, so the rule (reject when its upper end < 0) cannot."""
+    from edgerec.privacy import FixedPoint, rounding_bound
+
+    n, seeds = 6, 400
+    fp = FixedPoint(LAYOUT.l2_bound, 0.0, n, n, len(LAYOUT))
+    std = math.sqrt(n * 0.25) / fp.scale  # what the server passes without noise: rounding only
+    excluded_without_bound = 0
+    for seed in range(seeds):
+        total = _identical_models_round(seed, n, fp)
+        for rounding in (0.0, rounding_bound(fp, n)):
+            out = estimate(total, std, n, layout=LAYOUT, rounding=rounding)
+            for metric in ("candidate-installed.hr@10", "candidate-installed.ndcg@10"):
+                d = out[metric]
+                if rounding == 0.0:
+                    excluded_without_bound += not d.low <= 0.0 <= d.high
+                    continue
+                assert d.low <= 0.0 <= d.high, (seed, metric, d)
+    # the test can fail: without the bound, some of these rounds do exclude 0
+    assert excluded_without_bound > 0, excluded_without_bound  # 14 of 800 here
+
+
+@pytest.mark.parametrize("rounding", [-1e-9, math.nan, math.inf, "0", True])
+def test_a_bad_rounding_bound_is_a_config_error(rounding):
+    with pytest.raises(ConfigError, match="rounding"):
+        estimate(np.zeros(len(LAYOUT)), 0.0, 10, layout=LAYOUT, rounding=rounding)

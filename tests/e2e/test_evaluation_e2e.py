@@ -168,7 +168,8 @@ def test_evaluation_rounds_are_private_sums_the_ledger_charges_and_the_operator_
     sessions = _round(devices, server.url, key)
     fp = sessions[0].participant.announcement.fixed_point()
     total = decode_sum(sum_encodings([s.participant.private.encoded for s in sessions]), fp, N)
-    expected = estimate(total, noise_std_of_sum(fp, N), N, layout=layout).to_dict()
+    expected = estimate(total, noise_std_of_sum(fp, N), N, layout=layout,
+                        rounding=rounding_bound(fp, N)).to_dict()
     doc = _analytics(server.url, op_token)
     row = doc["evaluations"][-1]
     assert row["round_id"] == rid0 and row["metrics"] == json.loads(json.dumps(expected["metrics"]))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgerec.fedeval import EvalConfig, estimate
-from edgerec.privacy import decode_sum, sum_encodings
+from edgerec.privacy import decode_sum, rounding_bound, sum_encodings
 from edgerec_server import RoundParams
 from edgerec_server._exceptions import BadRequestError
 from edgerec_server.audit import audit_rows
@@ -122,7 +122,8 @@ def test_the_stored_estimate_is_exactly_that_of_the_survivors_encodings(world):
     total = decode_sum(sum_encodings([p.private.encoded for p in survivors]), fp, 4)
     stored = world.state.evaluation(record.id)
     assert stored.sum_vector == tuple(total)  # exactly: noise shares and rounding included
-    assert stored.estimate == estimate(total, noise_std_of_sum(fp, 4), 4, layout=layout).to_dict()
+    assert stored.estimate == estimate(total, noise_std_of_sum(fp, 4), 4, layout=layout,
+                                      rounding=rounding_bound(fp, 4)).to_dict()
     assert (stored.base_version, stored.candidate_version, stored.devices) == (2, 1, 4)
     assert (stored.noise_multiplier, stored.clip, stored.layout_key) == (0.5, layout.l2_bound, layout.key)
     assert world.publisher.latest().version == 2  # no model came out of it

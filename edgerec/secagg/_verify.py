@@ -120,9 +120,9 @@ def check_unmask_request(signatures: Iterable[tuple[int, bytes, bytes]],
     if not alive <= signers.keys() | statements_only.keys():
         missing = sorted(alive - signers.keys() - statements_only.keys())
         raise UnsafeRequestError(f"no signed mask set from {missing}: cannot check they masked with me")
-    digest = view.digest
+    digest, survived = view.digest, statements.survivors_digest(survivors)
     for peer, (bits, signature) in signers.items():
-        statement = statements.survivors_statement(digest, view.round_id, sorted(survivors), peer, bits)
+        statement = statements.survivors_statement(digest, view.round_id, survived, peer, bits)
         _verify(keys[peer], signature, statement, f"peer {peer}'s signature over the survivor set")
     for peer, (bits, signature) in statements_only.items():
         statement = statements.mask_statement(digest, view.round_id, peer, bits)

@@ -32,7 +32,7 @@ from .._exceptions import (
     WrongLengthError,
     WrongRoundError,
 )
-from . import crypto, graph, masking, shamir, statements, wire
+from . import crypto, masking, shamir, statements, wire
 from ._verify import Trust, View, check_peer, check_unmask_request, distinct_identities
 from .config import MAX_CLIENT_ID, SecAggConfig
 from .messages import (
@@ -156,7 +156,8 @@ class ClientMachine:
 
     # -- stage 1: check the neighbours' keys, deal and encrypt shares ----------------------
     def _on_key_list(self, msg: KeyList) -> ShareKeys:
-        neighbours = self._check_key_list(msg)
+        view = View(msg.round_id, msg.participants, msg.graph_seed, msg.degree, msg.threshold)
+        neighbours = self._check_key_list(msg, view)
         peers = {p.client_id: p for p in msg.neighbours}
         for peer in msg.neighbours:
             check_peer(peer, self.config.round_id, self._trust)
@@ -176,11 +177,10 @@ class ClientMachine:
             plaintext = shamir.to_bytes(seed_share) + shamir.to_bytes(key_share)
             ciphertexts.append((holder, self._seal_for(peers[holder], plaintext)))
         self._self_seed, self._peers, self._threshold = self_seed, peers, msg.threshold
-        self._neighbours = neighbours
-        self._view = View(msg.round_id, msg.participants, msg.graph_seed, msg.degree, msg.threshold)
+        self._neighbours, self._view = neighbours, view
         return self._sign(ShareKeys(msg.round_id, self.client_id, tuple(ciphertexts)))
 
-    def _check_key_list(self, msg: KeyList) -> frozenset[int]:
+    def _check_key_list(self, msg: KeyList, view: View) -> frozenset[int]:
         participants = msg.participants
         if list(participants) != sorted(set(participants)) or self.client_id not in participants:
             raise MalformedMessageError("participants must be sorted, unique, and include me")
@@ -197,7 +197,7 @@ class ClientMachine:
             )
         if len(msg.graph_seed) != 32:
             raise WrongLengthError("graph seed must be 32 bytes")
-        neighbours = graph.neighbours_of(self.client_id, participants, msg.graph_seed, degree)
+        neighbours = view.neighbours(self.client_id)  # the ring is built once, for later stages too
         listed = [p.client_id for p in msg.neighbours]
         if len(listed) != len(neighbours) or set(listed) != neighbours:
             raise MalformedMessageError("the key list does not match my neighbours in the graph")

@@ -98,6 +98,7 @@ class ServerMachine:
         self._graph: dict[int, frozenset[int]] = {}
         self._masked_with: dict[int, frozenset[int]] = {}  # whose shares each client received
         self._survivors: frozenset[int] = frozenset()
+        self._survived = b""  # statements.survivors_digest(self._survivors): hashed once
         self._view = b""
         self._threshold = 0
         self._sum = np.zeros(config.vector_length, dtype=np.uint32)
@@ -222,7 +223,7 @@ class ServerMachine:
 
     def _accept_check(self, msg: ConsistencyCheck) -> None:
         bits = self._masked[msg.sender][0]  # the mask set it signed with its input, restated
-        statement = statements.survivors_statement(self._view, self.config.round_id, sorted(self._survivors),
+        statement = statements.survivors_statement(self._view, self.config.round_id, self._survived,
                                                    msg.sender, bits)
         if not crypto.verify(self._identities[msg.sender], msg.survivors_signature, statement):
             raise BadSignatureError(f"{msg.sender}'s signature over the survivor set does not verify")
@@ -305,7 +306,7 @@ class ServerMachine:
     def _close_masked_input(self) -> dict[int, ServerMessage]:
         survivors = frozenset(self._masked)
         self._require(len(survivors), "clients sent masked inputs")
-        self._survivors = survivors
+        self._survivors, self._survived = survivors, statements.survivors_digest(survivors)
         # Check feasibility before asking anyone to sign, so an abort reveals nothing.
         self._check_recoverable(survivors)
         listed = tuple(sorted(survivors))

@@ -27,8 +27,8 @@ import hashlib
 import struct
 from typing import Iterable, Sequence
 
-__all__ = ["bit_set", "bitmap", "bitmap_members", "mask_statement", "survivors_statement",
-           "view_hash"]
+__all__ = ["bit_set", "bitmap", "bitmap_members", "mask_statement", "survivors_digest",
+           "survivors_statement", "view_hash"]
 
 _VIEW = b"edgerec/secagg/v2/view\x00"
 _MASK = b"edgerec/secagg/v2/mask-set\x00"
@@ -82,9 +82,16 @@ def mask_statement(view: bytes, round_id: int, sender: int, bits: bytes) -> byte
     return _MASK + view + struct.pack(">QI", round_id, sender) + bytes(bits)
 
 
-def survivors_statement(view: bytes, round_id: int, survivors: Iterable[int], sender: int,
+def survivors_statement(view: bytes, round_id: int, survivors: Iterable[int] | bytes, sender: int,
                         bits: bytes) -> bytes:
     """The bytes a client signs for "in this view, these clients survived the masked input, and
-    I masked with exactly these neighbours" (the same mask set it signed with its input)."""
-    digest = hashlib.sha256(_ids(survivors)).digest()
+    I masked with exactly these neighbours" (the same mask set it signed with its input).
+    ``survivors`` may be given as its :func:`survivors_digest`: one set, checked against every
+    neighbour's signature, is hashed once."""
+    digest = survivors if isinstance(survivors, bytes) else survivors_digest(survivors)
     return _SURVIVORS + view + struct.pack(">QI", round_id, sender) + digest + bytes(bits)
+
+
+def survivors_digest(survivors: Iterable[int]) -> bytes:
+    """SHA-256 of the survivor set, as :func:`survivors_statement` binds it."""
+    return hashlib.sha256(_ids(survivors)).digest()

@@ -61,7 +61,7 @@ def run_devices(urls: list[str], token: str, count: int, threads: int, authority
         apis = [ServerApi(transport, i.credential, hold=hold) for i in identities]
         conn.send(("enrolled", count))
         conn.recv()  # the round is open
-        started = time.time()
+        started, cpu0 = time.time(), time.process_time()
 
         def join(k: int):  # type: ignore[no-untyped-def]
             ann = None
@@ -83,6 +83,7 @@ def run_devices(urls: list[str], token: str, count: int, threads: int, authority
         results = list(pool.map(lambda k: _step(parts[k], "result"), live))
         failed.update({k: e for k, e in zip(live, results) if e})
     conn.send(("done", {"started": started, "finished": time.time(), "failed": len(failed),
+                        "cpu_s": time.process_time() - cpu0,
                         "errors": sorted(set(failed.values()))[:5]}))
 
 

@@ -155,6 +155,7 @@ def one_round(n: int, setup: str, args: argparse.Namespace, pg) -> dict:  # type
             server.stop()
     failed = sum(r["failed"] for r in reports)
     return {"devices": n, "setup": setup, "wall_s": wall, "cpu_s": cpu, "db_cpu_s": db_cpu,
+            "device_cpu_s": sum(r["cpu_s"] for r in reports),
             "requests": req - req0, "errors": failed + int(errors5xx), "failed": failed,
             "sample_errors": sorted({e for r in reports for e in r["errors"]})[:3],
             "rss_mb": rss, "db_mb": _db_size(data_dir, database), "threshold": opened["threshold"],

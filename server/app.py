@@ -32,7 +32,7 @@ from edgerec.sync import codec
 from . import audit, auth, operators, rollout
 from .analytics import analytics as analytics_doc
 from ._exceptions import NotFoundError, PayloadTooLargeError, ServerError
-from .coordinator import Coordinator
+from .coordinator import NOT_CACHED, Coordinator
 from .logs import log_event
 from .longpoll import Changes, preferred_wait
 from .metrics import CONTENT_TYPE
@@ -83,6 +83,7 @@ class Api:
         self.co = coordinator
         self.state, self.config = coordinator.state, coordinator.config
         self.changes = Changes()
+        self._tick_waiting = False
 
     async def device(self, request: Request) -> DeviceRecord:
         """The authenticated device (401/403 otherwise)."""
@@ -94,12 +95,17 @@ class Api:
 
         A round the device was not drawn into answers 404 exactly like one that does not exist
         (and like an id out of range), before anything else is looked at, so a device learns
-        nothing about other rounds, not even whether they exist or are open.
+        nothing about other rounds, not even whether they exist or are open. One trip to the
+        thread pool for both checks: every round message pays for it, and each trip costs
+        more than a database read.
         """
-        device = await self.device(request)
-        text = request.path_params["round_id"]
+        return await run_in_threadpool(self._member, request.headers.get("authorization"),
+                                       request.path_params["round_id"])
+
+    def _member(self, authorization: str | None, text: str) -> tuple[DeviceRecord, int]:
+        device = auth.authenticate(self.state, authorization, self.co.clock())
         round_id = parse_id(text, "round_id")
-        if round_id is None or not await run_in_threadpool(self.state.is_member, round_id, device.id):
+        if round_id is None or not self.co.is_member(round_id, device.id):
             raise NotFoundError(f"no round {shown(text)} that device {device.id} is a member of")
         return device, round_id
 
@@ -112,8 +118,18 @@ class Api:
         hint = self.co.poll_hint(round_id)  # from the cached round: no database call
         return max(self.config.retry_after_s, math.ceil(hint - held))
 
-    def _tick_later(self) -> BackgroundTask:
-        return BackgroundTask(run_in_threadpool, self.co.tick)
+    def _tick_later(self) -> BackgroundTask | None:
+        """A tick after this answer, to close the stage if this message completed it; merged
+        into one already waiting to start (it will see this message: the flag is cleared
+        before it reads anything). Runs on the event loop, so the flag needs no lock."""
+        if self._tick_waiting:
+            return None
+        self._tick_waiting = True
+        return BackgroundTask(self._tick)
+
+    async def _tick(self) -> None:
+        self._tick_waiting = False
+        await run_in_threadpool(self.co.tick)
 
     async def _model_version(self) -> int | None:
         """The latest published model version (None before the first): /healthz and /metrics."""
@@ -187,9 +203,16 @@ class Api:
         if stage is None:
             raise NotFoundError(f"no server message named {shown(request.path_params['name'])!r};"
                                 f" use one of {sorted(_STAGE_OF_NAME)}")
-        body, held = await self.changes.hold(
-            lambda: run_in_threadpool(self.co.download, device, round_id, Stage(stage)),
-            self._wait(request))
+
+        async def answer() -> bytes | None:
+            # A poll the cached round answers needs neither the lock nor the database: answered
+            # here, without a trip to the thread pool (1,000 held polls wake at each close).
+            found = self.co.cached_download(device, round_id, Stage(stage))
+            if found is not NOT_CACHED:
+                return found  # type: ignore[return-value]
+            return await run_in_threadpool(self.co.download, device, round_id, Stage(stage))
+
+        body, held = await self.changes.hold(answer, self._wait(request))
         if body is None:
             return Response(status_code=204, headers={"Retry-After": str(self._after(round_id, held))})
         return Response(body, media_type=codec.OCTETS)

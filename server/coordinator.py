@@ -62,7 +62,10 @@ from .publishing import PUBLISHING, BuildModel, Publication, PublicationHooks, P
 from .rounds import RoundParams
 from .state import DeviceRecord, RoundRecord, StateBackend
 
-__all__ = ["Coordinator", "open_round"]
+__all__ = ["NOT_CACHED", "Coordinator", "open_round"]
+
+#: ``Coordinator.cached_download``'s answer when the cached round cannot tell.
+NOT_CACHED = object()
 
 _MAX_CLOSE_FAILURES = 3
 
@@ -248,9 +251,20 @@ class Coordinator:
     def download(self, device: DeviceRecord, round_id: int, stage: Stage) -> bytes | None:
         """The encoded server message opening ``stage`` for ``device``; None: not closed yet.
 
-        Most calls are polls: they are answered from the cached round without the lock or the
-        database (an outbox never changes once stored; a cache another replica has moved on
-        is brought up to date by the next tick, and the device polls again anyway)."""
+        Most calls are polls, answered from the cached round (``cached_download``)."""
+        found = self.cached_download(device, round_id, stage)
+        if found is not NOT_CACHED:
+            return found  # type: ignore[return-value]
+        with self._lock:
+            active = self._open(round_id, device)
+            outbox = active.outbox.get(stage)
+            return None if outbox is None else addressed(outbox, device, round_id, stage)
+
+    def cached_download(self, device: DeviceRecord, round_id: int, stage: Stage) -> object:
+        """``download``'s answer when the cached round has it, without the lock or the database
+        (safe from any thread: an outbox never changes once stored; a cache another replica
+        has moved on is brought up to date by the next tick, and the device polls again
+        anyway); :data:`NOT_CACHED` when only ``download`` can tell."""
         cached = self._active.get(round_id)
         if cached is not None and device.id in cached.members:
             outbox = cached.outbox.get(stage)
@@ -258,10 +272,15 @@ class Coordinator:
                 return addressed(outbox, device, round_id, stage)
             if int(stage) > int(cached.stage):
                 return None
-        with self._lock:
-            active = self._open(round_id, device)
-            outbox = active.outbox.get(stage)
-            return None if outbox is None else addressed(outbox, device, round_id, stage)
+        return NOT_CACHED
+
+    def is_member(self, round_id: int, device_id: int) -> bool:
+        """Whether ``device_id`` was drawn into round ``round_id``: from the cached round when
+        this replica holds it (a draw never changes), else from the database."""
+        cached = self._active.get(round_id)
+        if cached is not None and device_id in cached.members:
+            return True
+        return self.state.is_member(round_id, device_id)
 
     def _changed(self) -> None:
         if self.on_change is not None:

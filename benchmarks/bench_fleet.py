@@ -182,6 +182,7 @@ def _report(rows: list[dict], math: dict[int, float], args: argparse.Namespace) 
         per = r["cpu_s"] / n * 1000
         lines.append([f"{n:,}", r["setup"], f"{r['wall_s']:.1f}", f"{per:.1f}",
                       f"{r['db_cpu_s'] / n * 1000:.1f}" if r["setup"] != "sqlite" else "-",
+                      f"{r['device_cpu_s'] / n * 1000:.1f}",
                       f"{math.get(n, float('nan')) * 1000:.2f}", f"{per / (math.get(n, float('nan')) * 1000):.0f}x",
                       f"{r['requests'] / r['wall_s']:.0f}", str(r["errors"]),
                       " / ".join(f"{m:.0f}" for m in r["rss_mb"]), f"{r['db_mb']:.1f}"])
@@ -191,10 +192,12 @@ def _report(rows: list[dict], math: dict[int, float], args: argparse.Namespace) 
         f"One round per row: {_GRAPHS[args.graph]}, no noise, FedAvg, a {rows[0]['vector_length']:,}-weight "
         f"model; devices in {args.processes} processes of {args.threads} threads with the SDK's default "
         "polling (Retry-After from the server) and timeouts; servers and database on the same 2 cores "
-        "as the devices. Server CPU counts every replica from round open to the last device done; "
+        "as the devices. Server CPU counts every replica from round open to the last device done, "
+        "device CPU every device process over the same time (SDK, HTTP client, cryptography); "
         "'math alone' is the server side of the same round's secure aggregation in memory.",
         "",
         table(["devices", "setup", "round wall s", "server CPU ms/device", "DB CPU ms/device",
+               "device CPU ms/device",
                "math alone ms/device", "CPU / math", "requests/s", "errors", "peak RSS MB (replicas)",
                "DB MB after"], lines),
         "", *notes,

@@ -49,13 +49,23 @@ class SpreadTransport:
 
 def run_devices(urls: list[str], token: str, count: int, threads: int, authority: bytes,
                 conn) -> None:  # type: ignore[no-untyped-def]
-    """The body of one device process; talks to the driver over ``conn`` (a Pipe end)."""
-    from edgerec.sync import RoundParticipant, ServerApi, SyncTimeouts, new_identity_key
+    """The body of one device process; talks to the driver over ``conn`` (a Pipe end).
+    ``threads`` 0: a thread per device, as each phone runs its own sync; then uploads are held
+    (``hold_uploads``: one request a stage). Fewer threads than devices: uploads are not held,
+    or a held upload would wait for devices queued behind it in the pool."""
+    from edgerec.sync import RoundParticipant, ServerApi, SyncRuntime, SyncTimeouts, new_identity_key
 
+    threads = threads or count
+    held = threads >= count
     transport = SpreadTransport(urls, threads)
+    retries, runtime = SyncTimeouts().backoff, SyncRuntime()  # as the SDK's sync retries requests
+
+    def enrol(_: int):  # type: ignore[no-untyped-def]
+        key = new_identity_key()  # a retried enrolment with the same key is the same device
+        return retries.call(lambda: ServerApi(transport).enrol(token, key), runtime)
+
     with ThreadPoolExecutor(threads) as pool:
-        identities = list(pool.map(lambda _: ServerApi(transport).enrol(token, new_identity_key()),
-                                   range(count)))
+        identities = list(pool.map(enrol, range(count)))
         # As SyncSession makes it: polls may be held (long polling) for the request timeout - 2 s.
         hold = SyncTimeouts().long_poll()
         apis = [ServerApi(transport, i.credential, hold=hold) for i in identities]
@@ -66,11 +76,12 @@ def run_devices(urls: list[str], token: str, count: int, threads: int, authority
         def join(k: int):  # type: ignore[no-untyped-def]
             ann = None
             while ann is None:
-                ann = apis[k].current_round()
+                ann = retries.call(apis[k].current_round, runtime)
                 if ann is None:
                     time.sleep(0.5)
             delta = np.random.default_rng(k).normal(0, 0.01, ann.vector_length)
-            return RoundParticipant(apis[k], identities[k], ann, delta, authority_key=authority)
+            return RoundParticipant(apis[k], identities[k], ann, delta, authority_key=authority,
+                                    hold_uploads=held)
 
         parts = list(pool.map(join, range(count)))
         failed: dict[int, str] = {}

@@ -12,7 +12,7 @@ and 5xx answers: must be 0), peak RSS per replica, database size after the round
 aggregation math alone for the same round in memory (``simulate_round``).
 
     python -m benchmarks.bench_fleet [--devices 100,1000,5000] [--setups sqlite,pg1,pg2]
-        [--processes 4] [--threads 48] [--no-write]
+        [--processes 4] [--threads 0] [--no-write]
 """
 
 from __future__ import annotations
@@ -190,7 +190,9 @@ def _report(rows: list[dict], math: dict[int, float], args: argparse.Namespace) 
              for r in rows if r["failed"]]
     return "\n".join([
         f"One round per row: {_GRAPHS[args.graph]}, no noise, FedAvg, a {rows[0]['vector_length']:,}-weight "
-        f"model; devices in {args.processes} processes of {args.threads} threads with the SDK's default "
+        f"model; devices in {args.processes} processes, "
+        f"{f'{args.threads} threads each' if args.threads else 'a thread per device (uploads held)'}, "
+        "with the SDK's default "
         "polling (Retry-After from the server) and timeouts; servers and database on the same 2 cores "
         "as the devices. Server CPU counts every replica from round open to the last device done, "
         "device CPU every device process over the same time (SDK, HTTP client, cryptography); "
@@ -209,7 +211,9 @@ def main() -> None:
     parser.add_argument("--devices", default="100,1000,5000")
     parser.add_argument("--setups", default="sqlite,pg1,pg2")
     parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads per device process; 0 (default): one per device, as each "
+                             "phone runs its own sync, with held uploads (one request a stage)")
     parser.add_argument("--deadline", type=float, default=900.0)
     parser.add_argument("--skip", default="", metavar="N:SETUP,...",
                         help="combinations not to run, e.g. 5000:sqlite,5000:pg1")

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Literal
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -25,13 +25,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgerec.secagg import Stage
-from edgerec.sync import (DOWNLOAD_NAMES, CertificateAnswer, EnrolRequest, EnrolResponse, ErrorBody,
+from edgerec.sync import (DOWNLOAD_NAMES, OUTCOME, CertificateAnswer, EnrolRequest, EnrolResponse, ErrorBody,
                           ProtocolError, RoundStatus, ServerKey)
 from edgerec.sync import codec
 
 from . import audit, auth, operators, rollout
 from .analytics import analytics as analytics_doc
-from ._exceptions import NotFoundError, PayloadTooLargeError, ServerError
+from ._exceptions import BadRequestError, NotFoundError, PayloadTooLargeError, ServerError
 from .coordinator import NOT_CACHED, Coordinator
 from .logs import log_event
 from .longpoll import Changes, preferred_wait
@@ -69,6 +69,20 @@ async def _body(request: Request, limit: int, media_type: str) -> bytes:
     return b"".join(chunks)
 
 
+def _then(text: str | None) -> Stage | None | Literal[False]:
+    """An upload's ``then``: the stage whose message to wait for, None for the round's outcome,
+    False when not asked (400 for another name)."""
+    if text is None:
+        return False
+    if text == OUTCOME:
+        return None
+    stage = _STAGE_OF_NAME.get(text)
+    if stage is None:
+        raise BadRequestError(f"then must be one of {sorted([*_STAGE_OF_NAME, OUTCOME])}, got "
+                              f"{shown(text)!r}")
+    return Stage(stage)
+
+
 def _etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
@@ -84,6 +98,7 @@ class Api:
         self.state, self.config = coordinator.state, coordinator.config
         self.changes = Changes()
         self._tick_waiting = False
+        self._tasks: set[asyncio.Task] = set()
 
     async def device(self, request: Request) -> DeviceRecord:
         """The authenticated device (401/403 otherwise)."""
@@ -127,9 +142,21 @@ class Api:
         self._tick_waiting = True
         return BackgroundTask(self._tick)
 
+    def _tick_now(self) -> None:
+        """``_tick_later``'s tick, started now (for an answer that waits for what it closes)."""
+        if self._tick_waiting:
+            return
+        self._tick_waiting = True
+        task = asyncio.get_running_loop().create_task(self._tick())
+        self._tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._tasks.discard)
+
     async def _tick(self) -> None:
         self._tick_waiting = False
-        await run_in_threadpool(self.co.tick)
+        try:
+            await run_in_threadpool(self.co.tick)
+        except Exception as exc:  # as the ticker: the round is rebuilt from the database
+            logging.getLogger("edgerec_server").error("tick_failed", exc_info=exc)
 
     async def _model_version(self) -> int | None:
         """The latest published model version (None before the first): /healthz and /metrics."""
@@ -192,10 +219,40 @@ class Api:
         return _message(status, headers=hint)
 
     async def upload(self, request: Request) -> Response:
+        """Store a stage message (202 and its ack). With ``?then=<name>`` and ``Prefer: wait``,
+        the answer is held until what the device fetches next is ready and is that instead
+        (200): the server message ``name`` (a download name), or the round's final status
+        (``outcome``). One request a stage instead of two: the upload is its poll. Not ready
+        within the hold, or not answerable (the device's next poll says why): the ack."""
         device, round_id = await self.member(request)
+        then = _then(request.query_params.get("then"))  # refused before anything is stored
         body = await _body(request, self.config.max_body_bytes, codec.OCTETS)
         ack = await run_in_threadpool(self.co.accept, device, round_id, body)
-        return _message(ack, 202, background=self._tick_later())
+        wait = self._wait(request)
+        if then is False or wait <= 0:
+            return _message(ack, 202, background=self._tick_later())
+        self._tick_now()  # not after the answer: the answer may wait for what this tick closes
+        next_answer, held = await self.changes.hold(self._next_for(device, round_id, then), wait)
+        if next_answer is not None:
+            return next_answer
+        return _message(ack, 202, {"Retry-After": str(self._after(round_id, held))})
+
+    def _next_for(self, device: DeviceRecord, round_id: int,
+                  then: Stage | None) -> Callable[[], Awaitable[Response | None]]:
+        """The check a held upload repeats: the answer of the poll ``then`` names, or None."""
+        async def check() -> Response | None:
+            try:
+                if then is None:  # the round's outcome
+                    status = await run_in_threadpool(self.co.status, round_id)
+                    return None if status.state == "open" else _message(status)
+                found = self.co.cached_download(device, round_id, then)
+                if found is NOT_CACHED:
+                    found = await run_in_threadpool(self.co.download, device, round_id, then)
+            except ServerError:
+                return None  # the upload was stored: its answer is the ack, the poll tells why
+            return None if found is None else Response(found, media_type=codec.OCTETS)
+
+        return check
 
     async def download(self, request: Request) -> Response:
         device, round_id = await self.member(request)

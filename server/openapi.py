@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgerec.sync import DOWNLOAD_NAMES, PROTOCOL_VERSION
+from edgerec.sync import DOWNLOAD_NAMES, OUTCOME, PROTOCOL_VERSION
 
 from .validation import MAX_ID, MAX_JSON_DEPTH
 
@@ -158,12 +158,21 @@ def openapi_schema(public_models: bool = False) -> dict[str, Any]:
                 "200": _json("RoundStatus", "open, done or aborted")}, (400, 401, 403, 404),
                 params=[round_id])},
             "/v1/rounds/{round_id}/messages": {"post": _op(
-                "upload a signed secure-aggregation message (edgerec.secagg.wire bytes)",
-                {"202": _json("UploadAck", "stored (duplicate: an identical resend)")},
+                "upload a signed secure-aggregation message (edgerec.secagg.wire bytes); with "
+                "then=<name> and 'Prefer: wait=N' the answer is held until what the device "
+                "fetches next is ready, and is that (one request a stage instead of two)",
+                {"200": {"description": "then was given and is ready: the server message it "
+                                        "names (octets), or the round's final RoundStatus (JSON)"},
+                 "202": _json("UploadAck", "stored (duplicate: an identical resend); with then: "
+                                           "nothing ready within the hold (Retry-After)")},
                 (400, 401, 403, 404, 409, 410, 413, 415),
                 body=_octets("AdvertiseKeys, ShareKeys, MaskedInput, ConsistencyCheck or "
                              "UnmaskResponse"),
-                params=[round_id])},
+                params=[round_id, {"name": "then", "in": "query", "required": False,
+                                   "description": "what to wait for after the upload; another "
+                                                  "name: 400",
+                                   "schema": {"type": "string", "enum": sorted(
+                                       [*DOWNLOAD_NAMES.values(), OUTCOME])}}])},
             "/v1/rounds/{round_id}/messages/{name}": {"get": _op(
                 "the server message opening a stage: key_list, forwarded_shares, "
                 "consistency_request, unmask_request",

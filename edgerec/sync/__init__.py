@@ -48,6 +48,7 @@ from .codec import decode, decode_secagg, encode, encode_secagg
 from .messages import (
     DOWNLOAD_NAMES,
     EVALUATION,
+    OUTCOME,
     PROTOCOL_VERSION,
     ROUND_KINDS,
     TRAINING,
@@ -74,6 +75,7 @@ from .transport import HttpxTransport, RecordingTransport, Response, Transport
 __all__ = [
     "DOWNLOAD_NAMES",
     "EVALUATION",
+    "OUTCOME",
     "PROTOCOL_VERSION",
     "ROUND_KINDS",
     "TRAINING",

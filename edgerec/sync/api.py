@@ -32,6 +32,7 @@ from ..secagg.messages import CLIENT_MESSAGE_STAGE, SERVER_MESSAGE_STAGE
 from . import codec
 from .messages import (
     DOWNLOAD_NAMES,
+    OUTCOME,
     UPLOAD_KINDS,
     CertificateAnswer,
     EnrolRequest,
@@ -114,7 +115,7 @@ class ServerApi:
         public = crypto.ed25519_public(identity_key)
         proof = crypto.sign(identity_key, enrol_proof_bytes(token, public))
         body = codec.encode(EnrolRequest(token, public, proof))
-        answer = self._send("POST", "/v1/enrol", body, "enrol", codec.JSON)
+        answer = self._send("POST", "/v1/enrol", body, "enrol", {"Content-Type": codec.JSON})
         response = self._decode(answer, EnrolResponse)
         return DeviceIdentity(response.device_id, identity_key, response.credential,
                               response.certificate)
@@ -154,10 +155,42 @@ class ServerApi:
 
     def upload(self, round_id: int, message: ClientMessage) -> UploadAck:
         """Send one signed secure-aggregation message (an exact resend is acknowledged again)."""
+        return self._decode(self._upload(round_id, message, None), UploadAck)
+
+    def upload_then(self, round_id: int, message: ClientMessage) -> ServerMessage | RoundStatus | None:
+        """:meth:`upload`, asking the server to hold its answer (up to ``hold`` seconds) until
+        what this device fetches next is ready, and to answer with that: the server message of
+        the next stage, or after the last stage the round's final status. One request where an
+        upload and a poll were two. None: the server answered with the ack (nothing ready in
+        the hold, a server that does not hold uploads, or ``hold`` 0): poll as usual."""
+        stage = CLIENT_MESSAGE_STAGE[type(message)]
+        if int(self.hold) <= 0:
+            self.upload(round_id, message)
+            return None
+        then = DOWNLOAD_NAMES.get(Stage(stage + 1), OUTCOME) if stage < Stage.UNMASK else OUTCOME
+        answer = self._upload(round_id, message, then)
+        if answer.status == 202:
+            self._decode(answer, UploadAck)
+            return None
+        if then == OUTCOME:
+            status = self._decode(answer, RoundStatus)
+            if status.state == "open":
+                raise ProtocolError("the held upload answered an open round's status")
+            return status
+        self._check(answer)
+        found = codec.decode_secagg(answer.body)
+        if SERVER_MESSAGE_STAGE.get(type(found)) != Stage(stage + 1):
+            raise ProtocolError(f"the upload's answer is a {type(found).__name__}, not the "
+                                f"{then} asked for")
+        return found  # type: ignore[return-value]
+
+    def _upload(self, round_id: int, message: ClientMessage, then: str | None) -> Response:
         kind = UPLOAD_KINDS[CLIENT_MESSAGE_STAGE[type(message)]]
         body = codec.encode_secagg(message)
-        answer = self._send("POST", f"/v1/rounds/{int(round_id)}/messages", body, kind, codec.OCTETS)
-        return self._decode(answer, UploadAck)
+        path, headers = f"/v1/rounds/{int(round_id)}/messages", {"Content-Type": codec.OCTETS}
+        if then is not None:
+            path, headers["Prefer"] = f"{path}?then={then}", f"wait={int(self.hold)}"
+        return self._send("POST", path, body, kind, headers)
 
     def download(self, round_id: int, stage: Stage) -> ServerMessage | None:
         """The server's message that opens client ``stage`` for this device; None: not yet."""
@@ -217,15 +250,17 @@ class ServerApi:
         headers = {"Prefer": f"wait={int(self.hold)}"} if int(self.hold) > 0 else {}
         return self._request("GET", path, None, headers)
 
-    def _send(self, method: str, path: str, body: bytes, kind: str, content_type: str) -> Response:
+    def _send(self, method: str, path: str, body: bytes, kind: str, headers: dict) -> Response:
         if self.on_upload is not None:
             self.on_upload(kind, body)  # e.g. the privacy ledger; raising here sends nothing
-        return self._request(method, path, body, {"Content-Type": content_type})
+        return self._request(method, path, body, headers)
 
     def _request(self, method: str, path: str, body: bytes | None, headers: dict) -> Response:
         if self.credential:
             headers = {**headers, "Authorization": f"Bearer {self.credential}"}
-        return self.transport.request(method, quote(path), body=body, headers=headers)
+        where, _, query = path.partition("?")  # a query is ours: names and numbers, not quoted
+        return self.transport.request(method, quote(where) + (f"?{query}" if query else ""),
+                                      body=body, headers=headers)
 
     def _decode(self, answer: Response, cls: type[T]) -> T:
         self._check(answer)

@@ -144,6 +144,8 @@ class SyncSession:
         """Enrol if needed, update the bundle, take part in a round if allowed; never raises
         for network or server problems."""
         outcome = self.begin()
+        if self.participant is not None:  # this device alone in this thread: uploads may wait
+            self.participant.hold_uploads = True
         for name in STEPS:
             if outcome is not None:
                 return outcome

@@ -53,6 +53,10 @@ DOWNLOAD_NAMES: dict[Stage, str] = {
     Stage.UNMASK: "unmask_request",
 }
 
+#: An upload's ``then`` that waits for the round's final status (``?then=outcome``) rather
+#: than a stage's server message (one of ``DOWNLOAD_NAMES``).
+OUTCOME = "outcome"
+
 #: Round kinds: a training round sums model deltas (a new model comes out of it); an
 #: evaluation round sums ``edgerec.fedeval`` vectors (federated metrics come out, no model).
 TRAINING, EVALUATION = "training", "evaluation"

@@ -36,6 +36,7 @@ from .._exceptions import (ConfigError, MessageRejectedError, ProtocolError, Rou
                            SyncError)
 from ..privacy import PrivateDelta, RandomSource, SecureRandom, privatize
 from ..secagg import ClientMachine, ClientMessage, ServerMessage, Stage
+from ..secagg.messages import SERVER_MESSAGE_STAGE
 from .api import DeviceIdentity, NotYet, ServerApi
 from .messages import RoundAnnouncement, RoundStatus
 from .policy import RoundPolicy
@@ -83,13 +84,20 @@ class RoundParticipant:
             raises ``TransportError``; resends are idempotent).
         runtime: clocks, sleep, jitter and the key generator for the round keys and masks
             (:class:`SyncRuntime`; the real ones by default).
+        hold_uploads: each upload also waits (up to the API's ``hold``) for what the device
+            fetches next and brings it back: one request a stage instead of an upload and a
+            poll. Only for a participant with a thread of its own (:meth:`run` and
+            ``SyncSession.run`` turn it on): a host stepping several devices in one thread
+            must leave it off, or an upload would wait for the uploads queued behind it.
     """
 
     def __init__(self, api: ServerApi, identity: DeviceIdentity, announcement: RoundAnnouncement,
                  delta: np.ndarray, *, authority_key: bytes | None = None,
                  policy: RoundPolicy | None = None, noise_source: RandomSource | None = None,
-                 timeouts: SyncTimeouts | None = None, runtime: SyncRuntime | None = None) -> None:
+                 timeouts: SyncTimeouts | None = None, runtime: SyncRuntime | None = None,
+                 hold_uploads: bool = False) -> None:
         self.api, self.identity, self.announcement = api, identity, announcement
+        self.hold_uploads = bool(hold_uploads)
         self._delta = np.asarray(delta, dtype=np.float64)
         if self._delta.shape != (announcement.vector_length,):
             raise ConfigError(f"delta has shape {self._delta.shape}; round {announcement.round_id} "
@@ -100,6 +108,7 @@ class RoundParticipant:
         self._noise_source = noise_source
         self.timeouts, self.runtime = timeouts or SyncTimeouts(), runtime or SyncRuntime()
         self._machine: ClientMachine | None = None
+        self._ahead: ServerMessage | RoundStatus | None = None  # what the last upload answered
         self.private: PrivateDelta | None = None
 
     @property
@@ -112,7 +121,9 @@ class RoundParticipant:
         return self._noise_source is None or bool(self._noise_source.private)
 
     def run(self) -> ParticipationResult:
-        """Take part in every stage, then wait for the round's outcome."""
+        """Take part in every stage, then wait for the round's outcome (uploads held: this
+        thread runs this device alone)."""
+        self.hold_uploads = True
         self.advertise()
         self.share_keys()
         self.masked_input()
@@ -165,7 +176,9 @@ class RoundParticipant:
 
     def result(self) -> ParticipationResult:
         """Wait until the server has finished the round (done or aborted) and say how."""
-        status = self._wait(lambda: self.api.poll_outcome(self.round_id), "the round's result")
+        ahead, self._ahead = self._ahead, None
+        status = ahead if isinstance(ahead, RoundStatus) else self._wait(
+            lambda: self.api.poll_outcome(self.round_id), "the round's result")
         private = self.private
         return ParticipationResult(self.round_id, status,
                                    private.original_norm if private else float("nan"),
@@ -175,10 +188,15 @@ class RoundParticipant:
     def _step(self, stage: Stage) -> None:
         if self._machine is None or self._machine.stage != stage:
             raise ConfigError(f"cannot enter stage {stage.name} now (call the steps in order)")
-        # cast: poll_message answers a ServerMessage or NotYet and _wait returns the former, but
-        # mypy cannot solve T in "T | NotYet" from a union of several messages (it infers object).
-        incoming = cast(ServerMessage, self._wait(lambda: self.api.poll_message(self.round_id, stage),
-                                                  f"the server's message for stage {stage.name}"))
+        ahead, self._ahead = self._ahead, None
+        if SERVER_MESSAGE_STAGE.get(type(ahead)) == stage:  # the last upload's answer brought it
+            incoming = cast(ServerMessage, ahead)
+        else:
+            # cast: poll_message answers a ServerMessage or NotYet and _wait returns the former,
+            # but mypy cannot solve T in "T | NotYet" from a union of several messages.
+            incoming = cast(ServerMessage, self._wait(
+                lambda: self.api.poll_message(self.round_id, stage),
+                f"the server's message for stage {stage.name}"))
         try:
             reply = self._machine.handle(incoming)
         except MessageRejectedError as exc:  # the server asked for something unsafe: refuse
@@ -187,7 +205,12 @@ class RoundParticipant:
         self._upload(reply)
 
     def _upload(self, message: ClientMessage) -> None:
-        self._call(lambda: self.api.upload(self.round_id, message))
+        if not self.hold_uploads:
+            self._call(lambda: self.api.upload(self.round_id, message))
+            return
+        # The server may answer with what comes next (held until it is ready): kept for the
+        # next step, which then need not poll for it.
+        self._ahead = self._call(lambda: self.api.upload_then(self.round_id, message))
 
     def _wait(self, poll: Callable[[], T | NotYet], what: str) -> T:
         return poll_until(lambda: self._call(poll), f"{what} of round {self.round_id}",

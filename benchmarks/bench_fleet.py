@@ -12,7 +12,7 @@ and 5xx answers: must be 0), peak RSS per replica, database size after the round
 aggregation math alone for the same round in memory (``simulate_round``).
 
     python -m benchmarks.bench_fleet [--devices 100,1000,5000] [--setups sqlite,pg1,pg2]
-        [--processes 4] [--threads 0] [--no-write]
+        [--processes 32] [--threads 0] [--no-write]
 """
 
 from __future__ import annotations
@@ -210,7 +210,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", default="100,1000,5000")
     parser.add_argument("--setups", default="sqlite,pg1,pg2")
-    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--processes", type=int, default=32,
+                        help="device processes (a thread per device in each by default)")
     parser.add_argument("--threads", type=int, default=0,
                         help="threads per device process; 0 (default): one per device, as each "
                              "phone runs its own sync, with held uploads (one request a stage)")

@@ -9,6 +9,7 @@ ledger with its exact size and hash, and the same digests in the server's databa
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 import json
 import shutil
 import sqlite3
@@ -173,3 +174,30 @@ def _check_ledgers_match_server(devices, audit, data_dir, dropped):
         assert row["participants"] == len(advertised)
         assert row["survivors"] == len(masked)
         assert row["participants"] == N_DEVICES - (dropped[rid][1] == "advertise")
+
+
+def test_devices_syncing_on_their_own_send_one_request_a_stage(server, data_dir, tmp_path, world):
+    """``rec.sync`` (``SyncSession.run``) on devices that each run in their own thread, as
+    phones do: every upload waits for the next stage's message and brings it back, so a round
+    is five uploads a device and no stage poll; the ledger still has each of the five bodies,
+    and the round publishes as before."""
+    ds, pop = world
+    key = bytes.fromhex(cli(data_dir, "public-key"))
+    token = json.loads(cli(data_dir, "token", "create", "--uses", str(N_DEVICES), "--json"))["token"]
+    cli(data_dir, "export-bundle", "--out", str(tmp_path / "first-bundle"))
+    devices = _devices(tmp_path, ds, pop, server.url, key, token)[:6]
+    for _, rec, transport in devices:
+        assert _session(rec, transport, server.url, key, token).enrol().ok
+    cli(data_dir, "round", "open", "--min", "6", "--noise", "0", "--deadlines", "30,30,30,30")
+    for _, _, transport in devices:
+        transport.log.clear()
+    with ThreadPoolExecutor(len(devices)) as pool:
+        results = list(pool.map(lambda d: _session(d[1], d[2], server.url, key, token).run(), devices))
+    assert {r.status for r in results} == {SyncStatus.PARTICIPATED}, results
+    assert {r.model_version_after for r in results} == {2}
+    for _, rec, transport in devices:
+        round_calls = [(m, p) for m, p, _, _ in transport.log if "/v1/rounds/" in p and "current" not in p]
+        assert [m for m, _ in round_calls] == ["POST"] * 5, round_calls  # no GET of a message
+        assert all("?then=" in p for _, p in round_calls)
+        kinds = [e.kind for e in rec.ledger.entries() if e.kind in UPLOAD_KINDS.values()]
+        assert sorted(kinds) == sorted(UPLOAD_KINDS.values())

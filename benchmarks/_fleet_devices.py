@@ -10,8 +10,8 @@ cohort must not block on a stage that waits for devices queued behind it).
 from __future__ import annotations
 
 import itertools
+import sys
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping
 
@@ -106,4 +106,6 @@ def _step(part, name: str) -> str:  # type: ignore[no-untyped-def]
             return f"round {out.status.state}: {out.status.reason}"
         return ""
     except Exception as exc:  # a benchmark counts failures instead of stopping
-        return f"{name}: {type(exc).__name__}: {str(exc)[:160]}" or traceback.format_exc(limit=1)
+        error = f"{name}: {type(exc).__name__}: {str(exc)[:160]}"
+        print(f"device failed: {error}", file=sys.stderr, flush=True)  # now, not only at the end
+        return error

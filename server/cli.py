@@ -82,7 +82,8 @@ def _serve(s: _Services, args: argparse.Namespace) -> int:
               public_key=s.publisher.public_key.hex())
     try:
         uvicorn.run(create_app(coordinator), host=s.config.host, port=s.config.port,
-                    log_config=None, access_log=False, log_level=s.config.log_level, lifespan="on")
+                    log_config=None, access_log=False, log_level=s.config.log_level, lifespan="on",
+                    timeout_keep_alive=int(s.config.keep_alive_s))
     finally:
         lock.release()
     return 0

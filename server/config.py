@@ -53,6 +53,10 @@ class ServerConfig:
     #: the longest a poll is held open until the round moves on (long polling), for devices
     #: that ask for it (``Prefer: wait=N``); 0: never hold
     long_poll_s: float = 25.0
+    #: how long an idle connection is kept open for its device's next request: above a round's
+    #: pace (a device in a round is back within seconds), so it is not closed under a device
+    #: about to reuse it (uvicorn's 5 s default lost requests of 5,000-device rounds that way)
+    keep_alive_s: float = 60.0
     max_idle_retry_after_s: int = 600
     #: serve /v1/models/* without credentials (bundles are signed and only hold the aggregate)
     public_models: bool = False
@@ -97,6 +101,8 @@ class ServerConfig:
                                   "max_retry_after_s <= max_idle_retry_after_s")
         if not 0 <= self.long_poll_s <= 300:
             raise ServerConfigError("long_poll_s must be in [0, 300] seconds")
+        if not 1 <= self.keep_alive_s <= 3600:
+            raise ServerConfigError("keep_alive_s must be in [1, 3600] seconds")
         if not 0.0 <= self.canary_share <= 1.0:
             raise ServerConfigError(f"canary_share must be in [0, 1], got {self.canary_share}")
         if not self.close_lease_s > 0:

@@ -1,7 +1,6 @@
 """The HTTP API (Starlette on uvicorn). Routes parse, call the coordinator, serialize.
 
-Every error answer is an ``edgerec.sync.ErrorBody`` (JSON) with the status of the server error
-behind it; anything unexpected answers 500 without detail and is logged with its traceback.
+Error answers (``edgerec.sync.ErrorBody``) and the access log are ``middleware.py``'s.
 Blocking work (database, crypto, publishing) runs in the thread pool, serialized by the
 coordinator's lock, except publishing a round's model, which runs beside it (in the thread of
 the tick that closed the round). See ``openapi.py`` for the routes.
@@ -13,20 +12,18 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Literal
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgerec.secagg import Stage
-from edgerec.sync import (DOWNLOAD_NAMES, OUTCOME, CertificateAnswer, EnrolRequest, EnrolResponse, ErrorBody,
-                          ProtocolError, RoundStatus, ServerKey)
+from edgerec.sync import (DOWNLOAD_NAMES, OUTCOME, CertificateAnswer, EnrolRequest, EnrolResponse,
+                          RoundStatus, ServerKey)
 from edgerec.sync import codec
 
 from . import audit, auth, operators, rollout
@@ -36,6 +33,7 @@ from .coordinator import NOT_CACHED, Coordinator
 from .logs import log_event
 from .longpoll import Changes, preferred_wait
 from .metrics import CONTENT_TYPE
+from .middleware import ERROR_HANDLERS, AccessLog
 from .openapi import openapi_schema
 from .state import DeviceRecord, ModelRecord
 from .validation import (check_content_length, check_json_depth, check_media_type, parse_id,
@@ -49,10 +47,6 @@ _STAGE_OF_NAME = {name: stage for stage, name in DOWNLOAD_NAMES.items()}
 def _message(msg: Any, status: int = 200, headers: dict | None = None,
              background: BackgroundTask | None = None) -> Response:
     return Response(codec.encode(msg), status, headers, codec.JSON, background)
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    return _message(ErrorBody(code, message), status)
 
 
 async def _body(request: Request, limit: int, media_type: str) -> bytes:
@@ -356,62 +350,6 @@ def _routes(api: Api) -> list[Route]:
     ]
 
 
-async def _server_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServerError)
-    if exc.status >= 500:
-        log_event("request_failed", logging.ERROR, path=request.url.path, error=str(exc))
-    return _error(exc.status, exc.code, str(exc))
-
-
-async def _protocol_error(request: Request, exc: Exception) -> Response:
-    return _error(400, "bad_request", str(exc))
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    response = _error(exc.status_code, code, str(exc.detail))
-    # Starlette's 405 names the route's methods in an Allow header (RFC 9110 requires it).
-    response.headers.update(exc.headers or {})
-    return response
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    get = logging.getLogger("edgerec_server")
-    get.error("unexpected_error", exc_info=exc, extra={"fields": {"path": request.url.path}})
-    return _error(500, "internal_error", "internal server error (logged)")
-
-
-class _AccessLog:
-    """ASGI middleware: one structured log line and the metrics of every request."""
-
-    def __init__(self, app: Callable[..., Awaitable[None]], coordinator: Coordinator) -> None:
-        self.app, self.co = app, coordinator
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started, status = time.perf_counter(), [500]
-
-        async def send_status(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.co.metrics.requests.labels(route, str(status[0])).inc()
-            self.co.metrics.latency.labels(route).observe(elapsed)
-            if status[0] >= 400:
-                self.co.metrics.rejections.labels(f"http_{status[0]}").inc()
-            log_event("request", method=scope["method"], path=scope["path"], status=status[0],
-                      ms=round(elapsed * 1000, 2))
-
-
 def create_app(coordinator: Coordinator, *, tick_interval_s: float | None = None) -> Any:
     """The ASGI app; with ``tick_interval_s`` > 0 a background task checks deadlines."""
     interval = coordinator.config.tick_interval_s if tick_interval_s is None else tick_interval_s
@@ -428,10 +366,8 @@ def create_app(coordinator: Coordinator, *, tick_interval_s: float | None = None
             if task is not None:
                 task.cancel()
 
-    app = Starlette(routes=_routes(api), lifespan=lifespan, exception_handlers={
-        ServerError: _server_error, ProtocolError: _protocol_error, HTTPException: _http_error,
-        Exception: _unexpected})
-    return _AccessLog(app, coordinator)
+    app = Starlette(routes=_routes(api), lifespan=lifespan, exception_handlers=ERROR_HANDLERS)
+    return AccessLog(app, coordinator)
 
 
 async def _ticker(coordinator: Coordinator, interval: float) -> None:
